@@ -1,0 +1,92 @@
+//! A minimal Phoenix V2 client over a WebSocket bound to a chosen source address.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+pub(crate) type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+pub(crate) type Stream = SplitStream<WebSocketStream<TcpStream>>;
+
+/// The `n`th of `count` source addresses: 127.0.0.2, 127.0.0.3, …
+pub(crate) fn source(n: usize, count: u8) -> IpAddr {
+    let count = usize::from(count.max(1));
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (n % count) as u8))
+}
+
+/// Opens a V2 WebSocket to `server` from `from`, authenticated with `token`.
+pub(crate) async fn connect(
+    server: SocketAddr,
+    path: &str,
+    token: &str,
+    from: IpAddr,
+) -> Result<(Sink, Stream), String> {
+    if !server.ip().is_loopback() {
+        return Err(format!(
+            "{server} is not a loopback address; fawkes-bench only targets loopback"
+        ));
+    }
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .map_err(|e| format!("bind {from}: {e}"))?;
+    let stream = socket
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let url = format!("ws://{server}{path}?token={token}&vsn=2.0.0");
+    let request = url.into_client_request().map_err(|e| e.to_string())?;
+    let (ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    Ok(ws.split())
+}
+
+/// Sends a V2 frame.
+pub(crate) async fn send(
+    sink: &mut Sink,
+    join_ref: Value,
+    msg_ref: &str,
+    topic: &str,
+    event: &str,
+    payload: Value,
+) -> Result<(), String> {
+    let text = json!([join_ref, msg_ref, topic, event, payload]).to_string();
+    sink.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A received frame, parsed only as far as routing needs.
+pub(crate) struct Frame {
+    pub(crate) msg_ref: Value,
+    pub(crate) topic: String,
+    pub(crate) event: String,
+    pub(crate) payload: Value,
+}
+
+/// Parses a V2 text frame fully (used for replies and by clients that track presence).
+pub(crate) fn parse(text: &str) -> Option<Frame> {
+    let Value::Array(mut parts) = serde_json::from_str::<Value>(text).ok()? else {
+        return None;
+    };
+    if parts.len() < 5 {
+        return None;
+    }
+    let payload = parts.pop()?;
+    let event = parts.pop()?.as_str()?.to_owned();
+    let topic = parts.pop()?.as_str()?.to_owned();
+    let msg_ref = parts.pop()?;
+    Some(Frame {
+        msg_ref,
+        topic,
+        event,
+        payload,
+    })
+}

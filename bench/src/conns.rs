@@ -1,0 +1,144 @@
+//! `conns`: N connections, each joins one of K topics, then all hold (heartbeating) for a
+//! while. Reports the connect+join rate, join latency percentiles, failures, and the server's
+//! RSS before and after → bytes per idle joined connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::Target;
+use crate::client::{self, parse};
+use crate::stats::{self, mib, percentile};
+
+pub(crate) async fn run(
+    target: &Target,
+    n: usize,
+    topics: usize,
+    prefix: &str,
+    concurrency: usize,
+    hold: Duration,
+) -> Result<(), String> {
+    let tokens = Arc::new(target.tokens()?);
+    let server_before = target.server_pid.and_then(stats::sample);
+    let (joined, failed, closed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    println!("conns: {n} connections over {topics} topics ({concurrency} at a time)");
+    let started = Instant::now();
+    for i in 0..n {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (target, tokens, joined, failed, closed, latencies) = (
+            target.clone(),
+            tokens.clone(),
+            joined.clone(),
+            failed.clone(),
+            closed.clone(),
+            latencies.clone(),
+        );
+        let mut stop = stop_rx.clone();
+        let topic = format!("{prefix}{}", i % topics.max(1));
+        tokio::spawn(async move {
+            let mut permit = Some(permit);
+            let token = &tokens[i % tokens.len()];
+            let Ok((mut sink, mut stream)) = client::connect(
+                target.server,
+                &target.path,
+                token,
+                client::source(i, target.sources),
+            )
+            .await
+            else {
+                failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let sent = Instant::now();
+            let _ = client::send(&mut sink, json!("1"), "1", &topic, "phx_join", json!({})).await;
+            let mut heartbeat = tokio::time::interval(Duration::from_secs(25));
+            heartbeat.tick().await;
+            let mut next_ref = 1u64;
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = heartbeat.tick() => {
+                        next_ref += 1;
+                        let _ = client::send(&mut sink, Value::Null, &next_ref.to_string(), "phoenix", "heartbeat", json!({})).await;
+                    }
+                    message = stream.next() => {
+                        let Some(Ok(message)) = message else {
+                            closed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        };
+                        if permit.is_some()
+                            && let Message::Text(text) = message
+                            && let Some(frame) = parse(text.as_str())
+                            && frame.event == "phx_reply"
+                            && frame.msg_ref == "1"
+                        {
+                            if let Ok(mut l) = latencies.lock() {
+                                l.push(sent.elapsed());
+                            }
+                            let counter = if frame.payload["status"] == "ok" { &joined } else { &failed };
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            permit = None;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while joined.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let join_phase = started.elapsed();
+    // Let the server settle (allocator, queues) before reading its memory.
+    tokio::time::sleep(hold).await;
+    let server_after = target.server_pid.and_then(stats::sample);
+    let _ = stop_tx.send(true);
+    let mut latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    latencies.sort();
+    let (ok, bad) = (
+        joined.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "joined:              {ok} of {n} in {:.2}s ({:.0} connect+join/s); failures {bad}; closed by server {}",
+        join_phase.as_secs_f64(),
+        n as f64 / join_phase.as_secs_f64(),
+        closed.load(Ordering::Relaxed)
+    );
+    println!(
+        "join latency:        p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or_default()
+    );
+    if let (Some(before), Some(after)) = (server_before, server_after) {
+        println!(
+            "server:              RSS {} -> {} ({} bytes per joined connection), CPU {:.2}s",
+            mib(before.rss),
+            mib(after.rss),
+            after.rss.saturating_sub(before.rss) / ok.max(1) as u64,
+            after.cpu - before.cpu
+        );
+    }
+    if ok == n {
+        Ok(())
+    } else {
+        Err(format!("{bad} connections failed"))
+    }
+}

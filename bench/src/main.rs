@@ -1,0 +1,352 @@
+//! `fawkes-bench`: load scenarios against a running Fawkes server, on loopback only.
+//!
+//! Run (see BENCHMARKS.md for the whole procedure):
+//!
+//! ```sh
+//! cargo run --release -p fawkes-bench -- presence-storm --tokens tokens.txt --connections 15000 --server-pid PID
+//! ```
+//!
+//! Every scenario bounds its run time and its connection count, spreads connections over
+//! several 127.0.0.x source addresses (so one address's ephemeral ports never run out), never
+//! panics on server errors (it counts them), and samples the server's CPU time and RSS from
+//! `/proc/<pid>` when given `--server-pid`.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod churn;
+mod client;
+mod conns;
+mod echo;
+mod fanout;
+mod logins;
+mod rest;
+mod stats;
+mod storm;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Load generator for Fawkes.
+#[derive(Parser)]
+#[command(name = "fawkes-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// Options every WebSocket scenario shares.
+#[derive(clap::Args, Clone)]
+pub(crate) struct Target {
+    /// The server's address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:4000")]
+    pub(crate) server: SocketAddr,
+    /// The socket path.
+    #[arg(long, default_value = "/socket/websocket")]
+    pub(crate) path: String,
+    /// A file of access tokens, one per line (`fawkes seed --tokens-out`).
+    #[arg(long)]
+    pub(crate) tokens: PathBuf,
+    /// How many 127.0.0.x source addresses to spread connections over (127.0.0.2 upwards).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) sources: u8,
+    /// The server's process id, to sample its CPU time and memory.
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub(crate) timeout_secs: u64,
+}
+
+impl Target {
+    /// The tokens in the `--tokens` file (at least one).
+    pub(crate) fn tokens(&self) -> Result<Vec<String>, String> {
+        let text = std::fs::read_to_string(&self.tokens)
+            .map_err(|e| format!("{}: {e}", self.tokens.display()))?;
+        let tokens: Vec<String> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if tokens.is_empty() {
+            return Err(format!("{}: no tokens", self.tokens.display()));
+        }
+        Ok(tokens)
+    }
+}
+
+/// Runs a scenario, giving up after the target's `--timeout-secs`.
+async fn bounded(
+    target: &Target,
+    run: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(Duration::from_secs(target.timeout_secs), run)
+        .await
+        .unwrap_or_else(|_| Err(format!("gave up after {}s", target.timeout_secs)))
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Logins (argon2 verifications) at a steady rate as the seeded users.
+    Logins {
+        #[command(flatten)]
+        target: Target,
+        /// Logins per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// How many seeded users to cycle through.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// The seed prefix.
+        #[arg(long, default_value = "bench")]
+        prefix: String,
+        /// The seeded password.
+        #[arg(long, default_value = "bench password 1234")]
+        password: String,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Keep-alive HTTP connections send `GET PATH` (with a bearer token) in a closed loop.
+    Rest {
+        #[command(flatten)]
+        target: Target,
+        /// The request path, e.g. `/api/v1/me` or `/health`.
+        #[arg(long, default_value = "/api/v1/me")]
+        url_path: String,
+        /// Connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Workers loop connect → join → leave → close; cycles/s, CPU per cycle, RSS growth.
+    Churn {
+        #[command(flatten)]
+        target: Target,
+        /// Concurrent workers.
+        #[arg(long, default_value_t = 20)]
+        workers: usize,
+        /// The topic joined each cycle.
+        #[arg(long, default_value = "echo:churn")]
+        topic: String,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// C connections push an event and await its reply in a closed loop.
+    Echo {
+        #[command(flatten)]
+        target: Target,
+        /// Connections.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// The topic (the echo example serves `echo:*`; the app's rooms answer `ping`).
+        #[arg(long, default_value = "echo:bench")]
+        topic: String,
+        /// The event pushed.
+        #[arg(long, default_value = "ping")]
+        event: String,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// S subscribers on one topic, P publishers at R msg/s each; delivery latency.
+    Fanout {
+        #[command(flatten)]
+        target: Target,
+        /// Subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Publishers.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        /// Messages per second per publisher.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// The topic (its channel must broadcast `message:new`).
+        #[arg(long, default_value = "echo:fanout")]
+        topic: String,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// N connections each join one of K topics and hold; reports the join rate and latency and
+    /// the server's memory per idle joined connection.
+    Conns {
+        #[command(flatten)]
+        target: Target,
+        /// Connections.
+        #[arg(long, default_value_t = 15000)]
+        connections: usize,
+        /// Topics the connections are spread over.
+        #[arg(long, default_value_t = 100)]
+        topics: usize,
+        /// Topic names: PREFIX0, PREFIX1, … (the app's rooms track presence; `echo:` on the
+        /// echo example does not).
+        #[arg(long, default_value = "room:conns-")]
+        topic_prefix: String,
+        /// Connections being opened and joined at once.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+        /// Seconds to hold before reading the server's memory.
+        #[arg(long, default_value_t = 5)]
+        hold_secs: u64,
+    },
+    /// N connections, each a distinct user, join one room as fast as possible; checks that
+    /// every join succeeds and that sampled clients' synced presence holds all N users.
+    PresenceStorm {
+        #[command(flatten)]
+        target: Target,
+        /// Connections (and users: one token each).
+        #[arg(long, default_value_t = 15000)]
+        connections: usize,
+        /// The topic everyone joins.
+        #[arg(long, default_value = "room:storm")]
+        topic: String,
+        /// Connections being opened and joined at once.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+        /// Clients that keep a full presence view, as phoenix.js does, to check it.
+        #[arg(long, default_value_t = 8)]
+        sample: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.scenario {
+        Scenario::Logins {
+            target,
+            rate,
+            users,
+            prefix,
+            password,
+            seconds,
+        } => {
+            bounded(
+                &target,
+                logins::run(
+                    &target,
+                    rate,
+                    users,
+                    &prefix,
+                    &password,
+                    Duration::from_secs(seconds),
+                ),
+            )
+            .await
+        }
+        Scenario::Rest {
+            target,
+            url_path,
+            connections,
+            seconds,
+        } => {
+            bounded(
+                &target,
+                rest::run(
+                    &target,
+                    &url_path,
+                    connections,
+                    Duration::from_secs(seconds),
+                ),
+            )
+            .await
+        }
+        Scenario::Churn {
+            target,
+            workers,
+            topic,
+            seconds,
+        } => {
+            bounded(
+                &target,
+                churn::run(&target, workers, &topic, Duration::from_secs(seconds)),
+            )
+            .await
+        }
+        Scenario::Echo {
+            target,
+            connections,
+            topic,
+            event,
+            seconds,
+        } => {
+            bounded(
+                &target,
+                echo::run(
+                    &target,
+                    connections,
+                    &topic,
+                    &event,
+                    Duration::from_secs(seconds),
+                ),
+            )
+            .await
+        }
+        Scenario::Fanout {
+            target,
+            subscribers,
+            publishers,
+            rate,
+            topic,
+            seconds,
+        } => {
+            bounded(
+                &target,
+                fanout::run(
+                    &target,
+                    subscribers,
+                    publishers,
+                    rate,
+                    &topic,
+                    Duration::from_secs(seconds),
+                ),
+            )
+            .await
+        }
+        Scenario::Conns {
+            target,
+            connections,
+            topics,
+            topic_prefix,
+            concurrency,
+            hold_secs,
+        } => {
+            bounded(
+                &target,
+                conns::run(
+                    &target,
+                    connections,
+                    topics,
+                    &topic_prefix,
+                    concurrency,
+                    Duration::from_secs(hold_secs),
+                ),
+            )
+            .await
+        }
+        Scenario::PresenceStorm {
+            target,
+            connections,
+            topic,
+            concurrency,
+            sample,
+        } => {
+            bounded(
+                &target,
+                storm::run(&target, connections, &topic, concurrency, sample),
+            )
+            .await
+        }
+    };
+    if let Err(e) = outcome {
+        eprintln!("fawkes-bench: {e}");
+        std::process::exit(1);
+    }
+}

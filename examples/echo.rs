@@ -1,0 +1,101 @@
+//! The smallest Fawkes server: one socket, one channel that echoes.
+//!
+//! Run it:
+//!
+//! ```sh
+//! cargo run --example echo            # listens on 127.0.0.1:4001
+//! cargo run --example echo -- 127.0.0.1:5000
+//! ```
+//!
+//! Then, with the official client (`npm install phoenix ws`, Node 20):
+//!
+//! ```js
+//! const { Socket } = require("phoenix");
+//! const socket = new Socket("ws://127.0.0.1:4001/socket", { transport: require("ws"), params: { name: "ada" } });
+//! socket.connect();
+//! const channel = socket.channel("echo:lobby", {});
+//! channel.join().receive("ok", () =>
+//!   channel.push("shout", { hello: "world" }).receive("ok", (reply) => console.log(reply)));
+//! ```
+
+use std::time::Duration;
+
+use fawkes::runtime::{
+    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, HandleIn, JoinOutcome,
+    Params, Payload, Reply, Runtime, Socket, SocketMount, TransportConfig,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Anyone may connect; `name` names the connection (the benchmarks connect with `token`).
+struct EchoSocket;
+
+impl Socket for EchoSocket {
+    type Assigns = String;
+
+    async fn connect(&self, params: &Params, _info: &ConnectInfo) -> Result<String, ConnectError> {
+        Ok(params.get("name").unwrap_or("anonymous").to_owned())
+    }
+}
+
+/// Replies to every event with its payload; broadcasts `message:new` to the topic.
+struct EchoChannel;
+
+impl Channel for EchoChannel {
+    type Assigns = String;
+    type State = ();
+    type Info = ();
+
+    async fn join(
+        &self,
+        _topic: &str,
+        _payload: Payload,
+        _ctx: &mut ChannelContext<Self>,
+    ) -> Result<JoinOutcome<()>, ChannelError> {
+        Ok(JoinOutcome::ok(()))
+    }
+
+    async fn handle_in(
+        &self,
+        event: &str,
+        payload: Payload,
+        _state: &mut (),
+        ctx: &mut ChannelContext<Self>,
+    ) -> Result<HandleIn, ChannelError> {
+        if event == "message:new" {
+            // Fan-out: everyone on the topic gets it; the sender gets `ok`.
+            ctx.broadcast(event, payload);
+            return Ok(HandleIn::Reply(Reply::ok()));
+        }
+        Ok(HandleIn::Reply(Reply::ok_with(payload)))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:4001".to_owned());
+    let runtime = Runtime::start(TransportConfig::default()).await?;
+    let mount = SocketMount::new(EchoSocket).channel("echo:*", EchoChannel)?;
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "echo server on ws://{}/socket/websocket (Ctrl-C to stop)",
+            listener.local_addr()?
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    runtime
+        .endpoint()
+        .socket("/socket", mount)
+        .serve(listener, shutdown, Duration::from_secs(5))
+        .await;
+    runtime.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}

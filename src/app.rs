@@ -1,0 +1,215 @@
+//! Wiring and lifecycle: build every part from a [`Config`], serve, shut down in order.
+//!
+//! [`Server::start`] resolves the secret key, opens the database and runs pending
+//! migrations, builds the contexts, starts the realtime runtime, binds the listener and starts
+//! serving the REST API and the app socket (`/socket/websocket`) on it. [`Server::shutdown`]
+//! stops accepting, drains in-flight requests, waits for mail in flight, and closes the
+//! database. Tests start a server on port 0 exactly as the binary does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{Accounts, AccountsError};
+use crate::config::{Config, SecretKey, SecretKeyError, SecretKeySource};
+use crate::mailer::{Mailer, MailerError};
+use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig};
+use crate::web::{self, rate_limit::LoginLimiter};
+
+/// How often expired revocations and idle rate-limit keys are pruned.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+
+/// Everything a request handler can reach.
+pub struct App {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// The database pool (contexts use it; handlers only for readiness).
+    pub db: DatabaseConnection,
+    /// The accounts context.
+    pub accounts: Accounts,
+    /// The chat context.
+    pub chat: crate::chat::Chat,
+    /// The mailer.
+    pub mailer: Mailer,
+    /// Login rate limits.
+    pub login_limiter: LoginLimiter,
+    /// The realtime PubSub (broadcasts, socket disconnects).
+    pub pubsub: PubSub,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No usable secret key.
+    #[error(transparent)]
+    SecretKey(#[from] SecretKeyError),
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Database(#[from] DbErr),
+    /// The mailer settings are wrong.
+    #[error(transparent)]
+    Mailer(#[from] MailerError),
+    /// The accounts context could not start.
+    #[error("accounts: {0}")]
+    Accounts(#[from] AccountsError),
+    /// The socket settings are wrong.
+    #[error("socket settings: {0}")]
+    Socket(#[from] InvalidOrigin),
+    /// The realtime runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::StartError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    app: Arc<App>,
+    runtime: Runtime,
+    shutdown: CancellationToken,
+    endpoint: JoinHandle<bool>,
+    maintenance: JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts a server for `config` (bind to port 0 for an ephemeral port).
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let (key, source) = SecretKey::resolve(&config)?;
+        match &source {
+            SecretKeySource::Configured => {}
+            SecretKeySource::Generated(path) => tracing::warn!(
+                file = %path.display(),
+                "no secret_key configured: generated a development key and saved it; set FAWKES_SECRET_KEY in production"
+            ),
+            SecretKeySource::File(path) => tracing::warn!(
+                file = %path.display(),
+                "no secret_key configured: using the development key file; set FAWKES_SECRET_KEY in production"
+            ),
+        }
+        let db = crate::db::connect(&config.database_url, config.database_pool_size).await?;
+        crate::db::migrate_up(&db).await?;
+        let mailer = Mailer::new(&config.mail, db.clone(), key.clone())?;
+        let accounts = Accounts::new(db.clone(), key, config.token_ttl(), mailer.clone()).await?;
+        let runtime = Runtime::start(RuntimeConfig {
+            transport: config.socket.transport()?,
+            presence: config.presence.runtime(),
+            adapter: None,
+        })
+        .await?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let app = Arc::new(App {
+            login_limiter: LoginLimiter::new(&config.rate_limit),
+            pubsub: runtime.pubsub().clone(),
+            chat: crate::chat::Chat::new(db.clone()),
+            config,
+            db,
+            accounts,
+            mailer,
+        });
+        let shutdown = CancellationToken::new();
+        let grace = Duration::from_secs(app.config.http.shutdown_timeout_secs);
+        let endpoint = runtime
+            .endpoint()
+            .socket(
+                "/socket",
+                web::user_socket::mount(app.accounts.clone(), app.chat.clone()),
+            )
+            .fallback(web::service(app.clone()));
+        let endpoint = tokio::spawn(endpoint.serve(listener, shutdown.clone(), grace));
+        let maintenance = tokio::spawn(maintain(app.clone(), shutdown.clone()));
+        Ok(Self {
+            addr,
+            app,
+            runtime,
+            shutdown,
+            endpoint,
+            maintenance,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The shared application state.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// A token that, when cancelled, starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Shuts down gracefully: stop accepting, drain requests, flush mail, close the database.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// The realtime runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Waits for a shutdown triggered through [`Server::shutdown_token`] to complete.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        let grace = Duration::from_secs(self.app.config.http.shutdown_timeout_secs);
+        // WebSockets get close code 1012 (clients reconnect) while HTTP drains.
+        let (drained, sockets_closed) = tokio::join!(
+            async { self.endpoint.await.unwrap_or(false) },
+            self.runtime.shutdown(grace)
+        );
+        let _ = self.maintenance.await;
+        let mail_flushed = self.app.mailer.shutdown(grace).await;
+        if let Err(e) = self.app.db.close_by_ref().await {
+            tracing::warn!(error = %e, "closing the database failed");
+        }
+        tracing::info!(drained, sockets_closed, mail_flushed, "shutdown complete");
+    }
+}
+
+async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(MAINTENANCE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        app.login_limiter.prune();
+        match app.accounts.prune_revocations().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "pruned expired revocations"),
+            Err(e) => tracing::warn!(error = %e, "pruning revocations failed"),
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! Configuration: read once, here, into typed structs.
+//!
+//! Precedence, lowest first: built-in defaults < `fawkes.toml` (or `--config FILE`) <
+//! environment (`DATABASE_URL`, then `FAWKES_*`, nested keys joined with `__`, e.g.
+//! `FAWKES_HTTP__BODY_LIMIT_BYTES`) < command-line flags. This is the only module that reads
+//! the process environment.
+
+mod cli;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use cli::{Cli, Command, MigrateAction};
+pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
+
+/// The deployment environment, which picks safe defaults and start-up checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Local development: a token key is generated if none is set, `/dev/mailbox` is served.
+    Dev,
+    /// Automated tests: like `dev` without the dev-only routes.
+    Test,
+    /// Production: a token key is required.
+    Prod,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of a Fawkes server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `dev`, `test` or `prod`.
+    pub env: Environment,
+    /// Address the HTTP (and later WebSocket) listener binds.
+    pub bind: SocketAddr,
+    /// `sqlite://PATH` (embedded, created if missing) or `postgres://…`.
+    pub database_url: String,
+    /// Maximum pooled database connections.
+    pub database_pool_size: u32,
+    /// Token key as a PASERK `k4.local.…` string (`fawkes gen-secret` makes one).
+    pub secret_key: Option<String>,
+    /// Where a development key is kept when `secret_key` is unset.
+    pub secret_key_file: PathBuf,
+    /// Lifetime of an access token, in seconds.
+    pub token_ttl_secs: u64,
+    /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
+    pub log: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// HTTP front end settings.
+    pub http: HttpConfig,
+    /// Login rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Outgoing mail.
+    pub mail: MailConfig,
+    /// WebSocket transport.
+    pub socket: SocketConfig,
+    /// Presence.
+    pub presence: PresenceSettings,
+}
+
+/// Presence settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PresenceSettings {
+    /// Milliseconds of changes to one topic collected into one `presence_diff` (0: one diff
+    /// per change).
+    pub window_ms: u64,
+    /// Presence shard actors (topics are spread over them).
+    pub shards: usize,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        let runtime = crate::runtime::PresenceConfig::default();
+        Self {
+            window_ms: runtime.window.as_millis() as u64,
+            shards: runtime.shards,
+        }
+    }
+}
+
+impl PresenceSettings {
+    /// The runtime's presence settings.
+    pub fn runtime(&self) -> crate::runtime::PresenceConfig {
+        crate::runtime::PresenceConfig {
+            window: std::time::Duration::from_millis(self.window_ms),
+            shards: self.shards.max(1),
+        }
+    }
+}
+
+/// Which browser origins may open a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginCheck {
+    /// Any origin.
+    Off,
+    /// The origin's host must be the request's `Host`.
+    Conn,
+    /// The origin must match one of `allowed_origins`.
+    List,
+}
+
+/// WebSocket transport settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SocketConfig {
+    /// `off`, `conn` (same host as the request) or `list` (see `allowed_origins`).
+    pub check_origin: OriginCheck,
+    /// With `check_origin = "list"`: `https://app.example.com`, `//example.com`,
+    /// `//*.example.com`.
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted frame, in bytes (larger → close 1009).
+    pub max_frame_bytes: usize,
+    /// Seconds without any client frame before the connection is closed (1001).
+    pub idle_timeout_secs: u64,
+    /// Frames queued for one client before it is disconnected as a slow consumer.
+    pub outbound_queue: usize,
+    /// Seconds one write to a client may take before it counts as a slow consumer.
+    pub write_timeout_secs: u64,
+    /// Channels one socket may join at once.
+    pub max_channels: usize,
+    /// Read buffer per connection, in bytes.
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        let transport = crate::runtime::TransportConfig::default();
+        Self {
+            check_origin: OriginCheck::Conn,
+            allowed_origins: Vec::new(),
+            max_frame_bytes: transport.max_frame_bytes,
+            idle_timeout_secs: transport.idle_timeout.as_secs(),
+            outbound_queue: transport.outbound_queue,
+            write_timeout_secs: transport.write_timeout.as_secs(),
+            max_channels: transport.max_channels,
+            read_buffer_bytes: transport.read_buffer_bytes,
+        }
+    }
+}
+
+impl SocketConfig {
+    /// The runtime's transport settings.
+    pub fn transport(
+        &self,
+    ) -> Result<crate::runtime::TransportConfig, crate::runtime::InvalidOrigin> {
+        use crate::runtime::{CheckOrigin, OriginPattern};
+        let check_origin = match self.check_origin {
+            OriginCheck::Off => CheckOrigin::Off,
+            OriginCheck::Conn => CheckOrigin::SameHost,
+            OriginCheck::List => CheckOrigin::List(
+                self.allowed_origins
+                    .iter()
+                    .map(|o| OriginPattern::parse(o))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        Ok(crate::runtime::TransportConfig {
+            check_origin,
+            max_frame_bytes: self.max_frame_bytes,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            outbound_queue: self.outbound_queue,
+            write_timeout: std::time::Duration::from_secs(self.write_timeout_secs),
+            max_channels: self.max_channels,
+            read_buffer_bytes: self.read_buffer_bytes,
+            close_grace: std::time::Duration::from_secs(5),
+        })
+    }
+}
+
+/// HTTP front end settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes (larger → 413).
+    pub body_limit_bytes: usize,
+    /// Longest a request may take, in seconds (longer → 408).
+    pub request_timeout_secs: u64,
+    /// Origins allowed by CORS; `["*"]` allows any, `[]` disables CORS headers.
+    pub cors_origins: Vec<String>,
+    /// How long shutdown waits for in-flight requests and mail, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Login rate limits, per minute, each a burst of that size refilling evenly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    /// Login attempts per client address per minute.
+    pub login_per_ip_per_minute: u32,
+    /// Login attempts per e-mail address per minute.
+    pub login_per_email_per_minute: u32,
+}
+
+/// Which mail transport delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransportKind {
+    /// Keep mail in the database only (see `GET /dev/mailbox` in dev).
+    Outbox,
+    /// Send through an SMTP relay.
+    Smtp,
+}
+
+/// TLS mode for SMTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (a local relay or a test server).
+    None,
+    /// STARTTLS upgrade (usually port 587).
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Tls,
+}
+
+/// Outgoing mail settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MailConfig {
+    /// `outbox` (default) or `smtp`.
+    pub transport: MailTransportKind,
+    /// The `From:` mailbox, e.g. `Fawkes <no-reply@localhost>`.
+    pub from: String,
+    /// SMTP relay host.
+    pub smtp_host: String,
+    /// SMTP relay port.
+    pub smtp_port: u16,
+    /// SMTP TLS mode.
+    pub smtp_tls: SmtpTls,
+    /// SMTP user name, if the relay wants one.
+    pub smtp_username: Option<String>,
+    /// SMTP password, if the relay wants one.
+    pub smtp_password: Option<String>,
+    /// Longest one SMTP delivery may take, in seconds.
+    pub smtp_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            env: Environment::Dev,
+            bind: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            database_url: "sqlite://fawkes.db".to_owned(),
+            database_pool_size: 10,
+            secret_key: None,
+            secret_key_file: PathBuf::from(".fawkes-secret"),
+            token_ttl_secs: 24 * 60 * 60,
+            log: "info".to_owned(),
+            log_format: LogFormat::Text,
+            http: HttpConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            mail: MailConfig::default(),
+            socket: SocketConfig::default(),
+            presence: PresenceSettings::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            cors_origins: vec!["*".to_owned()],
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            login_per_ip_per_minute: 30,
+            login_per_email_per_minute: 10,
+        }
+    }
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            transport: MailTransportKind::Outbox,
+            from: "Fawkes <no-reply@localhost>".to_owned(),
+            smtp_host: "localhost".to_owned(),
+            smtp_port: 587,
+            smtp_tls: SmtpTls::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+            smtp_timeout_secs: 10,
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source held a value of the wrong shape.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// The configuration file named with `--config` does not exist.
+    #[error("configuration file {0} not found")]
+    MissingFile(PathBuf),
+}
+
+/// The default configuration file, read when present.
+pub const DEFAULT_CONFIG_FILE: &str = "fawkes.toml";
+
+impl Config {
+    /// Loads defaults < config file < environment < the flags in `cli`.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.clone())),
+            Some(path) => path.clone(),
+            None => PathBuf::from(DEFAULT_CONFIG_FILE),
+        };
+        Self::figment(&file)
+            .merge(Serialized::defaults(cli.overrides()))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    fn figment(file: &Path) -> Figment {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            )
+            .merge(Env::prefixed("FAWKES_").split("__"))
+    }
+
+    /// The configuration as JSON with secrets replaced by `"[redacted]"`.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        let redact = |v: &mut serde_json::Value| {
+            if !v.is_null() {
+                *v = serde_json::Value::from("[redacted]");
+            }
+        };
+        if let Some(v) = value.get_mut("secret_key") {
+            redact(v);
+        }
+        if let Some(v) = value.pointer_mut("/mail/smtp_password") {
+            redact(v);
+        }
+        if let Some(v) = value.get_mut("database_url") {
+            *v = redact_url_password(&self.database_url).into();
+        }
+        value
+    }
+
+    /// Whether the database is SQLite (as opposed to PostgreSQL).
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    /// The token lifetime as a [`std::time::Duration`].
+    pub fn token_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.token_ttl_secs)
+    }
+}
+
+/// `scheme://user:password@host/…` with the password replaced.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:[redacted]@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,272 @@
+//! The realtime runtime: Phoenix-compatible sockets and channels on a ractor supervision tree.
+//!
+//! What an embedding developer writes: a [`Socket`] (who may connect), [`Channel`]s (what
+//! happens on a topic), a [`SocketMount`] tying them to topic patterns, and an [`Endpoint`]
+//! serving the socket at a path (with any other HTTP service beside it). [`PubSub`] broadcasts
+//! from anywhere.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use fawkes::runtime::*;
+//!
+//! struct UserSocket;
+//! impl Socket for UserSocket {
+//!     type Assigns = String;
+//!     async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<String, ConnectError> {
+//!         params.get("user").map(str::to_owned).ok_or_else(ConnectError::forbidden)
+//!     }
+//! }
+//!
+//! struct Room;
+//! impl Channel for Room {
+//!     type Assigns = String;
+//!     type State = ();
+//!     type Info = ();
+//!     async fn join(&self, _: &str, _: Payload, _: &mut ChannelContext<Self>)
+//!         -> Result<JoinOutcome<()>, ChannelError> {
+//!         Ok(JoinOutcome::ok(()))
+//!     }
+//!     async fn handle_in(&self, event: &str, payload: Payload, _: &mut (), ctx: &mut ChannelContext<Self>)
+//!         -> Result<HandleIn, ChannelError> {
+//!         ctx.broadcast(event, payload); // to everyone in the room
+//!         Ok(HandleIn::Reply(Reply::ok()))
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::start(TransportConfig::default()).await?;
+//! let mount = SocketMount::new(UserSocket).channel("room:*", Room)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! // Any code with the PubSub can broadcast to the room.
+//! runtime.pubsub().broadcast("room:lobby", "news", serde_json::json!({"hello": "world"}));
+//! runtime
+//!     .endpoint()
+//!     .socket("/socket", mount) // ws://127.0.0.1:4000/socket/websocket
+//!     .serve(listener, shutdown, Duration::from_secs(10))
+//!     .await;
+//! runtime.shutdown(Duration::from_secs(10)).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Supervision tree (see `ARCHITECTURE.md`): a root supervisor with three children, `topics`
+//! (one topic actor per topic with subscribers), `sockets` (one socket actor per connection)
+//! and `presence` (the presence shards). Supervisors log a failed child and carry on; a topic or socket actor that
+//! fails takes only its own topic or connection down.
+
+mod channel;
+mod endpoint;
+pub(crate) mod mount;
+mod presence;
+pub mod protocol;
+mod pubsub;
+mod socket;
+pub(crate) mod socket_actor;
+mod supervisor;
+pub(crate) mod transport;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorRef};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use channel::{
+    Channel, ChannelContext, ChannelError, ChannelHandle, Continue, HandleIn, JoinOutcome, Reply,
+    StopReason,
+};
+pub use endpoint::{Body as HttpBody, Endpoint, FallbackService, PeerAddr};
+pub use mount::{InvalidPattern, SocketMount, TopicPattern};
+pub use presence::{Presence, PresenceConfig, PresenceError, events as presence_events};
+pub use protocol::Payload;
+pub use pubsub::{
+    Adapter, Broadcast, InvalidRemote, MemoryAdapter, MemoryBus, PubSub, RemoteBroadcast,
+    SubscriberId, Subscription,
+};
+pub use socket::{ConnectError, ConnectInfo, Params, Socket};
+pub use transport::{CheckOrigin, InvalidOrigin, OriginPattern, TransportConfig};
+
+use supervisor::Supervisor;
+
+/// The supervision tree could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("the runtime could not start: {0}")]
+pub struct StartError(String);
+
+/// Counters since the runtime started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open WebSocket connections.
+    pub connections: usize,
+    /// Connections accepted so far.
+    pub connections_total: u64,
+    /// Connections closed because the client stopped reading (outbound queue full or a write
+    /// timed out).
+    pub slow_consumer_disconnects: u64,
+}
+
+/// Everything a runtime is configured with.
+#[derive(Clone, Default)]
+pub struct RuntimeConfig {
+    /// WebSocket transport.
+    pub transport: TransportConfig,
+    /// Presence.
+    pub presence: PresenceConfig,
+    /// How broadcasts reach other nodes; `None`: a single node.
+    pub adapter: Option<Arc<dyn Adapter>>,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("transport", &self.transport)
+            .field("presence", &self.presence)
+            .field(
+                "adapter",
+                &self.adapter.as_ref().map(|a| a.node_name().to_owned()),
+            )
+            .finish()
+    }
+}
+
+impl From<TransportConfig> for RuntimeConfig {
+    fn from(transport: TransportConfig) -> Self {
+        Self {
+            transport,
+            ..Default::default()
+        }
+    }
+}
+
+/// State shared by every connection of a runtime.
+pub(crate) struct RuntimeShared {
+    pub(crate) pubsub: PubSub,
+    pub(crate) presence: Presence,
+    pub(crate) sockets: ActorCell,
+    pub(crate) config: TransportConfig,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) connections: TaskTracker,
+    connected: AtomicUsize,
+    connected_total: AtomicU64,
+    slow_consumers: AtomicU64,
+}
+
+impl RuntimeShared {
+    pub(crate) fn metrics_connected(&self) {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        self.connected_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn metrics_disconnected(&self, slow_consumer: bool) {
+        self.connected.fetch_sub(1, Ordering::Relaxed);
+        if slow_consumer {
+            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A running runtime: supervisors, PubSub, and the connections it serves.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) shared: Arc<RuntimeShared>,
+    root: ActorRef<()>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("connections", &self.connection_count())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Starts the supervision tree (`TransportConfig` converts into a [`RuntimeConfig`]).
+    pub async fn start(config: impl Into<RuntimeConfig>) -> Result<Self, StartError> {
+        let config = config.into();
+        let failed = |e: ractor::SpawnErr| StartError(e.to_string());
+        let (root, _) = Actor::spawn(None, Supervisor("runtime"), ())
+            .await
+            .map_err(failed)?;
+        let (topics, _) = Actor::spawn_linked(None, Supervisor("topics"), (), root.get_cell())
+            .await
+            .map_err(failed)?;
+        let (sockets, _) = Actor::spawn_linked(None, Supervisor("sockets"), (), root.get_cell())
+            .await
+            .map_err(failed)?;
+        let (presence, _) = Actor::spawn_linked(None, Supervisor("presence"), (), root.get_cell())
+            .await
+            .map_err(failed)?;
+        let adapter = config
+            .adapter
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryBus::new().adapter("local")));
+        let pubsub = PubSub::new(topics.get_cell(), adapter);
+        let presence = Presence::start(&config.presence, pubsub.clone(), presence.get_cell())
+            .await
+            .map_err(failed)?;
+        Ok(Self {
+            shared: Arc::new(RuntimeShared {
+                pubsub,
+                presence,
+                sockets: sockets.get_cell(),
+                config: config.transport,
+                shutdown: CancellationToken::new(),
+                connections: TaskTracker::new(),
+                connected: AtomicUsize::new(0),
+                connected_total: AtomicU64::new(0),
+                slow_consumers: AtomicU64::new(0),
+            }),
+            root,
+        })
+    }
+
+    /// The PubSub.
+    pub fn pubsub(&self) -> &PubSub {
+        &self.shared.pubsub
+    }
+
+    /// The presence tracker.
+    pub fn presence(&self) -> &Presence {
+        &self.shared.presence
+    }
+
+    /// The transport settings.
+    pub fn config(&self) -> &TransportConfig {
+        &self.shared.config
+    }
+
+    /// Open WebSocket connections.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// Counters: connections, slow-consumer disconnects.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.connection_count(),
+            connections_total: self.shared.connected_total.load(Ordering::Relaxed),
+            slow_consumer_disconnects: self.shared.slow_consumers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// An endpoint builder serving sockets of this runtime.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::new(self.shared.clone())
+    }
+
+    /// Closes every connection with code 1012 (clients reconnect), waits up to `grace` for
+    /// them to finish, then stops the supervision tree. Returns whether all finished in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.shared.shutdown.cancel();
+        self.shared.connections.close();
+        let drained = tokio::time::timeout(grace, self.shared.connections.wait())
+            .await
+            .is_ok();
+        self.root.stop(None);
+        drained
+    }
+}

@@ -1,0 +1,575 @@
+//! The socket actor: one per connection. Crate-private; users see [`super::Socket`] and
+//! [`super::Channel`].
+//!
+//! It owns the connection's joined channels (topic → join) and routes every decoded client
+//! message by the rules of the Phoenix protocol (heartbeats are answered by the transport
+//! before they get here). Channel callbacks run inside this actor, one at a time, each guarded
+//! so that a panic or `Err` ends only that join. Broadcasts reach the client without passing
+//! through here (fastlane), except intercepted events.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use super::channel::{Channel, ChannelContext, Continue, HandleIn, Reply, StopReason};
+use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes, crash_payload};
+use super::presence::Presence;
+use super::protocol::{self, Inbound, Payload, Ref, Vsn, events};
+use super::pubsub::{Broadcast, Delivery, PubSub, SubscriberId};
+use super::transport::{CloseReason, Control, Outbound, encoded_to_message};
+
+/// Pre-encoded payloads at least this large are shared between clients, not copied.
+const SHARE_ABOVE_BYTES: usize = 16 * 1024;
+
+/// Shared JSON text as the bytes of a WebSocket fragment.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Messages a socket actor handles.
+pub(crate) enum SocketMsg {
+    /// A decoded client message, with the transport's inbound-window permit (released when
+    /// the message has been handled).
+    Frame(Inbound, Option<tokio::sync::OwnedSemaphorePermit>),
+    /// An intercepted broadcast for the join `subscriber` of `topic`.
+    Intercepted {
+        topic: Arc<str>,
+        subscriber: SubscriberId,
+        broadcast: Arc<Broadcast>,
+    },
+    /// A typed message for `handle_info` of the join `subscriber` of `topic`.
+    Info {
+        topic: Arc<str>,
+        subscriber: SubscriberId,
+        message: Box<dyn Any + Send>,
+    },
+    /// `disconnect` was broadcast to this socket's id.
+    Disconnect,
+    /// The connection is gone: terminate every channel and stop.
+    Closed,
+}
+
+/// What a new channel context is built from.
+pub(crate) struct ContextParts<A> {
+    topic: Arc<str>,
+    join_ref: Ref,
+    assigns: Arc<A>,
+    socket_id: Option<Arc<str>>,
+    pubsub: PubSub,
+    presence: Presence,
+    subscriber: SubscriberId,
+    socket: ActorRef<SocketMsg>,
+}
+
+impl<A: Send + Sync + 'static> ContextParts<A> {
+    pub(crate) fn into_context<C: Channel<Assigns = A>>(self) -> ChannelContext<C> {
+        ChannelContext {
+            topic: self.topic,
+            join_ref: self.join_ref,
+            assigns: self.assigns,
+            socket_id: self.socket_id,
+            pubsub: self.pubsub,
+            presence: self.presence,
+            subscriber: self.subscriber,
+            socket: self.socket,
+            pushes: Vec::new(),
+        }
+    }
+}
+
+/// Everything a socket actor needs besides the accepted connection.
+pub(crate) struct StartArgs {
+    pub(crate) vsn: Vsn,
+    pub(crate) out: Outbound,
+    pub(crate) control: Arc<Control>,
+    pub(crate) pubsub: PubSub,
+    pub(crate) presence: Presence,
+    pub(crate) supervisor: ActorCell,
+    pub(crate) max_channels: usize,
+}
+
+/// A started socket actor and its task.
+pub(crate) type Started = Result<(ActorRef<SocketMsg>, JoinHandle<()>), SpawnErr>;
+
+/// An accepted connection that can start its socket actor.
+pub(crate) trait Startable: Send {
+    fn start(self: Box<Self>, args: StartArgs) -> BoxFuture<'static, Started>;
+}
+
+impl<A: Send + Sync + 'static> Startable for Accepted<A> {
+    fn start(self: Box<Self>, args: StartArgs) -> BoxFuture<'static, Started> {
+        Box::pin(async move {
+            let supervisor = args.supervisor.clone();
+            Actor::spawn_linked(None, SocketActor::<A>::default(), (*self, args), supervisor).await
+        })
+    }
+}
+
+struct Joined<A> {
+    join_ref: Ref,
+    subscriber: SubscriberId,
+    instance: Box<dyn ErasedInstance<A>>,
+}
+
+pub(crate) struct SocketState<A> {
+    vsn: Vsn,
+    out: Outbound,
+    control: Arc<Control>,
+    pubsub: PubSub,
+    presence: Presence,
+    assigns: Arc<A>,
+    socket_id: Option<Arc<str>>,
+    routes: Arc<Routes<A>>,
+    max_channels: usize,
+    channels: HashMap<Arc<str>, Joined<A>>,
+    id_topics: Vec<(String, SubscriberId)>,
+}
+
+pub(crate) struct SocketActor<A>(std::marker::PhantomData<fn() -> A>);
+
+impl<A> Default for SocketActor<A> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
+    type Msg = SocketMsg;
+    type State = SocketState<A>;
+    type Arguments = (Accepted<A>, StartArgs);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SocketMsg>,
+        (accepted, args): Self::Arguments,
+    ) -> Result<SocketState<A>, ActorProcessingErr> {
+        let mut id_topics = Vec::new();
+        for topic in accepted.id.iter().chain(&accepted.disconnect_topics) {
+            let id = args.pubsub.next_id();
+            args.pubsub
+                .add(topic, id, Delivery::SocketId(myself.clone()), None)
+                .await;
+            id_topics.push((topic.clone(), id));
+        }
+        Ok(SocketState {
+            vsn: args.vsn,
+            out: args.out,
+            control: args.control,
+            pubsub: args.pubsub,
+            presence: args.presence,
+            assigns: accepted.assigns,
+            socket_id: accepted.id.map(Arc::from),
+            routes: accepted.routes,
+            max_channels: args.max_channels,
+            channels: HashMap::new(),
+            id_topics,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SocketMsg>,
+        message: SocketMsg,
+        state: &mut SocketState<A>,
+    ) -> Result<(), ActorProcessingErr> {
+        // The larger futures are boxed: the actor's loop future is sized for its largest state
+        // and lives as long as the connection, so keeping routing inline cost ~5 KB per idle
+        // connection. Boxed, that memory exists only while a message is being handled.
+        match message {
+            SocketMsg::Frame(inbound, _permit) => Box::pin(state.route(&myself, inbound)).await,
+            SocketMsg::Intercepted {
+                topic,
+                subscriber,
+                broadcast,
+            } => {
+                let Some(joined) = state.member(&topic, subscriber) else {
+                    return Ok(());
+                };
+                let outcome = joined
+                    .instance
+                    .handle_out(&broadcast.event, broadcast.payload.clone())
+                    .await;
+                Box::pin(state.after_continue(&topic, outcome)).await;
+            }
+            SocketMsg::Info {
+                topic,
+                subscriber,
+                message,
+            } => {
+                let Some(joined) = state.member(&topic, subscriber) else {
+                    return Ok(());
+                };
+                let outcome = joined.instance.handle_info(message).await;
+                Box::pin(state.after_continue(&topic, outcome)).await;
+            }
+            SocketMsg::Disconnect => state.control.close(CloseReason::Disconnected),
+            SocketMsg::Closed => {
+                Box::pin(state.shutdown()).await;
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SocketMsg>,
+        state: &mut SocketState<A>,
+    ) -> Result<(), ActorProcessingErr> {
+        // Normally empty by now; covers a stop for any other reason.
+        Box::pin(state.shutdown()).await;
+        Ok(())
+    }
+}
+
+impl<A: Send + Sync + 'static> SocketState<A> {
+    /// The join `(topic, join_ref)` if it is still the current one.
+    /// The join `subscriber` of `topic`, if it is still live (a replaced or ended join's
+    /// messages are dropped; join_refs chosen by clients are not trusted to be unique).
+    fn member(&mut self, topic: &str, subscriber: SubscriberId) -> Option<&mut Joined<A>> {
+        self.channels
+            .get_mut(topic)
+            .filter(|j| j.subscriber == subscriber)
+    }
+
+    fn send(&self, encoded: protocol::Encoded) {
+        self.out.send(encoded_to_message(encoded));
+    }
+
+    fn reply(&self, join_ref: &Ref, msg_ref: &Ref, topic: &str, reply: &Reply) {
+        match protocol::encode_reply(
+            self.vsn,
+            join_ref,
+            msg_ref,
+            topic,
+            &reply.status,
+            &reply.response,
+        ) {
+            Ok(encoded) => self.send(encoded),
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "reply not encodable; answering an error");
+                let fallback = Reply::error("reply not encodable");
+                if let Ok(encoded) = protocol::encode_reply(
+                    self.vsn,
+                    join_ref,
+                    msg_ref,
+                    topic,
+                    &fallback.status,
+                    &fallback.response,
+                ) {
+                    self.send(encoded);
+                }
+            }
+        }
+    }
+
+    fn push_all(&self, join_ref: &Ref, topic: &str, pushes: Vec<(String, Payload)>) {
+        for (event, payload) in pushes {
+            // A large pre-encoded payload (a presence list) goes out as fragments around the
+            // shared bytes: no per-client copy waits in the queue.
+            if let Payload::Encoded(text) = &payload
+                && text.len() >= SHARE_ABOVE_BYTES
+            {
+                let (prefix, suffix) =
+                    protocol::push_frame_parts(self.vsn, join_ref, topic, &event);
+                let shared = Bytes::from_owner(SharedText(text.clone()));
+                self.out.send_fragments(vec![
+                    Message::Frame(Frame::message(prefix, OpCode::Data(Data::Text), false)),
+                    Message::Frame(Frame::message(shared, OpCode::Data(Data::Continue), false)),
+                    Message::Frame(Frame::message(suffix, OpCode::Data(Data::Continue), true)),
+                ]);
+                continue;
+            }
+            match protocol::encode_push(self.vsn, join_ref, topic, &event, &payload) {
+                Ok(encoded) => self.send(encoded),
+                Err(e) => tracing::warn!(%topic, %event, error = %e, "push not encodable; dropped"),
+            }
+        }
+    }
+
+    /// Routes one client message (protocol §3.2).
+    async fn route(&mut self, myself: &ActorRef<SocketMsg>, msg: Inbound) {
+        let joined = self.channels.contains_key(msg.topic.as_str());
+        match (msg.event.as_str(), joined) {
+            (events::JOIN, false) => self.join(myself, msg, None).await,
+            (events::JOIN, true) => {
+                let topic: Arc<str> = Arc::from(msg.topic.as_str());
+                let old = self
+                    .stop_channel(&topic, StopReason::DuplicateJoin, false)
+                    .await;
+                self.join(myself, msg, old).await;
+            }
+            (events::LEAVE, true) => {
+                let topic: Arc<str> = Arc::from(msg.topic.as_str());
+                let Some(recorded) = self.current_join_ref(&topic, &msg.join_ref) else {
+                    return;
+                };
+                self.reply(&recorded, &msg.msg_ref, &topic, &Reply::ok());
+                self.stop_channel(&topic, StopReason::Left, true).await;
+            }
+            (_, true) => {
+                let topic: Arc<str> = Arc::from(msg.topic.as_str());
+                let Some(recorded) = self.current_join_ref(&topic, &msg.join_ref) else {
+                    return;
+                };
+                let Some(joined) = self.channels.get_mut(&topic) else {
+                    return;
+                };
+                let outcome = joined.instance.handle_in(&msg.event, msg.payload).await;
+                self.push_all(&recorded, &topic, outcome.pushes);
+                match outcome.result {
+                    Ok(HandleIn::NoReply) => {}
+                    Ok(HandleIn::Reply(reply)) => {
+                        self.reply(&recorded, &msg.msg_ref, &topic, &reply)
+                    }
+                    Ok(HandleIn::Stop(reason, reply)) => {
+                        if let Some(reply) = reply {
+                            self.reply(&recorded, &msg.msg_ref, &topic, &reply);
+                        }
+                        self.stop_channel(&topic, reason, true).await;
+                    }
+                    Err(crash) => self.crash(&topic, &crash),
+                }
+            }
+            (events::LEAVE, false) => {
+                self.reply(&msg.join_ref, &msg.msg_ref, &msg.topic, &Reply::ok())
+            }
+            (_, false) => self.reply(
+                &Ref::NULL,
+                &msg.msg_ref,
+                &msg.topic,
+                &Reply::error("unmatched topic"),
+            ),
+        }
+    }
+
+    /// The recorded join_ref if the message's join_ref is null or equal to it; stale → `None`.
+    fn current_join_ref(&self, topic: &str, join_ref: &Ref) -> Option<Ref> {
+        let recorded = &self.channels.get(topic)?.join_ref;
+        (join_ref.is_null() || join_ref == recorded).then(|| recorded.clone())
+    }
+
+    /// Joins `msg.topic`. `replaced` is the join_ref of a join this one replaces: its
+    /// `phx_close` goes out right after this join's reply.
+    async fn join(&mut self, myself: &ActorRef<SocketMsg>, msg: Inbound, replaced: Option<Ref>) {
+        let topic: Arc<str> = Arc::from(msg.topic.as_str());
+        let close_replaced = |state: &Self| {
+            if let Some(old) = &replaced {
+                state.send(protocol::encode_close(state.vsn, old, &topic));
+            }
+        };
+        let Some(route) = self.routes.find(&topic).cloned() else {
+            tracing::debug!(%topic, "join refused: unmatched topic");
+            self.reply(
+                &Ref::NULL,
+                &msg.msg_ref,
+                &topic,
+                &Reply::error("unmatched topic"),
+            );
+            close_replaced(self);
+            return;
+        };
+        if self.channels.len() >= self.max_channels {
+            self.reply(
+                &msg.join_ref,
+                &msg.msg_ref,
+                &topic,
+                &Reply::error("too many channels joined"),
+            );
+            close_replaced(self);
+            return;
+        }
+        let subscriber = self.pubsub.next_id();
+        let parts = ContextParts {
+            topic: topic.clone(),
+            join_ref: msg.join_ref.clone(),
+            assigns: self.assigns.clone(),
+            socket_id: self.socket_id.clone(),
+            pubsub: self.pubsub.clone(),
+            presence: self.presence.clone(),
+            subscriber,
+            socket: myself.clone(),
+        };
+        let intercepts = route.intercepts();
+        match route.join(&topic, msg.payload, parts).await {
+            ErasedJoin::Joined {
+                instance,
+                reply,
+                pushes,
+            } => {
+                let reply = Reply::ok_with(reply);
+                let frame = protocol::encode_reply(
+                    self.vsn,
+                    &msg.join_ref,
+                    &msg.msg_ref,
+                    &topic,
+                    &reply.status,
+                    &reply.response,
+                )
+                .map(encoded_to_message)
+                .ok();
+                let delivery = Delivery::Fastlane {
+                    out: self.out.clone(),
+                    vsn: self.vsn,
+                    intercepts,
+                    socket: myself.clone(),
+                };
+                // The topic actor queues the reply before any broadcast can follow it.
+                if !self.pubsub.add(&topic, subscriber, delivery, frame).await {
+                    // Only while shutting down. Never record a join whose reply was not sent.
+                    tracing::error!(%topic, "join: could not subscribe; answering join crashed");
+                    let mut instance = instance;
+                    let _ = instance.terminate(&StopReason::Closed).await;
+                    self.presence.untrack_owner(&topic, subscriber);
+                    self.reply(
+                        &msg.join_ref,
+                        &msg.msg_ref,
+                        &topic,
+                        &Reply::error("join crashed"),
+                    );
+                    close_replaced(self);
+                    return;
+                }
+                close_replaced(self);
+                self.push_all(&msg.join_ref, &topic, pushes);
+                self.channels.insert(
+                    topic,
+                    Joined {
+                        join_ref: msg.join_ref,
+                        subscriber,
+                        instance,
+                    },
+                );
+            }
+            ErasedJoin::Refused(response) => {
+                self.reply(
+                    &msg.join_ref,
+                    &msg.msg_ref,
+                    &topic,
+                    &Reply::error_with(response),
+                );
+                close_replaced(self);
+            }
+            ErasedJoin::Crashed(error) => {
+                tracing::error!(%topic, %error, "channel join crashed");
+                self.reply(
+                    &msg.join_ref,
+                    &msg.msg_ref,
+                    &topic,
+                    &Reply::error("join crashed"),
+                );
+                close_replaced(self);
+            }
+        }
+    }
+
+    /// After `handle_info`/`handle_out`: send pushes, then stop or crash if asked.
+    async fn after_continue(&mut self, topic: &Arc<str>, outcome: Outcome<Continue>) {
+        let Some(join_ref) = self.channels.get(topic).map(|j| j.join_ref.clone()) else {
+            return;
+        };
+        self.push_all(&join_ref, topic, outcome.pushes);
+        match outcome.result {
+            Ok(Continue::Continue) => {}
+            Ok(Continue::Stop(reason)) => {
+                self.stop_channel(topic, reason, true).await;
+            }
+            Err(crash) => self.crash(topic, &crash),
+        }
+    }
+
+    /// Ends a join on purpose (or on request): `terminate`, unsubscribe, and — if `notify` —
+    /// `phx_close` (graceful reason) or `phx_error`. Returns the join_ref it had.
+    async fn stop_channel(
+        &mut self,
+        topic: &Arc<str>,
+        reason: StopReason,
+        notify: bool,
+    ) -> Option<Ref> {
+        let mut joined = self.channels.remove(topic)?;
+        self.pubsub.unsubscribe(topic, joined.subscriber);
+        self.presence.untrack_owner(topic, joined.subscriber);
+        let outcome = joined.instance.terminate(&reason).await;
+        if let Err(e) = outcome.result {
+            tracing::error!(%topic, error = %e, "channel terminate crashed");
+        }
+        if notify {
+            // Protocol §3.4: what `terminate` pushes goes after the close (phoenix.js ignores it).
+            let pushes = outcome.pushes;
+            if reason.is_graceful() {
+                self.send(protocol::encode_close(self.vsn, &joined.join_ref, topic));
+            } else {
+                self.send(protocol::encode_error(
+                    self.vsn,
+                    &joined.join_ref,
+                    topic,
+                    &error_payload(&reason),
+                ));
+            }
+            self.push_all(&joined.join_ref, topic, pushes);
+        }
+        Some(joined.join_ref)
+    }
+
+    /// A callback failed: drop the join (no `terminate`: its state may be broken) and tell the
+    /// client `phx_error`.
+    fn crash(&mut self, topic: &Arc<str>, error: &str) {
+        tracing::error!(%topic, %error, "channel crashed");
+        let Some(joined) = self.channels.remove(topic) else {
+            return;
+        };
+        self.pubsub.unsubscribe(topic, joined.subscriber);
+        self.presence.untrack_owner(topic, joined.subscriber);
+        self.send(protocol::encode_error(
+            self.vsn,
+            &joined.join_ref,
+            topic,
+            &crash_payload(),
+        ));
+    }
+
+    /// The connection is gone: terminate every join, drop every subscription.
+    async fn shutdown(&mut self) {
+        let topics: Vec<Arc<str>> = self.channels.keys().cloned().collect();
+        for topic in topics {
+            self.stop_channel(&topic, StopReason::Closed, false).await;
+        }
+        for (topic, id) in self.id_topics.drain(..) {
+            self.pubsub.unsubscribe(&topic, id);
+        }
+    }
+}
+
+impl<A> Drop for SocketState<A> {
+    /// Covers an actor that ends without `post_stop` (a panic or a kill): its subscriptions
+    /// and presences must not outlive it.
+    fn drop(&mut self) {
+        for (topic, joined) in self.channels.drain() {
+            self.pubsub.unsubscribe(&topic, joined.subscriber);
+            self.presence.untrack_owner(&topic, joined.subscriber);
+        }
+        for (topic, id) in self.id_topics.drain(..) {
+            self.pubsub.unsubscribe(&topic, id);
+        }
+    }
+}
+
+fn error_payload(reason: &StopReason) -> Value {
+    match reason {
+        StopReason::Error(_) => crash_payload(),
+        _ => json!({}),
+    }
+}

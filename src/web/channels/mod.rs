@@ -1,0 +1,4 @@
+//! The app's channels.
+
+pub mod conversation;
+pub mod room;

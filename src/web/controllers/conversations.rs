@@ -1,0 +1,126 @@
+//! `/api/v1/conversations`: open, list and read conversations, read and post messages.
+//! Conversations the caller is not in answer 404, as if they did not exist.
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::authenticate;
+use crate::accounts::FieldErrors;
+use crate::app::App;
+use crate::chat::{ChatError, MAX_HISTORY, conversation_topic};
+use crate::web::error::ApiError;
+use crate::web::request::{PageQuery, json_body, path_id};
+use crate::web::response::{self, Response};
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::Invalid(errors) => ApiError::Validation(errors),
+            ChatError::NotFound => ApiError::NotFound,
+            ChatError::Database(e) => ApiError::Internal(format!("database: {e}")),
+        }
+    }
+}
+
+/// `POST /api/v1/conversations` `{"recipient_id"}` → 201, or 200 if it existed.
+pub(crate) async fn open<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let claims = authenticate(app, &request)?;
+    let body = json_body(request).await?;
+    let Some(recipient) = body.get("recipient_id").and_then(Value::as_i64) else {
+        return Err(ApiError::Validation(FieldErrors::single(
+            "recipient_id",
+            "is invalid",
+        )));
+    };
+    let (conversation, created) = app
+        .chat
+        .open_conversation(claims.user_id, recipient)
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(response::json(status, &json!({ "data": conversation })))
+}
+
+/// `GET /api/v1/conversations`: the caller's, most recent activity first.
+pub(crate) async fn index<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
+    let claims = authenticate(app, &request)?;
+    let conversations = app.chat.list_conversations(claims.user_id).await?;
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "data": conversations }),
+    ))
+}
+
+/// `GET /api/v1/conversations/{id}`.
+pub(crate) async fn show<B>(
+    app: &App,
+    request: http::Request<B>,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let claims = authenticate(app, &request)?;
+    let conversation = app
+        .chat
+        .get_conversation(claims.user_id, path_id(id)?)
+        .await?;
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "data": conversation }),
+    ))
+}
+
+/// `GET /api/v1/conversations/{id}/messages?before=&after=&limit=`.
+pub(crate) async fn messages<B>(
+    app: &App,
+    request: http::Request<B>,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let claims = authenticate(app, &request)?;
+    let id = path_id(id)?;
+    let mut page_query = PageQuery::new(&request);
+    let before = page_query.cursor("before");
+    let after = page_query.cursor("after");
+    let limit = page_query.limit(MAX_HISTORY);
+    page_query.finish()?;
+    let history = app
+        .chat
+        .history(claims.user_id, id, before, after, limit)
+        .await?;
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "data": history.messages, "meta": { "has_more": history.has_more } }),
+    ))
+}
+
+/// `POST /api/v1/conversations/{id}/messages` `{"content"}` → 201; once committed, broadcast
+/// as `message:new` on `conversation:<id>`.
+pub(crate) async fn post<B>(
+    app: &App,
+    request: http::Request<B>,
+    id: &str,
+) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let claims = authenticate(app, &request)?;
+    let id = path_id(id)?;
+    let body = json_body(request).await?;
+    let (_, message) = app.chat.post_message(claims.user_id, id, &body).await?;
+    app.pubsub.broadcast(
+        &conversation_topic(id),
+        "message:new",
+        json!({ "message": message }),
+    );
+    Ok(response::json(
+        StatusCode::CREATED,
+        &json!({ "data": message }),
+    ))
+}

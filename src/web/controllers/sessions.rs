@@ -1,0 +1,68 @@
+//! `POST /api/v1/sessions` (log in) and `DELETE /api/v1/sessions` (log out).
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, StatusCode};
+use serde_json::{Value, json};
+
+use super::authenticate;
+use crate::accounts::FieldErrors;
+use crate::app::App;
+use crate::web::error::ApiError;
+use crate::web::request::{PeerAddr, json_body};
+use crate::web::response::{self, Response};
+use crate::web::user_socket::token_topic;
+
+/// Accepts `{"email", "password"}` or the tutorial's `{"creds": {"email", "password"}}`.
+pub(crate) async fn create<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let peer = request.extensions().get::<PeerAddr>().copied();
+    let body = json_body(request).await?;
+    let creds = body.get("creds").filter(|c| c.is_object()).unwrap_or(&body);
+    let field = |name: &str| {
+        creds
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let (email, password) = (field("email"), field("password"));
+    let (Some(email), Some(password)) = (email, password) else {
+        let mut errors = FieldErrors::default();
+        for (name, value) in [("email", email), ("password", password)] {
+            if value.is_none() {
+                errors.add(name, "can't be blank");
+            }
+        }
+        return Err(ApiError::Validation(errors));
+    };
+    if let Some(PeerAddr(addr)) = peer {
+        app.login_limiter
+            .check(addr.ip(), email)
+            .map_err(ApiError::TooManyRequests)?;
+    }
+    let session = app.accounts.login(email, password).await?;
+    tracing::Span::current().record("user_id", session.user.id);
+    let mut response = response::json(
+        StatusCode::OK,
+        &json!({ "data": {
+            "user": session.user,
+            "token": session.token,
+            "expires_at": session.expires_at,
+        }}),
+    );
+    let bearer = HeaderValue::try_from(format!("Bearer {}", session.token))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    response.headers_mut().insert(AUTHORIZATION, bearer);
+    Ok(response)
+}
+
+/// Revokes the presented token and closes the sockets opened with it.
+pub(crate) async fn delete<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
+    let claims = authenticate(app, &request)?;
+    app.accounts.logout(&claims).await?;
+    app.pubsub.disconnect(&token_topic(&claims.jti));
+    Ok(response::no_content())
+}

@@ -1,0 +1,105 @@
+//! `/api/v1/users` and `/api/v1/me`.
+
+use bytes::Bytes;
+use http::header::LOCATION;
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+
+use super::{authenticate, envelope};
+use crate::accounts::{AccountsError, MAX_PAGE};
+use crate::app::App;
+use crate::web::error::ApiError;
+use crate::web::request::{PageQuery, json_body, path_id};
+use crate::web::response::{self, Response};
+use crate::web::user_socket::user_socket_id;
+
+/// Registers a user from `{"user": {...}}`: 201, `Location`, and the generated password once.
+pub(crate) async fn create<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let body = json_body(request).await?;
+    let registered = app.accounts.register(envelope(&body, "user")?).await?;
+    let id = registered.user.id;
+    let mut data = json!(registered.user);
+    if let Some(password) = registered.generated_password {
+        data["password"] = json!(password);
+    }
+    let mut response = response::json(StatusCode::CREATED, &json!({ "data": data }));
+    response.headers_mut().insert(
+        LOCATION,
+        HeaderValue::try_from(format!("/api/v1/users/{id}"))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    Ok(response)
+}
+
+/// Lists users in id order: `?limit=1..100&after=CURSOR` → `{"data", "meta": {"next"}}`.
+pub(crate) async fn index<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
+    authenticate(app, &request)?;
+    let mut page_query = PageQuery::new(&request);
+    let (limit, after) = (page_query.limit(MAX_PAGE), page_query.cursor("after"));
+    page_query.finish()?;
+    let page = app.accounts.list_users(after, limit).await?;
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "data": page.users, "meta": { "next": page.next.map(|id| id.to_string()) } }),
+    ))
+}
+
+/// One user.
+pub(crate) async fn show<B>(
+    app: &App,
+    request: http::Request<B>,
+    id: &str,
+) -> Result<Response, ApiError> {
+    authenticate(app, &request)?;
+    let user = app.accounts.get_user(path_id(id)?).await?;
+    Ok(response::json(StatusCode::OK, &json!({ "data": user })))
+}
+
+/// The caller. A valid token whose user is gone is treated as unauthenticated.
+pub(crate) async fn me<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
+    let claims = authenticate(app, &request)?;
+    let user = match app.accounts.get_user(claims.user_id).await {
+        Err(AccountsError::NotFound) => return Err(ApiError::Unauthorized),
+        other => other?,
+    };
+    Ok(response::json(StatusCode::OK, &json!({ "data": user })))
+}
+
+/// Changes the caller's own profile from `{"user": {...}}`; anyone else's → 403.
+pub(crate) async fn update<B>(
+    app: &App,
+    request: http::Request<B>,
+    id: &str,
+) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let claims = authenticate(app, &request)?;
+    let id = path_id(id)?;
+    let body = json_body(request).await?;
+    let user = app
+        .accounts
+        .update_user(claims.user_id, id, envelope(&body, "user")?)
+        .await?;
+    Ok(response::json(StatusCode::OK, &json!({ "data": user })))
+}
+
+/// Deletes the caller's own account (revoking all its tokens and closing all its sockets);
+/// anyone else's → 403.
+pub(crate) async fn delete<B>(
+    app: &App,
+    request: http::Request<B>,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let claims = authenticate(app, &request)?;
+    app.accounts
+        .delete_user(claims.user_id, path_id(id)?)
+        .await?;
+    app.pubsub.disconnect(&user_socket_id(claims.user_id));
+    Ok(response::no_content())
+}

@@ -1,0 +1,275 @@
+//! The `fawkes` binary: subcommands, start-up checks, configuration precedence, serving and
+//! stopping on a signal.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::TestDb;
+
+/// The binary, run in `dir`, with no inherited Fawkes settings.
+fn fawkes(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fawkes"));
+    command
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG");
+    // Tests are outside the server's configuration rule: they shape the child's environment.
+    #[allow(clippy::disallowed_methods)]
+    let inherited = std::env::vars();
+    for (key, _) in inherited {
+        if key.starts_with("FAWKES_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn run(command: &mut Command) -> (Output, String) {
+    let output = command.output().expect("run fawkes");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, text)
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (output, text) = run(fawkes(dir.path()).arg("--help"));
+    assert!(output.status.success(), "{text}");
+    for word in [
+        "serve",
+        "migrate",
+        "gen-secret",
+        "config",
+        "--database-url",
+        "--env",
+    ] {
+        assert!(text.contains(word), "--help mentions {word}: {text}");
+    }
+}
+
+#[test]
+fn gen_secret_prints_a_key_the_server_accepts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (output, text) = run(fawkes(dir.path()).arg("gen-secret"));
+    assert!(output.status.success(), "{text}");
+    let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(key.starts_with("k4.local."), "{key}");
+    let (again, _) = run(fawkes(dir.path()).arg("gen-secret"));
+    assert_ne!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        key,
+        "random each time"
+    );
+
+    let (output, text) = run(fawkes(dir.path())
+        .arg("config")
+        .env("FAWKES_SECRET_KEY", &key));
+    assert!(output.status.success(), "{text}");
+    let config: Value = serde_json::from_slice(&output.stdout).expect("JSON config");
+    assert_eq!(config["secret_key"], "[redacted]");
+    assert!(!text.contains(&key), "the key is never printed back");
+}
+
+#[test]
+fn prod_without_a_key_refuses_to_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (output, text) = run(fawkes(dir.path()).args(["--env", "prod", "--bind", "127.0.0.1:0"]));
+    assert!(!output.status.success());
+    assert!(
+        text.contains("no secret_key configured: --env prod requires one"),
+        "{text}"
+    );
+    assert!(text.contains("fawkes gen-secret"), "{text}");
+    assert!(
+        !dir.path().join(".fawkes-secret").exists(),
+        "no key generated in prod"
+    );
+}
+
+#[test]
+fn a_public_bind_without_a_key_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (output, text) = run(fawkes(dir.path()).args(["--bind", "0.0.0.0:0"]));
+    assert!(!output.status.success());
+    assert!(text.contains("non-loopback address"), "{text}");
+}
+
+#[test]
+fn configuration_precedence_is_defaults_file_env_flags() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (output, text) = run(fawkes(dir.path()).arg("config"));
+    assert!(output.status.success(), "{text}");
+    let defaults: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(defaults["bind"], "127.0.0.1:4000");
+    assert_eq!(defaults["database_url"], "sqlite://fawkes.db");
+    assert_eq!(defaults["token_ttl_secs"], 86400);
+    assert_eq!(defaults["env"], "dev");
+    assert_eq!(defaults["mail"]["transport"], "outbox");
+
+    std::fs::write(
+        dir.path().join("fawkes.toml"),
+        "bind = \"127.0.0.1:5000\"\nlog = \"debug\"\ntoken_ttl_secs = 100\n[http]\nbody_limit_bytes = 2048\n",
+    )
+    .expect("write toml");
+    let (output, text) = run(fawkes(dir.path())
+        .arg("config")
+        .env("FAWKES_LOG", "warn")
+        .env("FAWKES_HTTP__BODY_LIMIT_BYTES", "4096")
+        .env("DATABASE_URL", "postgres://app:s3cret@db.internal/fawkes")
+        .args(["--bind", "127.0.0.1:6000"]));
+    assert!(output.status.success(), "{text}");
+    let config: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(config["token_ttl_secs"], 100, "file over defaults");
+    assert_eq!(config["log"], "warn", "env over file");
+    assert_eq!(
+        config["http"]["body_limit_bytes"], 4096,
+        "nested env over file"
+    );
+    assert_eq!(config["bind"], "127.0.0.1:6000", "flag over file");
+    assert_eq!(
+        config["database_url"],
+        "postgres://app:[redacted]@db.internal/fawkes"
+    );
+    assert!(!text.contains("s3cret"));
+
+    let (output, text) = run(fawkes(dir.path()).args(["--config", "missing.toml", "config"]));
+    assert!(!output.status.success());
+    assert!(text.contains("missing.toml not found"), "{text}");
+    std::fs::write(
+        dir.path().join("fawkes.toml"),
+        "token_ttl_secs = \"soon\"\n",
+    )
+    .expect("write");
+    let (output, text) = run(fawkes(dir.path()).arg("config"));
+    assert!(!output.status.success());
+    assert!(
+        text.contains("invalid configuration") && text.contains("token_ttl_secs"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_subcommands_report_apply_and_roll_back() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let status = || {
+        let (output, text) =
+            run(fawkes(dir.path()).args(["migrate", "status", "--database-url", &db.url]));
+        assert!(output.status.success(), "{text}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let before = status();
+    assert_eq!(before.lines().count(), 4, "{before}");
+    assert!(before.lines().all(|l| l.starts_with("Pending")), "{before}");
+
+    let (output, text) = run(fawkes(dir.path()).args(["migrate", "up", "--database-url", &db.url]));
+    assert!(output.status.success(), "{text}");
+    assert!(status().lines().all(|l| l.starts_with("Applied")));
+
+    let (output, text) =
+        run(fawkes(dir.path()).args(["migrate", "down", "--database-url", &db.url]));
+    assert!(output.status.success(), "{text}");
+    let after = status();
+    let last = after.lines().last().expect("a line");
+    assert!(
+        last.starts_with("Pending") && last.contains("create_conversations_and_messages"),
+        "{after}"
+    );
+    assert_eq!(
+        after.lines().filter(|l| l.starts_with("Applied")).count(),
+        3
+    );
+}
+
+/// A `fawkes` server process; killed if the test fails before stopping it.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_binary_serves_with_no_set_up_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let child = fawkes(dir.path())
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut process = Process(child);
+    let stdout = process.0.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let next_line = |log: &mut Vec<String>| {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a log line in time");
+        log.push(line.clone());
+        line
+    };
+    let url = loop {
+        let line = next_line(&mut log);
+        if let Some(at) = line.find("listening on http://") {
+            let rest = &line[at + "listening on ".len()..];
+            break rest.split_whitespace().next().expect("url").to_owned();
+        }
+    };
+    assert!(
+        log.iter()
+            .any(|l| l.contains("generated a development key")),
+        "{log:#?}"
+    );
+    assert!(dir.path().join(".fawkes-secret").exists());
+    assert!(
+        dir.path().join("fawkes.db").exists(),
+        "embedded database in the working directory"
+    );
+
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let pid = process.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = process.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "exited within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "clean exit: {status:?}");
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        log.push(line);
+    }
+    assert!(
+        log.iter().any(|l| l.contains("shutdown complete")),
+        "{log:#?}"
+    );
+}

@@ -1,0 +1,19 @@
+//! Integration tests over real HTTP against a server on port 0, each with a fresh database.
+//!
+//! `cargo test` runs them on SQLite; with `TEST_DATABASE_URL=postgres://…` the same tests run
+//! on PostgreSQL, each in a database of its own.
+
+mod chat;
+mod cli;
+mod conversation_channel;
+mod conversations;
+mod errors;
+mod interop;
+mod lifecycle;
+mod mail;
+mod migrations;
+mod rooms;
+mod sessions;
+mod sockets;
+mod support;
+mod users;

@@ -1,0 +1,12 @@
+//! The realtime runtime over real WebSockets: routing rules, failure isolation, transport
+//! limits, broadcasts, and the shipped test helpers.
+
+mod adapter;
+mod broadcast;
+mod helpers;
+mod interop;
+mod isolation;
+mod presence;
+mod routing;
+mod support;
+mod transport;

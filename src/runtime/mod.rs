@@ -50,9 +50,10 @@
 //! # }
 //! ```
 //!
-//! Supervision tree (see `ARCHITECTURE.md`): a root supervisor with three children, `topics`
-//! (one topic actor per topic with subscribers), `sockets` (one socket actor per connection)
-//! and `presence` (the presence shards). Supervisors log a failed child and carry on; a topic or socket actor that
+//! Supervision tree (see `ARCHITECTURE.md`): a root supervisor with four children, `topics`
+//! (one topic actor per topic with subscribers), `sockets` (one socket actor per connection),
+//! `presence` (the presence shards) and the session registry ([`Sessions`]: live sockets by
+//! socket id). Supervisors log a failed child and carry on; a topic or socket actor that
 //! fails takes only its own topic or connection down.
 
 mod channel;
@@ -61,6 +62,7 @@ pub(crate) mod mount;
 mod presence;
 pub mod protocol;
 mod pubsub;
+mod sessions;
 mod socket;
 pub(crate) mod socket_actor;
 mod supervisor;
@@ -86,6 +88,7 @@ pub use pubsub::{
     Adapter, Broadcast, InvalidRemote, MemoryAdapter, MemoryBus, PubSub, RemoteBroadcast,
     SubscriberId, Subscription,
 };
+pub use sessions::Sessions;
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};
 pub use transport::{CheckOrigin, InvalidOrigin, OriginPattern, TransportConfig};
 
@@ -145,6 +148,7 @@ impl From<TransportConfig> for RuntimeConfig {
 pub(crate) struct RuntimeShared {
     pub(crate) pubsub: PubSub,
     pub(crate) presence: Presence,
+    pub(crate) sessions: Sessions,
     pub(crate) sockets: ActorCell,
     pub(crate) config: TransportConfig,
     pub(crate) shutdown: CancellationToken,
@@ -204,7 +208,8 @@ impl Runtime {
             .adapter
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryBus::new().adapter("local")));
-        let pubsub = PubSub::new(topics.get_cell(), adapter);
+        let sessions = Sessions::start(root.get_cell()).await.map_err(failed)?;
+        let pubsub = PubSub::new(topics.get_cell(), adapter, sessions.clone());
         let presence = Presence::start(&config.presence, pubsub.clone(), presence.get_cell())
             .await
             .map_err(failed)?;
@@ -212,6 +217,7 @@ impl Runtime {
             shared: Arc::new(RuntimeShared {
                 pubsub,
                 presence,
+                sessions,
                 sockets: sockets.get_cell(),
                 config: config.transport,
                 shutdown: CancellationToken::new(),
@@ -232,6 +238,11 @@ impl Runtime {
     /// The presence tracker.
     pub fn presence(&self) -> &Presence {
         &self.shared.presence
+    }
+
+    /// The session registry: live sockets by socket id, for direct pushes and disconnects.
+    pub fn sessions(&self) -> &Sessions {
+        &self.shared.sessions
     }
 
     /// The transport settings.

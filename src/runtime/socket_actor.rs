@@ -25,6 +25,7 @@ use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes, crash_
 use super::presence::Presence;
 use super::protocol::{self, Inbound, Payload, Ref, Vsn, events};
 use super::pubsub::{Broadcast, Delivery, PubSub, SubscriberId};
+use super::sessions::{Session, Sessions};
 use super::transport::{CloseReason, Control, Outbound, encoded_to_message};
 
 /// Pre-encoded payloads at least this large are shared between clients, not copied.
@@ -97,6 +98,7 @@ pub(crate) struct StartArgs {
     pub(crate) control: Arc<Control>,
     pub(crate) pubsub: PubSub,
     pub(crate) presence: Presence,
+    pub(crate) sessions: Sessions,
     pub(crate) supervisor: ActorCell,
     pub(crate) max_channels: usize,
 }
@@ -135,7 +137,24 @@ pub(crate) struct SocketState<A> {
     routes: Arc<Routes<A>>,
     max_channels: usize,
     channels: HashMap<Arc<str>, Joined<A>>,
-    id_topics: Vec<(String, SubscriberId)>,
+    /// This socket in the session registry, under its id and disconnect topics.
+    registered: Option<Registered>,
+}
+
+/// A socket's registration in the session registry.
+struct Registered {
+    sessions: Sessions,
+    socket: ractor::ActorId,
+    names: Vec<String>,
+    session: Arc<Session>,
+}
+
+impl Drop for Registered {
+    /// However the socket ends, its names stop pointing at it.
+    fn drop(&mut self) {
+        self.sessions
+            .unregister(self.socket, std::mem::take(&mut self.names));
+    }
 }
 
 pub(crate) struct SocketActor<A>(std::marker::PhantomData<fn() -> A>);
@@ -156,14 +175,23 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
         myself: ActorRef<SocketMsg>,
         (accepted, args): Self::Arguments,
     ) -> Result<SocketState<A>, ActorProcessingErr> {
-        let mut id_topics = Vec::new();
-        for topic in accepted.id.iter().chain(&accepted.disconnect_topics) {
-            let id = args.pubsub.next_id();
-            args.pubsub
-                .add(topic, id, Delivery::SocketId(myself.clone()), None)
-                .await;
-            id_topics.push((topic.clone(), id));
-        }
+        let names: Vec<String> = accepted
+            .id
+            .iter()
+            .chain(&accepted.disconnect_topics)
+            .cloned()
+            .collect();
+        let registered = (!names.is_empty()).then(|| {
+            let session = Arc::new(Session::new(myself.clone(), args.out.clone(), args.vsn));
+            args.sessions
+                .register(myself.get_id(), names.clone(), session.clone());
+            Registered {
+                sessions: args.sessions.clone(),
+                socket: myself.get_id(),
+                names,
+                session,
+            }
+        });
         Ok(SocketState {
             vsn: args.vsn,
             out: args.out,
@@ -175,7 +203,7 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             routes: accepted.routes,
             max_channels: args.max_channels,
             channels: HashMap::new(),
-            id_topics,
+            registered,
         })
     }
 
@@ -427,8 +455,14 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                     intercepts,
                     socket: myself.clone(),
                 };
+                if let Some(registered) = &self.registered {
+                    registered
+                        .session
+                        .joining(topic.clone(), msg.join_ref.clone());
+                }
                 // The topic actor queues the reply before any broadcast can follow it.
                 if !self.pubsub.add(&topic, subscriber, delivery, frame).await {
+                    self.left(&topic);
                     // Only while shutting down. Never record a join whose reply was not sent.
                     tracing::error!(%topic, "join: could not subscribe; answering join crashed");
                     let mut instance = instance;
@@ -445,6 +479,9 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 }
                 close_replaced(self);
                 self.push_all(&msg.join_ref, &topic, pushes);
+                if let Some(registered) = &self.registered {
+                    registered.session.joined(&topic);
+                }
                 self.channels.insert(
                     topic,
                     Joined {
@@ -500,6 +537,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         notify: bool,
     ) -> Option<Ref> {
         let mut joined = self.channels.remove(topic)?;
+        self.left(topic);
         self.pubsub.unsubscribe(topic, joined.subscriber);
         self.presence.untrack_owner(topic, joined.subscriber);
         let outcome = joined.instance.terminate(&reason).await;
@@ -531,6 +569,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         let Some(joined) = self.channels.remove(topic) else {
             return;
         };
+        self.left(topic);
         self.pubsub.unsubscribe(topic, joined.subscriber);
         self.presence.untrack_owner(topic, joined.subscriber);
         self.send(protocol::encode_error(
@@ -547,8 +586,14 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         for topic in topics {
             self.stop_channel(&topic, StopReason::Closed, false).await;
         }
-        for (topic, id) in self.id_topics.drain(..) {
-            self.pubsub.unsubscribe(&topic, id);
+        // Dropping the registration unregisters the socket.
+        self.registered = None;
+    }
+
+    /// The join of `topic` has ended: direct pushes no longer reach it.
+    fn left(&self, topic: &str) {
+        if let Some(registered) = &self.registered {
+            registered.session.left(topic);
         }
     }
 }
@@ -561,9 +606,7 @@ impl<A> Drop for SocketState<A> {
             self.pubsub.unsubscribe(&topic, joined.subscriber);
             self.presence.untrack_owner(&topic, joined.subscriber);
         }
-        for (topic, id) in self.id_topics.drain(..) {
-            self.pubsub.unsubscribe(&topic, id);
-        }
+        // `registered` unregisters itself when dropped with the state.
     }
 }
 

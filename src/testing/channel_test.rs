@@ -73,6 +73,7 @@ impl ChannelTest {
             control: control.clone(),
             pubsub: runtime.pubsub().clone(),
             presence: runtime.presence().clone(),
+            sessions: runtime.sessions().clone(),
             supervisor: runtime.shared.sockets.clone(),
             max_channels: TransportConfig::default().max_channels,
         };

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{TestEndpoint, eventually};
+use crate::support::{TestEndpoint, eventually, eventually_async};
 
 #[tokio::test]
 async fn a_panicking_channel_errors_alone_while_its_sibling_and_other_sockets_carry_on() {
@@ -114,13 +114,14 @@ async fn nothing_leaks_when_joins_crash_leave_or_the_socket_drops() {
                 _ => {}
             }
         }
-        // lab:2 (still joined) and the socket id topic.
+        // lab:2 (still joined); the socket id lives in the session registry.
         assert!(
-            eventually(|| pubsub.topic_count() == 2).await,
+            eventually(|| pubsub.topic_count() == 1).await,
             "topics: {}",
             pubsub.topic_count()
         );
         assert_eq!(t.runtime.connection_count(), 1);
+        assert_eq!(t.runtime.sessions().count("test_socket:ann").await, 1);
         // The client goes away without a word.
     }
     assert!(
@@ -129,6 +130,11 @@ async fn nothing_leaks_when_joins_crash_leave_or_the_socket_drops() {
         pubsub.topic_count()
     );
     assert!(eventually(|| t.runtime.connection_count() == 0).await);
+    let sessions = t.runtime.sessions();
+    assert!(
+        eventually_async(|| async { sessions.name_count().await == 0 }).await,
+        "no stale registry entry"
+    );
     let closed = t
         .terminations()
         .into_iter()

@@ -8,5 +8,6 @@ mod interop;
 mod isolation;
 mod presence;
 mod routing;
+mod sessions;
 mod support;
 mod transport;

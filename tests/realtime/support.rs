@@ -370,6 +370,18 @@ impl Drop for TestEndpoint {
 }
 
 /// Polls `check` every 10 ms for up to 5 s.
+/// Polls an async `check` until it holds, for up to 5 s.
+pub async fn eventually_async<F: Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check().await
+}
+
 pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < deadline {

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::protocol::{Payload, Vsn};
+use super::sessions::Sessions;
 use super::socket_actor::SocketMsg;
 use super::transport::Outbound;
 use topic::TopicActor;
@@ -65,8 +66,6 @@ pub(crate) enum Delivery {
         intercepts: Arc<[String]>,
         socket: ActorRef<SocketMsg>,
     },
-    /// A socket-id topic: a `disconnect` broadcast closes the socket.
-    SocketId(ActorRef<SocketMsg>),
     /// Any other code: the raw broadcast.
     Forward(mpsc::UnboundedSender<Arc<Broadcast>>),
 }
@@ -74,6 +73,7 @@ pub(crate) enum Delivery {
 struct Inner {
     topics: DashMap<String, ActorRef<TopicMsg>>,
     adapter: Arc<dyn Adapter>,
+    sessions: Sessions,
     supervisor: ActorCell,
     next_id: AtomicU64,
 }
@@ -122,13 +122,18 @@ impl Drop for Subscription {
 impl PubSub {
     /// A PubSub whose topic actors are supervised by `supervisor`.
     /// A PubSub for this node, connected to the others through `adapter`.
-    pub(crate) fn new(supervisor: ActorCell, adapter: Arc<dyn Adapter>) -> Self {
+    pub(crate) fn new(
+        supervisor: ActorCell,
+        adapter: Arc<dyn Adapter>,
+        sessions: Sessions,
+    ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<RemoteBroadcast>();
         adapter.start(tx);
         let this = Self {
             inner: Arc::new(Inner {
                 topics: DashMap::new(),
                 adapter,
+                sessions,
                 supervisor,
                 next_id: AtomicU64::new(1),
             }),
@@ -225,7 +230,8 @@ impl PubSub {
         self.dispatch(topic, event, payload.into(), None);
     }
 
-    /// Closes every socket whose id (or disconnect topic) is `socket_id`, with close code 1001.
+    /// Closes every socket whose id (or disconnect topic) is `socket_id`, with close code 1001,
+    /// on every node (each node's session registry closes its own).
     pub fn disconnect(&self, socket_id: &str) {
         self.broadcast(socket_id, super::protocol::events::DISCONNECT, json!({}));
     }
@@ -248,6 +254,9 @@ impl PubSub {
 
     /// Delivers to this node's subscribers (through the topic's actor, in order).
     fn dispatch(&self, topic: &str, event: &str, payload: Payload, from: Option<SubscriberId>) {
+        if event == super::protocol::events::DISCONNECT {
+            self.inner.sessions.disconnect(topic);
+        }
         let Some(actor) = self.inner.topics.get(topic).map(|a| a.clone()) else {
             return;
         };

@@ -7,7 +7,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Broadcast, Delivery, PubSub, SubscriberId};
-use crate::runtime::protocol::{self, Vsn, events};
+use crate::runtime::protocol::{self, Vsn};
 use crate::runtime::socket_actor::SocketMsg;
 use crate::runtime::transport::{Sent, encoded_to_message};
 
@@ -119,13 +119,6 @@ fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) {
                 let frame = slot.get_or_insert_with(|| encode(*vsn, broadcast));
                 if let Some(frame) = frame
                     && out.send(frame.clone()) == Sent::Gone
-                {
-                    gone.push(*id);
-                }
-            }
-            Delivery::SocketId(socket) => {
-                if broadcast.event == events::DISCONNECT
-                    && socket.cast(SocketMsg::Disconnect).is_err()
                 {
                     gone.push(*id);
                 }

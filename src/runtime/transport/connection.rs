@@ -51,6 +51,7 @@ pub(super) async fn run(
         control: control.clone(),
         pubsub: shared.pubsub.clone(),
         presence: shared.presence.clone(),
+        sessions: shared.sessions.clone(),
         supervisor: shared.sockets.clone(),
         max_channels: config.max_channels,
     };

@@ -1,0 +1,267 @@
+//! The session registry: which live sockets carry a name.
+//!
+//! A socket is registered under its [`Socket::id`](super::Socket::id) (e.g. `user_socket:42`,
+//! shared by every device of that user) and under each of its
+//! [`Socket::disconnect_topics`](super::Socket::disconnect_topics) when it starts, and is
+//! unregistered when it ends for any reason: closed by either side, dropped, disconnected, or
+//! its actor failed (the socket actor's state unregisters when it is dropped). So a name never
+//! keeps a dead socket, and a user's second device is as registered as the first.
+//!
+//! One actor owns the map. Registrations are casts; lookups are calls answered from the map
+//! alone. The registry never waits on a socket, so a channel callback can use it freely (two
+//! users messaging each other at once cannot deadlock on each other's sockets).
+//!
+//! What it is for:
+//! - [`Sessions::push`]: direct delivery. An event goes to every socket with the name that has
+//!   joined a given topic, as if that join's channel had pushed it, and the call returns how
+//!   many sockets it reached.
+//! - [`Sessions::disconnect`]: closes every socket with the name (close code 1001; phoenix.js
+//!   reconnects, and its token is then checked again). [`PubSub::disconnect`](super::PubSub)
+//!   does the same on every node.
+//!
+//! The registry is per node: `push` reaches this node's sockets only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::protocol::{self, Payload, Ref, Vsn};
+use super::socket_actor::SocketMsg;
+use super::transport::{Outbound, Sent, encoded_to_message};
+
+/// One live socket as the registry sees it. Shared with its socket actor, which records here
+/// the topics it has joined.
+pub(crate) struct Session {
+    socket: ActorRef<SocketMsg>,
+    out: Outbound,
+    vsn: Vsn,
+    /// Joined topic → its join, mirrored by the socket actor.
+    joins: Mutex<HashMap<Arc<str>, Join>>,
+}
+
+/// A join as direct pushes see it.
+struct Join {
+    join_ref: Ref,
+    /// `Some` while the join reply is being queued: pushes wait here, so the client never
+    /// sees a push before its join reply, and none is lost once it has the reply.
+    held: Option<Vec<Message>>,
+}
+
+impl Session {
+    pub(crate) fn new(socket: ActorRef<SocketMsg>, out: Outbound, vsn: Vsn) -> Self {
+        Self {
+            socket,
+            out,
+            vsn,
+            joins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn joins(&self) -> MutexGuard<'_, HashMap<Arc<str>, Join>> {
+        self.joins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The socket is about to queue the reply of a successful join of `topic`: pushes from
+    /// now on are held until [`Session::joined`].
+    pub(crate) fn joining(&self, topic: Arc<str>, join_ref: Ref) {
+        let join = Join {
+            join_ref,
+            held: Some(Vec::new()),
+        };
+        self.joins().insert(topic, join);
+    }
+
+    /// The join reply of `topic` is queued: release the held pushes after it.
+    pub(crate) fn joined(&self, topic: &str) {
+        let mut joins = self.joins();
+        let held = joins.get_mut(topic).and_then(|join| join.held.take());
+        for frame in held.into_iter().flatten() {
+            self.out.send(frame);
+        }
+    }
+
+    /// The socket's join of `topic` has ended.
+    pub(crate) fn left(&self, topic: &str) {
+        self.joins().remove(topic);
+    }
+
+    /// Pushes to this socket's join of `topic`, if it has one. Whether it was queued.
+    fn push(&self, topic: &str, event: &str, payload: &Payload) -> bool {
+        let mut joins = self.joins();
+        let Some(join) = joins.get_mut(topic) else {
+            return false;
+        };
+        let frame = match protocol::encode_push(self.vsn, &join.join_ref, topic, event, payload) {
+            Ok(encoded) => encoded_to_message(encoded),
+            Err(e) => {
+                tracing::warn!(%topic, %event, error = %e, "direct push not encodable; dropped");
+                return false;
+            }
+        };
+        match &mut join.held {
+            Some(held) => {
+                held.push(frame);
+                true
+            }
+            None => self.out.send(frame) == Sent::Queued,
+        }
+    }
+}
+
+/// Messages of the registry actor.
+pub(crate) enum SessionsMsg {
+    Register {
+        socket: ActorId,
+        names: Vec<String>,
+        session: Arc<Session>,
+    },
+    Unregister {
+        socket: ActorId,
+        names: Vec<String>,
+    },
+    Lookup(String, RpcReplyPort<Vec<Arc<Session>>>),
+    Disconnect(String),
+    Names(RpcReplyPort<usize>),
+}
+
+struct Registry;
+
+type Names = HashMap<String, HashMap<ActorId, Arc<Session>>>;
+
+impl Actor for Registry {
+    type Msg = SessionsMsg;
+    type State = Names;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionsMsg>,
+        _args: (),
+    ) -> Result<Names, ActorProcessingErr> {
+        Ok(HashMap::new())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SessionsMsg>,
+        message: SessionsMsg,
+        names: &mut Names,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionsMsg::Register {
+                socket,
+                names: keys,
+                session,
+            } => {
+                for name in keys {
+                    names
+                        .entry(name)
+                        .or_default()
+                        .insert(socket, session.clone());
+                }
+            }
+            SessionsMsg::Unregister {
+                socket,
+                names: keys,
+            } => {
+                for name in keys {
+                    if let Some(sockets) = names.get_mut(&name) {
+                        sockets.remove(&socket);
+                        if sockets.is_empty() {
+                            names.remove(&name);
+                        }
+                    }
+                }
+            }
+            SessionsMsg::Lookup(name, reply) => {
+                let found = names
+                    .get(&name)
+                    .map(|sockets| sockets.values().cloned().collect())
+                    .unwrap_or_default();
+                let _ = reply.send(found);
+            }
+            SessionsMsg::Disconnect(name) => {
+                for session in names.get(&name).into_iter().flat_map(HashMap::values) {
+                    let _ = session.socket.cast(SocketMsg::Disconnect);
+                }
+            }
+            SessionsMsg::Names(reply) => {
+                let _ = reply.send(names.len());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The session registry handle: cheap to clone, usable anywhere in the server
+/// ([`Runtime::sessions`](super::Runtime::sessions)). See the module docs.
+#[derive(Clone)]
+pub struct Sessions {
+    actor: ActorRef<SessionsMsg>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("actor", &self.actor.get_id())
+            .finish()
+    }
+}
+
+impl Sessions {
+    /// Starts the registry actor under `supervisor`.
+    pub(crate) async fn start(supervisor: ActorCell) -> Result<Self, SpawnErr> {
+        let (actor, _) = Actor::spawn_linked(None, Registry, (), supervisor).await?;
+        Ok(Self { actor })
+    }
+
+    pub(crate) fn register(&self, socket: ActorId, names: Vec<String>, session: Arc<Session>) {
+        let _ = self.actor.cast(SessionsMsg::Register {
+            socket,
+            names,
+            session,
+        });
+    }
+
+    pub(crate) fn unregister(&self, socket: ActorId, names: Vec<String>) {
+        let _ = self.actor.cast(SessionsMsg::Unregister { socket, names });
+    }
+
+    async fn lookup(&self, name: &str) -> Vec<Arc<Session>> {
+        ractor::call!(self.actor, SessionsMsg::Lookup, name.to_owned()).unwrap_or_default()
+    }
+
+    /// How many live sockets carry `name` on this node.
+    pub async fn count(&self, name: &str) -> usize {
+        self.lookup(name).await.len()
+    }
+
+    /// How many names have at least one live socket (an empty server has none).
+    pub async fn name_count(&self) -> usize {
+        ractor::call!(self.actor, SessionsMsg::Names).unwrap_or_default()
+    }
+
+    /// Pushes `event` to every socket carrying `name` that has joined `topic`, on that join
+    /// (the client sees a push from its channel). Returns how many sockets it was queued for.
+    pub async fn push(
+        &self,
+        name: &str,
+        topic: &str,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> usize {
+        let payload = payload.into();
+        self.lookup(name)
+            .await
+            .iter()
+            .filter(|session| session.push(topic, event, &payload))
+            .count()
+    }
+
+    /// Closes every socket carrying `name` on this node with close code 1001.
+    pub fn disconnect(&self, name: &str) {
+        let _ = self.actor.cast(SessionsMsg::Disconnect(name.to_owned()));
+    }
+}

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::{Accounts, AccountsError};
 use crate::config::{Config, SecretKey, SecretKeyError, SecretKeySource};
 use crate::mailer::{Mailer, MailerError};
-use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig};
+use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, Sessions};
 use crate::web::{self, rate_limit::LoginLimiter};
 
 /// How often expired revocations and idle rate-limit keys are pruned.
@@ -40,6 +40,8 @@ pub struct App {
     pub login_limiter: LoginLimiter,
     /// The realtime PubSub (broadcasts, socket disconnects).
     pub pubsub: PubSub,
+    /// The session registry (live sockets by user, for direct delivery).
+    pub sessions: Sessions,
 }
 
 /// Why the server could not start.
@@ -121,6 +123,7 @@ impl Server {
         let app = Arc::new(App {
             login_limiter: LoginLimiter::new(&config.rate_limit),
             pubsub: runtime.pubsub().clone(),
+            sessions: runtime.sessions().clone(),
             chat: crate::chat::Chat::new(db.clone()),
             config,
             db,
@@ -133,7 +136,11 @@ impl Server {
             .endpoint()
             .socket(
                 "/socket",
-                web::user_socket::mount(app.accounts.clone(), app.chat.clone()),
+                web::user_socket::mount(
+                    app.accounts.clone(),
+                    app.chat.clone(),
+                    app.sessions.clone(),
+                ),
             )
             .fallback(web::service(app.clone()));
         let endpoint = tokio::spawn(endpoint.serve(listener, shutdown.clone(), grace));

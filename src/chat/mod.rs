@@ -99,6 +99,9 @@ pub enum ChatError {
     /// No such conversation or user — or not one the caller takes part in.
     #[error("not found")]
     NotFound,
+    /// The named recipient is not the conversation's other participant.
+    #[error("the recipient is not the other participant")]
+    WrongRecipient,
     /// A database failure.
     #[error("database: {0}")]
     Database(#[from] DbErr),
@@ -191,8 +194,42 @@ impl Chat {
         id: i64,
         payload: &Value,
     ) -> Result<(Conversation, Message), ChatError> {
-        let content = content_of(payload)?;
+        let content = content_of(payload.get("content"), "content")?;
+        self.insert_message(me, id, None, content).await
+    }
+
+    /// Sends `text` from `me` to `recipient` in conversation `id` (the `room:chat` shape;
+    /// validation errors name the field `message`). As [`Chat::post_message`], and
+    /// `recipient` must be the conversation's other participant.
+    pub async fn send_message(
+        &self,
+        me: i64,
+        id: i64,
+        recipient: i64,
+        text: Option<&Value>,
+    ) -> Result<(Conversation, Message), ChatError> {
+        let content = content_of(text, "message")?;
+        self.insert_message(me, id, Some(recipient), content).await
+    }
+
+    async fn insert_message(
+        &self,
+        me: i64,
+        id: i64,
+        recipient: Option<i64>,
+        content: String,
+    ) -> Result<(Conversation, Message), ChatError> {
         let conversation = self.owned(me, id).await?;
+        if let Some(recipient) = recipient {
+            let other = if conversation.user_a_id == me {
+                conversation.user_b_id
+            } else {
+                conversation.user_a_id
+            };
+            if recipient != other {
+                return Err(ChatError::WrongRecipient);
+            }
+        }
         let now = Utc::now();
         let txn = self.db.begin().await?;
         let row = message::ActiveModel {
@@ -303,13 +340,13 @@ impl Chat {
 }
 
 /// `{"content": text}`: 1..4000 characters after trimming (the same rule as room messages).
-fn content_of(payload: &Value) -> Result<String, ChatError> {
-    let as_body =
-        serde_json::json!({ "body": payload.get("content").cloned().unwrap_or(Value::Null) });
+/// Validates message text, naming `field` in the errors.
+fn content_of(text: Option<&Value>, field: &str) -> Result<String, ChatError> {
+    let as_body = serde_json::json!({ "body": text.cloned().unwrap_or(Value::Null) });
     validate_message(&as_body).map_err(|errors| {
         let mut renamed = FieldErrors::default();
         for message in errors.get("body").unwrap_or_default() {
-            renamed.add("content", message.clone());
+            renamed.add(field, message.clone());
         }
         ChatError::Invalid(renamed)
     })

@@ -8,7 +8,8 @@
 
 use crate::accounts::Accounts;
 use crate::chat::Chat;
-use crate::runtime::{ConnectError, ConnectInfo, Params, Socket, SocketMount};
+use crate::runtime::{ConnectError, ConnectInfo, Params, Sessions, Socket, SocketMount};
+use crate::web::channels::chat::{CHAT_TOPIC, ChatChannel};
 use crate::web::channels::conversation::ConversationChannel;
 use crate::web::channels::room::RoomChannel;
 
@@ -77,13 +78,15 @@ impl Socket for UserSocket {
     }
 }
 
-/// The app's socket with its channels.
-pub fn mount(accounts: Accounts, chat: Chat) -> SocketMount<UserSocket> {
+/// The app's socket with its channels: `room:chat` (matched before `room:*`), `room:*` and
+/// `conversation:*`. `sessions` is the runtime's registry, used for direct delivery.
+pub fn mount(accounts: Accounts, chat: Chat, sessions: Sessions) -> SocketMount<UserSocket> {
     let mount = SocketMount::new(UserSocket { accounts });
     // The patterns are static and valid.
     #[allow(clippy::expect_used)]
     mount
-        .channel("room:*", RoomChannel)
+        .channel(CHAT_TOPIC, ChatChannel::new(chat.clone(), sessions))
+        .and_then(|m| m.channel("room:*", RoomChannel))
         .and_then(|m| m.channel("conversation:*", ConversationChannel::new(chat)))
         .expect("valid topic pattern")
 }

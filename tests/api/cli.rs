@@ -1,31 +1,14 @@
 //! The `fawkes` binary: subcommands, start-up checks, configuration precedence, serving and
 //! stopping on a signal.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{Read as _, Write as _};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::TestDb;
-
-/// The binary, run in `dir`, with no inherited Fawkes settings.
-fn fawkes(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fawkes"));
-    command
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG");
-    // Tests are outside the server's configuration rule: they shape the child's environment.
-    #[allow(clippy::disallowed_methods)]
-    let inherited = std::env::vars();
-    for (key, _) in inherited {
-        if key.starts_with("FAWKES_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
+use crate::support::process::{Process, fawkes};
 
 fn run(command: &mut Command) -> (Output, String) {
     let output = command.output().expect("run fawkes");
@@ -188,52 +171,19 @@ async fn migrate_subcommands_report_apply_and_roll_back() {
     );
 }
 
-/// A `fawkes` server process; killed if the test fails before stopping it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_binary_serves_with_no_set_up_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().expect("dir");
-    let child = fawkes(dir.path())
-        .args(["--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut process = Process(child);
-    let stdout = process.0.stdout.take().expect("stdout");
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let next_line = |log: &mut Vec<String>| {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a log line in time");
-        log.push(line.clone());
-        line
-    };
-    let url = loop {
-        let line = next_line(&mut log);
-        if let Some(at) = line.find("listening on http://") {
-            let rest = &line[at + "listening on ".len()..];
-            break rest.split_whitespace().next().expect("url").to_owned();
-        }
-    };
+    let mut command = fawkes(dir.path());
+    command.args(["--bind", "127.0.0.1:0"]);
+    let mut process = Process::serve(command);
     assert!(
-        log.iter()
+        process
+            .log
+            .iter()
             .any(|l| l.contains("generated a development key")),
-        "{log:#?}"
+        "{:#?}",
+        process.log
     );
     assert!(dir.path().join(".fawkes-secret").exists());
     assert!(
@@ -241,8 +191,7 @@ fn the_binary_serves_with_no_set_up_and_stops_gracefully_on_sigterm() {
         "embedded database in the working directory"
     );
 
-    let addr = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut stream = std::net::TcpStream::connect(process.addr()).expect("connect");
     stream
         .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .expect("write");
@@ -250,26 +199,18 @@ fn the_binary_serves_with_no_set_up_and_stops_gracefully_on_sigterm() {
     stream.read_to_string(&mut response).expect("read");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
-    let pid = process.0.id().to_string();
+    let pid = process.pid().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = process.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "exited within 30 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = process.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "clean exit: {status:?}");
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
-        log.push(line);
-    }
+    while process.next_line(Duration::from_secs(5)).is_some() {}
     assert!(
-        log.iter().any(|l| l.contains("shutdown complete")),
-        "{log:#?}"
+        process.log.iter().any(|l| l.contains("shutdown complete")),
+        "{:#?}",
+        process.log
     );
 }

@@ -37,12 +37,24 @@ async fn phoenix_js_connects_with_real_tokens_and_its_presence_stays_in_sync() {
         .await;
     assert_eq!(first.status, 201, "{}", first.text);
     let url = format!("{}/socket", t.url.replace("http://", "ws://"));
+    let ann_id = t.get("/api/v1/me", Some(&a)).await.body["data"]["id"].to_string();
     let conversation = conversation.to_string();
-    let output = node::run_interop(&["app", &url, &a, &b, &c, &conversation]).await;
+    let output = node::run_interop(&[
+        "app",
+        &url,
+        &a,
+        &b,
+        &c,
+        &conversation,
+        &ann_id,
+        &bob_id.to_string(),
+    ])
+    .await;
     for scenario in [
         "ok a real access token, as authToken and as a param",
         "ok three clients' Presence stays in sync through joins, an update, a leave and a disconnect",
         "ok a conversation recovers what it missed across a reconnect and gets the rest live",
+        "ok two users chat over room:chat and every device of the recipient gets each message",
         "ok a bad token never connects",
     ] {
         assert!(

@@ -4,9 +4,11 @@
 //! on PostgreSQL, each in a database of its own.
 
 mod chat;
+mod chat_channel;
 mod cli;
 mod conversation_channel;
 mod conversations;
+mod durability;
 mod errors;
 mod interop;
 mod lifecycle;

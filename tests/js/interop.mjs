@@ -2,7 +2,7 @@
 // Fawkes server. Run by the Rust tests; exits non-zero on the first failure.
 //
 //   node interop.mjs fixture ws://127.0.0.1:PORT/socket
-//   node interop.mjs app ws://127.0.0.1:PORT/socket TOKEN_A TOKEN_B TOKEN_C CONVERSATION_ID
+//   node interop.mjs app ws://127.0.0.1:PORT/socket TOKEN_A TOKEN_B TOKEN_C CONVERSATION_ID A_ID B_ID
 //
 // Every wait has a deadline; nothing sleeps a fixed time.
 import { Socket, Presence } from "phoenix";
@@ -305,6 +305,64 @@ const appScenarios = {
     check(refused.status === "error" && refused.response.reason === "unauthorized", `outsider: ${JSON.stringify(refused)}`);
     outsider.disconnect();
     bob.disconnect();
+  },
+
+  async "two users chat over room:chat and every device of the recipient gets each message"() {
+    const [tokenA, tokenB, , conversationId, aId, bId] = tokens;
+    const conv = Number(conversationId);
+    const start = (token) => {
+      const s = socket({ authToken: token });
+      const channel = s.channel("room:chat", {});
+      const inbox = [];
+      channel.on("receive_msg", ({ message }) => inbox.push(message));
+      return { s, channel, inbox };
+    };
+    const ann = start(tokenA);
+    const phone = start(tokenB);
+    const laptop = start(tokenB);
+    for (const [name, client] of Object.entries({ ann, phone, laptop })) {
+      check((await receive(client.channel.join(), `${name} joins room:chat`)).status === "ok", `${name} join`);
+    }
+    const arrives = async (client, id, step) => {
+      const deadline = Date.now() + DEADLINE_MS;
+      while (!client.inbox.some((m) => m.id === id)) {
+        if (Date.now() > deadline) fail(`${step}: ${JSON.stringify(client.inbox)}`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      return client.inbox.find((m) => m.id === id);
+    };
+
+    const sent = await receive(
+      ann.channel.push("send_msg", { user: Number(bId), conv, message: "hello from js" }),
+      "ann sends",
+    );
+    check(sent.status === "ok" && sent.response.delivered === 2, `send: ${JSON.stringify(sent)}`);
+    const { message } = sent.response;
+    check(message.content === "hello from js" && message.sender_id === Number(aId), `message: ${JSON.stringify(message)}`);
+    for (const [name, device] of Object.entries({ phone, laptop })) {
+      const got = await arrives(device, message.id, `bob's ${name} receives`);
+      check(deepEqual(got, message), `${name} got ${JSON.stringify(got)}`);
+    }
+
+    const answer = await receive(
+      phone.channel.push("send_msg", { user: Number(aId), conv, message: "hi ann" }),
+      "bob answers",
+    );
+    check(answer.status === "ok" && answer.response.delivered === 1, `answer: ${JSON.stringify(answer)}`);
+    await arrives(ann, answer.response.message.id, "ann receives the answer");
+
+    const wrong = await receive(
+      ann.channel.push("send_msg", { user: Number(aId), conv, message: "to myself" }),
+      "a wrong recipient",
+    );
+    check(wrong.status === "error" && wrong.response.reason === "wrong_recipient", `wrong: ${JSON.stringify(wrong)}`);
+    const again = await receive(
+      ann.channel.push("send_msg", { user: Number(bId), conv, message: "still here" }),
+      "send after an error",
+    );
+    check(again.status === "ok", `the channel lives on: ${JSON.stringify(again)}`);
+    check(ann.channel.state === "joined", `ann's channel is ${ann.channel.state}`);
+    for (const { s } of [ann, phone, laptop]) s.disconnect();
   },
 
   async "a bad token never connects"() {

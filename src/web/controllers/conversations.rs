@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::authenticate;
 use crate::accounts::FieldErrors;
 use crate::app::App;
-use crate::chat::{ChatError, MAX_HISTORY, conversation_topic};
+use crate::chat::{ChatError, MAX_HISTORY};
+use crate::web::channels::chat::deliver;
 use crate::web::error::ApiError;
 use crate::web::request::{PageQuery, json_body, path_id};
 use crate::web::response::{self, Response};
@@ -18,6 +19,8 @@ impl From<ChatError> for ApiError {
         match e {
             ChatError::Invalid(errors) => ApiError::Validation(errors),
             ChatError::NotFound => ApiError::NotFound,
+            // Only `room:chat` names a recipient; REST never gets here.
+            ChatError::WrongRecipient => ApiError::NotFound,
             ChatError::Database(e) => ApiError::Internal(format!("database: {e}")),
         }
     }
@@ -99,8 +102,8 @@ pub(crate) async fn messages<B>(
     ))
 }
 
-/// `POST /api/v1/conversations/{id}/messages` `{"content"}` → 201; once committed, broadcast
-/// as `message:new` on `conversation:<id>`.
+/// `POST /api/v1/conversations/{id}/messages` `{"content"}` → 201 with `meta.delivered`; once
+/// committed, delivered live like a `room:chat` message (see [`deliver`]).
 pub(crate) async fn post<B>(
     app: &App,
     request: http::Request<B>,
@@ -113,14 +116,10 @@ where
     let claims = authenticate(app, &request)?;
     let id = path_id(id)?;
     let body = json_body(request).await?;
-    let (_, message) = app.chat.post_message(claims.user_id, id, &body).await?;
-    app.pubsub.broadcast(
-        &conversation_topic(id),
-        "message:new",
-        json!({ "message": message }),
-    );
+    let (conversation, message) = app.chat.post_message(claims.user_id, id, &body).await?;
+    let delivered = deliver(&app.pubsub, &app.sessions, &conversation, &message).await;
     Ok(response::json(
         StatusCode::CREATED,
-        &json!({ "data": message }),
+        &json!({ "data": message, "meta": { "delivered": delivered } }),
     ))
 }

@@ -8,6 +8,7 @@
 
 pub mod db;
 pub mod http;
+pub mod process;
 pub mod smtp;
 
 use std::future::Future;
@@ -70,6 +71,25 @@ impl TestServer {
             url,
             client: http::Client::new(),
         }
+    }
+
+    /// A client of a server running elsewhere (the real binary) at `url`, on `db`.
+    pub fn at(url: String, db: TestDb, config: Config) -> Self {
+        Self {
+            server: None,
+            config,
+            db,
+            url,
+            client: http::Client::new(),
+        }
+    }
+
+    /// Shuts this server down; returns its database and configuration.
+    pub async fn stop(mut self) -> (TestDb, Config) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        (self.db, self.config)
     }
 
     /// Shuts this server down and starts a new one on the same database and configuration.

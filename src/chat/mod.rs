@@ -339,15 +339,26 @@ impl Chat {
     }
 }
 
-/// `{"content": text}`: 1..4000 characters after trimming (the same rule as room messages).
-/// Validates message text, naming `field` in the errors.
-fn content_of(text: Option<&Value>, field: &str) -> Result<String, ChatError> {
+/// Validates message text (1..4000 characters after trimming, the same rule as room
+/// messages), recording problems against `field`; returns the trimmed text.
+pub fn validate_text(
+    text: Option<&Value>,
+    field: &str,
+    errors: &mut FieldErrors,
+) -> Option<String> {
     let as_body = serde_json::json!({ "body": text.cloned().unwrap_or(Value::Null) });
-    validate_message(&as_body).map_err(|errors| {
-        let mut renamed = FieldErrors::default();
-        for message in errors.get("body").unwrap_or_default() {
-            renamed.add(field, message.clone());
+    match validate_message(&as_body) {
+        Ok(text) => Some(text),
+        Err(found) => {
+            for message in found.get("body").unwrap_or_default() {
+                errors.add(field, message.clone());
+            }
+            None
         }
-        ChatError::Invalid(renamed)
-    })
+    }
+}
+
+fn content_of(text: Option<&Value>, field: &str) -> Result<String, ChatError> {
+    let mut errors = FieldErrors::default();
+    validate_text(text, field, &mut errors).ok_or(ChatError::Invalid(errors))
 }

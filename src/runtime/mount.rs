@@ -296,6 +296,8 @@ pub(crate) struct Accepted<A> {
     pub(crate) id: Option<String>,
     pub(crate) disconnect_topics: Vec<String>,
     pub(crate) routes: Arc<Routes<A>>,
+    /// When the connect check started (a disconnect from then on applies to this socket).
+    pub(crate) connected_at: std::time::Instant,
 }
 
 /// A mounted socket, type-erased over its assigns.
@@ -330,6 +332,7 @@ impl<S: Socket> ErasedSocket for MountedSocket<S> {
         info: &'a ConnectInfo,
     ) -> BoxFuture<'a, Result<Box<dyn super::socket_actor::Startable>, ConnectError>> {
         Box::pin(async move {
+            let connected_at = std::time::Instant::now();
             let assigns = match guard(async {
                 Ok::<_, std::convert::Infallible>(self.socket.connect(params, info).await)
             })
@@ -348,6 +351,7 @@ impl<S: Socket> ErasedSocket for MountedSocket<S> {
                 disconnect_topics: self.socket.disconnect_topics(&assigns),
                 assigns: Arc::new(assigns),
                 routes: self.routes.clone(),
+                connected_at,
             };
             Ok(Box::new(accepted) as Box<dyn super::socket_actor::Startable>)
         })

@@ -23,19 +23,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::protocol::{self, Payload, Ref, Vsn};
-use super::socket_actor::SocketMsg;
-use super::transport::{Outbound, Sent, encoded_to_message};
+use super::transport::{CloseReason, Control, Outbound, Sent, encoded_to_message};
 
 /// One live socket as the registry sees it. Shared with its socket actor, which records here
 /// the topics it has joined.
 pub(crate) struct Session {
-    socket: ActorRef<SocketMsg>,
     out: Outbound,
+    control: Arc<Control>,
     vsn: Vsn,
     /// Joined topic → its join, mirrored by the socket actor.
     joins: Mutex<HashMap<Arc<str>, Join>>,
@@ -50,10 +50,10 @@ struct Join {
 }
 
 impl Session {
-    pub(crate) fn new(socket: ActorRef<SocketMsg>, out: Outbound, vsn: Vsn) -> Self {
+    pub(crate) fn new(out: Outbound, control: Arc<Control>, vsn: Vsn) -> Self {
         Self {
-            socket,
             out,
+            control,
             vsn,
             joins: Mutex::new(HashMap::new()),
         }
@@ -82,9 +82,21 @@ impl Session {
         }
     }
 
-    /// The socket's join of `topic` has ended.
+    /// The socket's join of `topic` has ended (or is about to be answered `phx_leave`): no
+    /// push may reach it any more.
     pub(crate) fn left(&self, topic: &str) {
         self.joins().remove(topic);
+    }
+
+    /// The socket has ended: no join is left.
+    pub(crate) fn clear(&self) {
+        self.joins().clear();
+    }
+
+    /// Closes the connection with code 1001 straight away, without waiting for its socket
+    /// actor (which may be busy in a callback).
+    fn disconnect(&self) {
+        self.control.close(CloseReason::Disconnected);
     }
 
     /// Pushes to this socket's join of `topic`, if it has one. Whether it was queued.
@@ -116,6 +128,7 @@ pub(crate) enum SessionsMsg {
         socket: ActorId,
         names: Vec<String>,
         session: Arc<Session>,
+        connected_at: Instant,
     },
     Unregister {
         socket: ActorId,
@@ -126,69 +139,103 @@ pub(crate) enum SessionsMsg {
     Names(RpcReplyPort<usize>),
 }
 
+/// How long a disconnect is remembered for sockets still registering: a socket whose connect
+/// check started before a disconnect of one of its names, and that registers after it, is
+/// closed as it registers (its token may have been revoked in between).
+const REMEMBER_DISCONNECTS: Duration = Duration::from_secs(60);
+
 struct Registry;
 
-type Names = HashMap<String, HashMap<ActorId, Arc<Session>>>;
+#[derive(Default)]
+struct RegistryState {
+    /// Name → its live sockets.
+    names: HashMap<String, HashMap<ActorId, Arc<Session>>>,
+    /// Recent disconnects: name → when.
+    disconnected: HashMap<String, Instant>,
+}
+
+impl RegistryState {
+    fn register(
+        &mut self,
+        socket: ActorId,
+        names: Vec<String>,
+        session: Arc<Session>,
+        connected_at: Instant,
+    ) {
+        let missed = names.iter().any(|name| {
+            self.disconnected
+                .get(name)
+                .is_some_and(|at| *at >= connected_at)
+        });
+        if missed {
+            session.disconnect();
+        }
+        for name in names {
+            let sockets = self.names.entry(name).or_default();
+            sockets.insert(socket, session.clone());
+        }
+    }
+
+    fn unregister(&mut self, socket: ActorId, names: Vec<String>) {
+        for name in names {
+            if let Some(sockets) = self.names.get_mut(&name) {
+                sockets.remove(&socket);
+                if sockets.is_empty() {
+                    self.names.remove(&name);
+                }
+            }
+        }
+    }
+
+    fn disconnect(&mut self, name: String) {
+        for session in self.names.get(&name).into_iter().flat_map(HashMap::values) {
+            session.disconnect();
+        }
+        let now = Instant::now();
+        self.disconnected
+            .retain(|_, at| now.duration_since(*at) < REMEMBER_DISCONNECTS);
+        self.disconnected.insert(name, now);
+    }
+}
 
 impl Actor for Registry {
     type Msg = SessionsMsg;
-    type State = Names;
+    type State = RegistryState;
     type Arguments = ();
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SessionsMsg>,
         _args: (),
-    ) -> Result<Names, ActorProcessingErr> {
-        Ok(HashMap::new())
+    ) -> Result<RegistryState, ActorProcessingErr> {
+        Ok(RegistryState::default())
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<SessionsMsg>,
         message: SessionsMsg,
-        names: &mut Names,
+        state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionsMsg::Register {
                 socket,
-                names: keys,
+                names,
                 session,
-            } => {
-                for name in keys {
-                    names
-                        .entry(name)
-                        .or_default()
-                        .insert(socket, session.clone());
-                }
-            }
-            SessionsMsg::Unregister {
-                socket,
-                names: keys,
-            } => {
-                for name in keys {
-                    if let Some(sockets) = names.get_mut(&name) {
-                        sockets.remove(&socket);
-                        if sockets.is_empty() {
-                            names.remove(&name);
-                        }
-                    }
-                }
-            }
+                connected_at,
+            } => state.register(socket, names, session, connected_at),
+            SessionsMsg::Unregister { socket, names } => state.unregister(socket, names),
             SessionsMsg::Lookup(name, reply) => {
-                let found = names
+                let found = state
+                    .names
                     .get(&name)
                     .map(|sockets| sockets.values().cloned().collect())
                     .unwrap_or_default();
                 let _ = reply.send(found);
             }
-            SessionsMsg::Disconnect(name) => {
-                for session in names.get(&name).into_iter().flat_map(HashMap::values) {
-                    let _ = session.socket.cast(SocketMsg::Disconnect);
-                }
-            }
+            SessionsMsg::Disconnect(name) => state.disconnect(name),
             SessionsMsg::Names(reply) => {
-                let _ = reply.send(names.len());
+                let _ = reply.send(state.names.len());
             }
         }
         Ok(())
@@ -217,20 +264,37 @@ impl Sessions {
         Ok(Self { actor })
     }
 
-    pub(crate) fn register(&self, socket: ActorId, names: Vec<String>, session: Arc<Session>) {
-        let _ = self.actor.cast(SessionsMsg::Register {
+    pub(crate) fn register(
+        &self,
+        socket: ActorId,
+        names: Vec<String>,
+        session: Arc<Session>,
+        connected_at: Instant,
+    ) {
+        let sent = self.actor.cast(SessionsMsg::Register {
             socket,
             names,
             session,
+            connected_at,
         });
+        if sent.is_err() {
+            tracing::warn!("session registry unavailable: socket not registered");
+        }
     }
 
     pub(crate) fn unregister(&self, socket: ActorId, names: Vec<String>) {
+        // Fails only when the registry is gone, and its map with it.
         let _ = self.actor.cast(SessionsMsg::Unregister { socket, names });
     }
 
     async fn lookup(&self, name: &str) -> Vec<Arc<Session>> {
-        ractor::call!(self.actor, SessionsMsg::Lookup, name.to_owned()).unwrap_or_default()
+        match ractor::call!(self.actor, SessionsMsg::Lookup, name.to_owned()) {
+            Ok(sessions) => sessions,
+            Err(e) => {
+                tracing::warn!(error = %e, "session registry unavailable: lookup found nothing");
+                Vec::new()
+            }
+        }
     }
 
     /// How many live sockets carry `name` on this node.
@@ -260,8 +324,13 @@ impl Sessions {
             .count()
     }
 
-    /// Closes every socket carrying `name` on this node with close code 1001.
+    /// Closes every socket carrying `name` on this node with close code 1001, straight away
+    /// (a socket busy in a callback too), including a socket whose connect check started
+    /// before this call and that registers after it.
     pub fn disconnect(&self, name: &str) {
-        let _ = self.actor.cast(SessionsMsg::Disconnect(name.to_owned()));
+        let sent = self.actor.cast(SessionsMsg::Disconnect(name.to_owned()));
+        if sent.is_err() {
+            tracing::warn!(%name, "session registry unavailable: disconnect not carried out");
+        }
     }
 }

@@ -26,7 +26,7 @@ use super::presence::Presence;
 use super::protocol::{self, Inbound, Payload, Ref, Vsn, events};
 use super::pubsub::{Broadcast, Delivery, PubSub, SubscriberId};
 use super::sessions::{Session, Sessions};
-use super::transport::{CloseReason, Control, Outbound, encoded_to_message};
+use super::transport::{Control, Outbound, encoded_to_message};
 
 /// Pre-encoded payloads at least this large are shared between clients, not copied.
 const SHARE_ABOVE_BYTES: usize = 16 * 1024;
@@ -57,8 +57,6 @@ pub(crate) enum SocketMsg {
         subscriber: SubscriberId,
         message: Box<dyn Any + Send>,
     },
-    /// `disconnect` was broadcast to this socket's id.
-    Disconnect,
     /// The connection is gone: terminate every channel and stop.
     Closed,
 }
@@ -129,7 +127,6 @@ struct Joined<A> {
 pub(crate) struct SocketState<A> {
     vsn: Vsn,
     out: Outbound,
-    control: Arc<Control>,
     pubsub: PubSub,
     presence: Presence,
     assigns: Arc<A>,
@@ -150,8 +147,10 @@ struct Registered {
 }
 
 impl Drop for Registered {
-    /// However the socket ends, its names stop pointing at it.
+    /// However the socket ends, its names stop pointing at it (and pushes already holding its
+    /// session find no join).
     fn drop(&mut self) {
+        self.session.clear();
         self.sessions
             .unregister(self.socket, std::mem::take(&mut self.names));
     }
@@ -182,9 +181,17 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             .cloned()
             .collect();
         let registered = (!names.is_empty()).then(|| {
-            let session = Arc::new(Session::new(myself.clone(), args.out.clone(), args.vsn));
-            args.sessions
-                .register(myself.get_id(), names.clone(), session.clone());
+            let session = Arc::new(Session::new(
+                args.out.clone(),
+                args.control.clone(),
+                args.vsn,
+            ));
+            args.sessions.register(
+                myself.get_id(),
+                names.clone(),
+                session.clone(),
+                accepted.connected_at,
+            );
             Registered {
                 sessions: args.sessions.clone(),
                 socket: myself.get_id(),
@@ -195,7 +202,6 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
         Ok(SocketState {
             vsn: args.vsn,
             out: args.out,
-            control: args.control,
             pubsub: args.pubsub,
             presence: args.presence,
             assigns: accepted.assigns,
@@ -243,7 +249,6 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
                 let outcome = joined.instance.handle_info(message).await;
                 Box::pin(state.after_continue(&topic, outcome)).await;
             }
-            SocketMsg::Disconnect => state.control.close(CloseReason::Disconnected),
             SocketMsg::Closed => {
                 Box::pin(state.shutdown()).await;
                 myself.stop(None);
@@ -345,6 +350,8 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 let Some(recorded) = self.current_join_ref(&topic, &msg.join_ref) else {
                     return;
                 };
+                // No direct push may follow the leave reply: phoenix.js has dropped the channel.
+                self.left(&topic);
                 self.reply(&recorded, &msg.msg_ref, &topic, &Reply::ok());
                 self.stop_channel(&topic, StopReason::Left, true).await;
             }
@@ -364,6 +371,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                         self.reply(&recorded, &msg.msg_ref, &topic, &reply)
                     }
                     Ok(HandleIn::Stop(reason, reply)) => {
+                        self.left(&topic);
                         if let Some(reply) = reply {
                             self.reply(&recorded, &msg.msg_ref, &topic, &reply);
                         }

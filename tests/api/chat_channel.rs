@@ -61,6 +61,8 @@ async fn two_users_exchange_messages_and_every_device_of_the_recipient_gets_them
     let (b, tb) = t.user("b@example.com").await;
     let conv = t.conversation(&ta, b).await;
     let (mut ann, ann_join) = chat_socket(&t, &ta).await;
+    // The sender's other device: a sent message is not pushed back to its own side.
+    let (mut ann_tablet, ann_tablet_join) = chat_socket(&t, &ta).await;
     let (mut phone, phone_join) = chat_socket(&t, &tb).await;
     let (mut laptop, laptop_join) = chat_socket(&t, &tb).await;
     // Connected but not in room:chat: not counted, gets nothing.
@@ -84,7 +86,7 @@ async fn two_users_exchange_messages_and_every_device_of_the_recipient_gets_them
         assert_eq!(got, json!({ "message": message }));
     }
 
-    // Bob answers from his phone; ann's one socket gets it.
+    // Bob answers from his phone; both of ann's devices get it.
     let (status, response) = send(
         &mut phone,
         &phone_join,
@@ -92,7 +94,7 @@ async fn two_users_exchange_messages_and_every_device_of_the_recipient_gets_them
     )
     .await;
     assert_eq!(status, "ok", "{response}");
-    assert_eq!(response["delivered"], json!(1));
+    assert_eq!(response["delivered"], json!(2), "ann's two devices");
     let got = receive(&mut ann, &ann_join, &response["message"]["id"]).await;
     assert_eq!(got["message"]["content"], json!("hi ann"));
 
@@ -110,6 +112,22 @@ async fn two_users_exchange_messages_and_every_device_of_the_recipient_gets_them
             .all(|f| f.event != "receive_msg"),
         "{:?}",
         elsewhere.unmatched()
+    );
+    // Ann's tablet got bob's answer, not her own message.
+    let answer = receive(
+        &mut ann_tablet,
+        &ann_tablet_join,
+        &response["message"]["id"],
+    )
+    .await;
+    assert_eq!(answer["message"]["content"], json!("hi ann"));
+    assert!(
+        ann_tablet
+            .unmatched()
+            .iter()
+            .all(|f| f.event != "receive_msg"),
+        "{:?}",
+        ann_tablet.unmatched()
     );
 }
 
@@ -173,6 +191,7 @@ async fn refusals_get_a_reason_store_nothing_and_the_channel_lives_on() {
             json!({"reason": "invalid", "errors": {
                 "user": ["should be a positive integer"],
                 "conv": ["should be a positive integer"],
+                "message": ["can't be blank"],
             }}),
         ),
     ];
@@ -266,4 +285,71 @@ async fn rest_posts_reach_the_recipients_room_chat_sockets_too() {
             "the closed socket left the registry"
         );
     }
+}
+
+/// Makes the database refuse messages whose content is `boom`: at commit on PostgreSQL (a
+/// deferred constraint trigger), at insert on SQLite.
+async fn refuse_boom(t: &TestServer) {
+    let db = sea_orm::Database::connect(&t.db.url)
+        .await
+        .expect("connect");
+    let statements: &[&str] = if t.db.is_postgres() {
+        &[
+            "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
+             IF NEW.content = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE CONSTRAINT TRIGGER refuse_boom AFTER INSERT ON messages \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON messages WHEN NEW.content = 'boom' \
+           BEGIN SELECT RAISE(ABORT, 'boom refused'); END",
+        ]
+    };
+    for statement in statements {
+        sea_orm::ConnectionTrait::execute_unprepared(&db, statement)
+            .await
+            .expect("install the trigger");
+    }
+    db.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_message_the_database_refuses_is_never_acknowledged() {
+    let t = TestServer::start().await;
+    let (_, ta) = t.user("a@example.com").await;
+    let (b, tb) = t.user("b@example.com").await;
+    let conv = t.conversation(&ta, b).await;
+    refuse_boom(&t).await;
+    let (mut ann, join) = chat_socket(&t, &ta).await;
+    let (mut bob, bob_join) = chat_socket(&t, &tb).await;
+
+    let (status, response) = send(
+        &mut ann,
+        &join,
+        json!({"user": b, "conv": conv, "message": "boom"}),
+    )
+    .await;
+    assert_eq!(
+        (status.as_str(), response),
+        ("error", json!({"reason": "unavailable"}))
+    );
+    // Nothing stored, nothing delivered; the channel carries on.
+    assert!(history(&t, &ta, conv).await.is_empty());
+    let (status, response) = send(
+        &mut ann,
+        &join,
+        json!({"user": b, "conv": conv, "message": "fine"}),
+    )
+    .await;
+    assert_eq!(status, "ok", "{response}");
+    let got = receive(&mut bob, &bob_join, &response["message"]["id"]).await;
+    assert_eq!(got["message"]["content"], json!("fine"));
+    assert!(
+        bob.unmatched().iter().all(|f| f.event != "receive_msg"),
+        "the refused message never reached bob: {:?}",
+        bob.unmatched()
+    );
+    assert_eq!(history(&t, &tb, conv).await, ["fine"]);
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::support::{Lab, Terminations, TestSocket};
 
 fn mount() -> SocketMount<TestSocket> {
-    SocketMount::new(TestSocket)
+    SocketMount::new(TestSocket::default())
         .channel(
             "lab:*",
             Lab {

@@ -1,6 +1,12 @@
 //! The session registry: every live socket of a socket id, direct pushes to the joined ones,
 //! disconnects, and no stale entry whatever way a socket ends.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fawkes::runtime::TransportConfig;
+use fawkes::testing::WsClient;
 use serde_json::json;
 
 use crate::support::{TestEndpoint, eventually_async};
@@ -16,7 +22,7 @@ async fn every_device_is_registered_and_direct_pushes_reach_the_joined_ones() {
         eventually_async(|| async { sessions.count("test_socket:ann").await == 2 }).await,
         "both of ann's devices count, not only the first"
     );
-    assert_eq!(sessions.count("test_socket:bob").await, 1);
+    assert!(eventually_async(|| async { sessions.count("test_socket:bob").await == 1 }).await);
     assert_eq!(sessions.count("test_socket:nobody").await, 0);
 
     // Only the phone has joined: the push reaches it on that join, and nothing else.
@@ -117,5 +123,130 @@ async fn disconnect_closes_every_device_of_that_id_and_no_entry_outlives_its_soc
         eventually_async(|| async { sessions.name_count().await == 0 }).await,
         "names left: {}",
         sessions.name_count().await
+    );
+}
+
+#[tokio::test]
+async fn disconnect_closes_a_socket_busy_in_a_callback() {
+    let t = TestEndpoint::start().await;
+    let mut c = t.client("ann").await;
+    let (j, _) = c.join("lab:h", json!({})).await;
+    c.push(&j, "lab:h", "hang", json!({})).await;
+    t.runtime.sessions().disconnect("test_socket:ann");
+    assert_eq!(c.closed().await, (1001, "disconnected".to_owned()));
+}
+
+#[tokio::test]
+async fn a_disconnect_during_the_connect_check_closes_the_socket_once_it_is_up() {
+    let t = TestEndpoint::start().await;
+    let url = t.url("user=ann&vsn=2.0.0&hold=1");
+    let connecting = tokio::spawn(async move { WsClient::connect(&url).await });
+    // The token was fine when checked; the logout lands before the socket is registered.
+    t.hold.arrived.notified().await;
+    t.runtime.sessions().disconnect("test_socket:ann");
+    t.hold.release.notify_one();
+    let mut late = connecting.await.expect("task").expect("connect");
+    assert_eq!(late.closed().await, (1001, "disconnected".to_owned()));
+
+    // A socket that connects after the disconnect is not affected by it.
+    let mut fresh = t.client("ann").await;
+    let (j, _) = fresh.join("lab:after", json!({})).await;
+    let r = fresh
+        .push(&j, "lab:after", "echo", json!({"ok": true}))
+        .await;
+    assert_eq!(fresh.reply(&r).await.status(), Some("ok"));
+}
+
+/// Pushes run on other threads while the client joins and leaves over and over: on every
+/// join, pushes come after the join reply and never after the leave reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_pushes_never_precede_the_join_reply_nor_follow_the_leave_reply() {
+    // The client reads only at the end: give its queue room for every push.
+    let t = TestEndpoint::start_with(TransportConfig {
+        outbound_queue: 1_000_000,
+        ..TransportConfig::default()
+    })
+    .await;
+    let sessions = t.runtime.sessions().clone();
+    let mut c = t.client("ann").await;
+    assert!(eventually_async(|| async { sessions.count("test_socket:ann").await == 1 }).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (sessions, stop) = (sessions.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut reached = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                reached += sessions
+                    .push("test_socket:ann", "lab:race", "note", json!({}))
+                    .await;
+            }
+            reached
+        })
+    };
+    const ROUNDS: usize = 200;
+    for round in 0..ROUNDS {
+        let join_ref = format!("j{round}");
+        c.send_frame(
+            json!(join_ref),
+            json!(join_ref),
+            "lab:race",
+            "phx_join",
+            json!({}),
+        )
+        .await;
+        c.send_frame(
+            json!(join_ref),
+            json!(format!("l{round}")),
+            "lab:race",
+            "phx_leave",
+            json!({}),
+        )
+        .await;
+    }
+    // The socket actor handles frames in order: once this join is answered, every round is.
+    c.send_frame(json!("end"), json!("end"), "lab:end", "phx_join", json!({}))
+        .await;
+    let mut frames = Vec::new();
+    loop {
+        let frame = c
+            .try_expect(Duration::from_secs(5), &|_| true)
+            .await
+            .expect("frames until the last join reply");
+        if frame.msg_ref == json!("end") {
+            break;
+        }
+        frames.push(frame);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reached = pusher.await.expect("pusher");
+
+    // Walk the frames: each join_ref's notes lie strictly between its two replies.
+    let mut open: Option<String> = None;
+    let mut notes = 0usize;
+    for f in frames.iter().filter(|f| f.topic == "lab:race") {
+        let join_ref = f.join_ref.as_str().unwrap_or_default().to_owned();
+        match (f.event.as_str(), f.msg_ref.as_str()) {
+            ("phx_reply", Some(r)) if r.starts_with('j') => {
+                assert_eq!(f.status(), Some("ok"));
+                open = Some(join_ref);
+            }
+            ("phx_reply", Some(r)) if r.starts_with('l') => {
+                assert_eq!(open.as_deref(), Some(join_ref.as_str()));
+                open = None;
+            }
+            ("note", _) => {
+                assert_eq!(
+                    open.as_deref(),
+                    Some(join_ref.as_str()),
+                    "a push outside its join's lifetime: {f:?}"
+                );
+                notes += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        notes, reached,
+        "every push counted was delivered, and only those"
     );
 }

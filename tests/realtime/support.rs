@@ -13,13 +13,30 @@ use fawkes::testing::WsClient;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// Accepts `?user=NAME`; `?refuse=401` refuses with that status.
-pub struct TestSocket;
+/// Accepts `?user=NAME`; `?refuse=401` refuses with that status; `?hold=1` holds the connect
+/// check until the test releases it (see [`ConnectHold`]).
+#[derive(Default)]
+pub struct TestSocket {
+    pub hold: ConnectHold,
+}
+
+/// Lets a test act while a connect check is in progress.
+#[derive(Default, Clone)]
+pub struct ConnectHold {
+    /// Notified when a held connect check has started.
+    pub arrived: Arc<tokio::sync::Notify>,
+    /// Notify to let it finish.
+    pub release: Arc<tokio::sync::Notify>,
+}
 
 impl Socket for TestSocket {
     type Assigns = String;
 
     async fn connect(&self, params: &Params, info: &ConnectInfo) -> Result<String, ConnectError> {
+        if params.get("hold").is_some() {
+            self.hold.arrived.notify_one();
+            self.hold.release.notified().await;
+        }
         if let Some(status) = params.get("refuse").and_then(|s| s.parse().ok()) {
             return Err(ConnectError::with_status(
                 http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FORBIDDEN),
@@ -299,6 +316,7 @@ pub struct TestEndpoint {
     pub addr: std::net::SocketAddr,
     pub terminated: Terminations,
     pub handles: Handles,
+    pub hold: ConnectHold,
     shutdown: CancellationToken,
 }
 
@@ -315,7 +333,8 @@ impl TestEndpoint {
             terminated: terminated.clone(),
             handles: handles.clone(),
         };
-        let mount = SocketMount::new(TestSocket)
+        let hold = ConnectHold::default();
+        let mount = SocketMount::new(TestSocket { hold: hold.clone() })
             .channel("lab:*", lab())
             .expect("pattern")
             .channel("other:exact", lab())
@@ -339,6 +358,7 @@ impl TestEndpoint {
             addr,
             terminated,
             handles,
+            hold,
             shutdown,
         }
     }
@@ -369,8 +389,7 @@ impl Drop for TestEndpoint {
     }
 }
 
-/// Polls `check` every 10 ms for up to 5 s.
-/// Polls an async `check` until it holds, for up to 5 s.
+/// Polls an async `check` every 10 ms until it holds, for up to 5 s.
 pub async fn eventually_async<F: Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < deadline {
@@ -382,6 +401,7 @@ pub async fn eventually_async<F: Future<Output = bool>>(mut check: impl FnMut() 
     check().await
 }
 
+/// Polls `check` every 10 ms until it holds, for up to 5 s.
 pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < deadline {

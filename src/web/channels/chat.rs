@@ -21,7 +21,7 @@
 use serde_json::{Value, json};
 
 use crate::accounts::FieldErrors;
-use crate::chat::{Chat, ChatError, Conversation, Message, conversation_topic};
+use crate::chat::{Chat, ChatError, Conversation, Message, conversation_topic, validate_text};
 use crate::runtime::{
     Channel, ChannelContext, ChannelError, HandleIn, JoinOutcome, Payload, PubSub, Reply, Sessions,
 };
@@ -82,6 +82,8 @@ impl ChatChannel {
         };
         let (recipient, conversation) = (id_of("user"), id_of("conv"));
         let (Some(recipient), Some(conversation)) = (recipient, conversation) else {
+            // Report the text's problems too, so one answer lists them all.
+            validate_text(payload.get("message"), "message", &mut errors);
             return invalid(&errors);
         };
         let me = ctx.assigns().user_id;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Smoke test of the load generator, run by .ci/run: every fawkes-bench scenario, briefly and at
+# small scale, against debug builds of the app and the echo example on ephemeral loopback ports.
+# It checks that each scenario runs end to end and reports no failure; it asserts no timing
+# (figures come from bench/run.sh on a release build). Stops everything it started.
+#
+#   bash bench/smoke.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --locked -p fawkes -p fawkes-bench --bins --example echo
+F=$ROOT/target/debug/fawkes
+B=$ROOT/target/debug/fawkes-bench
+ECHO=$ROOT/target/debug/examples/echo
+
+# Waits up to 30 s for a line matching $2 in log file $1 and prints its host:port.
+address_from() {
+    for _ in $(seq 300); do
+        local found
+        found=$(grep -o "$2[0-9.:]*" "$1" | head -n 1 | sed "s|$2||") || true
+        if [ -n "$found" ]; then echo "$found"; return; fi
+        sleep 0.1
+    done
+    echo "no address in $1:" >&2; cat "$1" >&2; exit 1
+}
+
+cd "$WORK"
+"$F" seed --users 200 --tokens-out tokens.txt --log warn
+T="--tokens $WORK/tokens.txt"
+"$F" --bind 127.0.0.1:0 --log info >app.log 2>&1 &
+APP_PID=$!; PIDS+=("$APP_PID")
+"$ECHO" 127.0.0.1:0 >echo.log 2>&1 &
+ECHO_PID=$!; PIDS+=("$ECHO_PID")
+APP="--server $(address_from app.log 'listening on http://') --server-pid $APP_PID"
+E="--server $(address_from echo.log 'ws://') --server-pid $ECHO_PID"
+
+# Runs a scenario; fails unless it exits 0 and its output matches the pattern.
+check() {
+    local pattern=$1; shift
+    local out
+    echo "==> fawkes-bench $1"
+    out=$("$B" "$@") || { echo "$out"; echo "fawkes-bench $1 failed" >&2; exit 1; }
+    echo "$out"
+    grep -Eq "$pattern" <<<"$out" || { echo "fawkes-bench $1: expected /$pattern/" >&2; exit 1; }
+}
+
+check 'failures 0; closed by server 0' conns $E $T --connections 100 --topics 5 --topic-prefix echo: --hold-secs 1
+check 'errors 0' echo $E $T --connections 4 --seconds 1
+check 'deliveries ([0-9]+) of \1 expected' fanout $E $T --subscribers 20 --publishers 1 --rate 20 --seconds 1
+check 'errors 0' churn $E $T --workers 2 --seconds 1
+check 'result: +PASS' presence-storm $APP $T --connections 100 --concurrency 20 --sample 2
+check 'statuses \{200: [0-9]+\}$' rest $APP $T --url-path /health --connections 4 --seconds 1
+check 'statuses \{200: [0-9]+\}$' rest $APP $T --url-path /api/v1/me --connections 4 --seconds 1
+check 'statuses \{200: [0-9]+\}$' logins $APP $T --rate 2 --seconds 1 --users 10
+echo "==> every scenario ran"

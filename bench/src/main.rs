@@ -18,6 +18,7 @@ mod client;
 mod conns;
 mod echo;
 mod fanout;
+mod floor;
 mod logins;
 mod rest;
 mod stats;
@@ -196,6 +197,28 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         hold_secs: u64,
     },
+    /// The kernel's share of a delivery here: paced small writes to N loopback connections,
+    /// with the writing thread's CPU per write (no server involved; see `floor.rs`).
+    SendFloor {
+        /// Connections written to in turn.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Messages per second, each written to every connection.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// How long to write.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Payload bytes per frame (a fan-out delivery is about 200).
+        #[arg(long, default_value_t = 200)]
+        bytes: usize,
+    },
+    /// The memory of N idle ractor actors, per actor (no server involved; see `floor.rs`).
+    ActorFloor {
+        /// Actors to spawn (after as many as a warm-up).
+        #[arg(long, default_value_t = 15000)]
+        actors: usize,
+    },
     /// N connections, each a distinct user, join one room as fast as possible; checks that
     /// every join succeeds and that sampled clients' synced presence holds all N users.
     PresenceStorm {
@@ -331,6 +354,13 @@ async fn main() {
             )
             .await
         }
+        Scenario::SendFloor {
+            connections,
+            rate,
+            seconds,
+            bytes,
+        } => tokio::task::block_in_place(|| floor::run(connections, rate, seconds, bytes)),
+        Scenario::ActorFloor { actors } => floor::actors(actors).await,
         Scenario::PresenceStorm {
             target,
             connections,

@@ -283,6 +283,19 @@ impl<A: Send + Sync + 'static> SocketState<A> {
     }
 
     fn reply(&self, join_ref: &Ref, msg_ref: &Ref, topic: &str, reply: &Reply) {
+        if let Some(frame) = self.reply_frame(join_ref, msg_ref, topic, reply) {
+            self.out.send(frame);
+        }
+    }
+
+    /// A reply as a frame (an error reply if `reply` cannot be encoded).
+    fn reply_frame(
+        &self,
+        join_ref: &Ref,
+        msg_ref: &Ref,
+        topic: &str,
+        reply: &Reply,
+    ) -> Option<Message> {
         match protocol::encode_reply(
             self.vsn,
             join_ref,
@@ -291,20 +304,20 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             &reply.status,
             &reply.response,
         ) {
-            Ok(encoded) => self.send(encoded),
+            Ok(encoded) => Some(encoded_to_message(encoded)),
             Err(e) => {
                 tracing::warn!(%topic, error = %e, "reply not encodable; answering an error");
                 let fallback = Reply::error("reply not encodable");
-                if let Ok(encoded) = protocol::encode_reply(
+                protocol::encode_reply(
                     self.vsn,
                     join_ref,
                     msg_ref,
                     topic,
                     &fallback.status,
                     &fallback.response,
-                ) {
-                    self.send(encoded);
-                }
+                )
+                .ok()
+                .map(encoded_to_message)
             }
         }
     }
@@ -341,7 +354,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             (events::JOIN, true) => {
                 let topic: Arc<str> = Arc::from(msg.topic.as_str());
                 let old = self
-                    .stop_channel(&topic, StopReason::DuplicateJoin, false)
+                    .stop_channel(&topic, StopReason::DuplicateJoin, false, None)
                     .await;
                 self.join(myself, msg, old).await;
             }
@@ -352,8 +365,9 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 };
                 // No direct push may follow the leave reply: phoenix.js has dropped the channel.
                 self.left(&topic);
-                self.reply(&recorded, &msg.msg_ref, &topic, &Reply::ok());
-                self.stop_channel(&topic, StopReason::Left, true).await;
+                let reply = self.reply_frame(&recorded, &msg.msg_ref, &topic, &Reply::ok());
+                self.stop_channel(&topic, StopReason::Left, true, reply)
+                    .await;
             }
             (_, true) => {
                 let topic: Arc<str> = Arc::from(msg.topic.as_str());
@@ -372,10 +386,9 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                     }
                     Ok(HandleIn::Stop(reason, reply)) => {
                         self.left(&topic);
-                        if let Some(reply) = reply {
-                            self.reply(&recorded, &msg.msg_ref, &topic, &reply);
-                        }
-                        self.stop_channel(&topic, reason, true).await;
+                        let reply = reply
+                            .and_then(|r| self.reply_frame(&recorded, &msg.msg_ref, &topic, &r));
+                        self.stop_channel(&topic, reason, true, reply).await;
                     }
                     Err(crash) => self.crash(&topic, &crash),
                 }
@@ -530,19 +543,21 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         match outcome.result {
             Ok(Continue::Continue) => {}
             Ok(Continue::Stop(reason)) => {
-                self.stop_channel(topic, reason, true).await;
+                self.stop_channel(topic, reason, true, None).await;
             }
             Err(crash) => self.crash(topic, &crash),
         }
     }
 
     /// Ends a join on purpose (or on request): `terminate`, unsubscribe, and — if `notify` —
-    /// `phx_close` (graceful reason) or `phx_error`. Returns the join_ref it had.
+    /// `phx_close` (graceful reason) or `phx_error`, preceded by `reply` (the answer to the
+    /// message that ended it) in the same write. Returns the join_ref it had.
     async fn stop_channel(
         &mut self,
         topic: &Arc<str>,
         reason: StopReason,
         notify: bool,
+        reply: Option<Message>,
     ) -> Option<Ref> {
         let mut joined = self.channels.remove(topic)?;
         self.left(topic);
@@ -555,17 +570,20 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         if notify {
             // Protocol §3.4: what `terminate` pushes goes after the close (phoenix.js ignores it).
             let pushes = outcome.pushes;
-            if reason.is_graceful() {
-                self.send(protocol::encode_close(self.vsn, &joined.join_ref, topic));
+            let close = if reason.is_graceful() {
+                protocol::encode_close(self.vsn, &joined.join_ref, topic)
             } else {
-                self.send(protocol::encode_error(
-                    self.vsn,
-                    &joined.join_ref,
-                    topic,
-                    &error_payload(&reason),
-                ));
-            }
+                protocol::encode_error(self.vsn, &joined.join_ref, topic, &error_payload(&reason))
+            };
+            let close = encoded_to_message(close);
+            // Queued as one batch: the writer sends both in one write.
+            match reply {
+                Some(reply) => self.out.send_batch(vec![reply, close]),
+                None => self.out.send(close),
+            };
             self.push_all(&joined.join_ref, topic, pushes);
+        } else if let Some(reply) = reply {
+            self.out.send(reply);
         }
         Some(joined.join_ref)
     }
@@ -592,7 +610,8 @@ impl<A: Send + Sync + 'static> SocketState<A> {
     async fn shutdown(&mut self) {
         let topics: Vec<Arc<str>> = self.channels.keys().cloned().collect();
         for topic in topics {
-            self.stop_channel(&topic, StopReason::Closed, false).await;
+            self.stop_channel(&topic, StopReason::Closed, false, None)
+                .await;
         }
         // Dropping the registration unregisters the socket.
         self.registered = None;

@@ -207,8 +207,8 @@ impl Drop for OutboundReceiver {
     }
 }
 
-/// One slot of the outbound queue: a message, or the fragments of one message (never
-/// interleaved with other frames).
+/// One slot of the outbound queue: a message, or the fragments of one message, or a batch of
+/// whole messages (never interleaved with other frames).
 #[derive(Debug)]
 pub(crate) enum OutFrame {
     One(Message),
@@ -252,6 +252,11 @@ impl Outbound {
 
     pub(crate) fn send(&self, frame: Message) -> Sent {
         self.enqueue(OutFrame::One(frame))
+    }
+
+    /// Queues several whole messages to be written back to back, in one write when they fit.
+    pub(crate) fn send_batch(&self, messages: Vec<Message>) -> Sent {
+        self.enqueue(OutFrame::Fragments(messages))
     }
 
     /// Queues the fragments of one message; they are written back to back.

@@ -23,6 +23,12 @@ use crate::runtime::mount::ErasedSocket;
 use crate::runtime::protocol::Vsn;
 use crate::runtime::socket::{ConnectInfo, Params};
 
+/// Frames queued for one connection are gathered up to this many bytes and written with one
+/// system call at the end of the batch (tungstenite writes eagerly, one call per frame, at 0).
+/// Larger frames are written as they come; the buffer never grows past the largest frame
+/// written (at most 8 KiB, see `MAX_FRAME_OUT`) plus this.
+const WRITE_BATCH_BYTES: usize = 4096;
+
 /// The subprotocol prefix phoenix.js uses to carry `authToken`.
 const AUTH_PREFIX: &str = "base64url.bearer.phx.";
 
@@ -137,7 +143,7 @@ pub(crate) async fn upgrade<B>(
     let config = &shared.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_bytes)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BATCH_BYTES)
         .max_frame_size(Some(config.max_frame_bytes))
         .max_message_size(Some(config.max_frame_bytes));
     let task_shared = shared.clone();

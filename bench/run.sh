@@ -69,4 +69,10 @@ run churn-warmup churn $E $T --workers 20 --seconds 20 --server-pid "$ECHOPID"
 run churn churn $E $T --workers 20 --seconds 20 --server-pid "$ECHOPID"
 stop "$ECHOPID"
 
+# Floors measured without any server: the kernel's cost of a small loopback write (the floor under
+# CPU per delivery) and the memory of an idle ractor actor (the floor under a connection's).
+run send-floor-1000x50 send-floor --connections 1000 --rate 50 --seconds 10
+run send-floor-9000x5 send-floor --connections 9000 --rate 5 --seconds 10
+run actor-floor actor-floor --actors 15000
+
 echo "==> results in $OUT"

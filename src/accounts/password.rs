@@ -84,6 +84,25 @@ impl Passwords {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Puts the calling thread below every other: on Linux `SCHED_IDLE` (it runs only on a core
+/// nothing else wants, and a waking runtime thread preempts it at once), elsewhere the lowest
+/// priority of the normal policy.
+fn lower_priority() -> Result<(), thread_priority::Error> {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    }
+}
+
 /// The hashing threads' queue (started on first use, one thread per core).
 fn hash_pool() -> &'static std::sync::mpsc::Sender<Job> {
     static POOL: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
@@ -96,8 +115,7 @@ fn hash_pool() -> &'static std::sync::mpsc::Sender<Job> {
             let spawned = std::thread::Builder::new()
                 .name(format!("fawkes-hash-{i}"))
                 .spawn(move || {
-                    // Lowest priority: the async runtime's threads come first.
-                    if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+                    if let Err(e) = lower_priority() {
                         tracing::debug!(error = ?e, "could not lower the hashing thread's priority");
                     }
                     loop {

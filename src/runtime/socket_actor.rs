@@ -563,13 +563,9 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         self.left(topic);
         self.pubsub.unsubscribe(topic, joined.subscriber);
         self.presence.untrack_owner(topic, joined.subscriber);
-        let outcome = joined.instance.terminate(&reason).await;
-        if let Err(e) = outcome.result {
-            tracing::error!(%topic, error = %e, "channel terminate crashed");
-        }
+        // The client is answered before `terminate` runs, as Phoenix does: a slow `terminate`
+        // never delays the reply.
         if notify {
-            // Protocol §3.4: what `terminate` pushes goes after the close (phoenix.js ignores it).
-            let pushes = outcome.pushes;
             let close = if reason.is_graceful() {
                 protocol::encode_close(self.vsn, &joined.join_ref, topic)
             } else {
@@ -581,9 +577,16 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 Some(reply) => self.out.send_batch(vec![reply, close]),
                 None => self.out.send(close),
             };
-            self.push_all(&joined.join_ref, topic, pushes);
         } else if let Some(reply) = reply {
             self.out.send(reply);
+        }
+        let outcome = joined.instance.terminate(&reason).await;
+        if let Err(e) = outcome.result {
+            tracing::error!(%topic, error = %e, "channel terminate crashed");
+        }
+        if notify {
+            // Protocol §3.4: what `terminate` pushes goes after the close (phoenix.js ignores it).
+            self.push_all(&joined.join_ref, topic, outcome.pushes);
         }
         Some(joined.join_ref)
     }

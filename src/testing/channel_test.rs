@@ -12,24 +12,26 @@ use super::frame::{DEADLINE, Frame, Inbox};
 use crate::runtime::mount::{ErasedSocket, MountedSocket};
 use crate::runtime::protocol::{Inbound, Payload, Ref, Vsn};
 use crate::runtime::socket_actor::{SocketMsg, StartArgs};
-use crate::runtime::transport::{Control, Outbound};
+use crate::runtime::transport::{Control, OutFrame, Outbound};
 use crate::runtime::{
     ConnectError, ConnectInfo, Params, PubSub, Runtime, Socket, SocketMount, TransportConfig,
 };
 
-/// One message from an outbound queue slot: fragments are joined back into a text message.
-fn reassemble(out: crate::runtime::transport::OutFrame) -> Message {
-    let mut messages = out.into_messages();
-    if messages.len() == 1 {
-        return messages.remove(0);
-    }
+/// The messages of an outbound queue slot: fragments are joined back into one text message,
+/// a batch gives each of its messages.
+fn reassemble(out: OutFrame) -> Vec<Message> {
+    let OutFrame::Fragments(fragments) = out else {
+        return out.into_messages();
+    };
     let mut text = Vec::new();
-    for message in messages {
+    for message in fragments {
         if let Message::Frame(frame) = message {
             text.extend_from_slice(frame.payload());
         }
     }
-    Message::Text(String::from_utf8_lossy(&text).into_owned().into())
+    vec![Message::Text(
+        String::from_utf8_lossy(&text).into_owned().into(),
+    )]
 }
 
 /// Drives one socket's channels without a network, like `Phoenix.ChannelTest`.
@@ -162,11 +164,16 @@ impl ChannelTest {
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(out) => {
-                    if let Some(frame) = Frame::decode(&reassemble(out)) {
-                        if matches(&frame) {
-                            return frame;
+                    let mut found = None;
+                    for frame in reassemble(out).iter().filter_map(Frame::decode) {
+                        if found.is_none() && matches(&frame) {
+                            found = Some(frame);
+                        } else {
+                            self.inbox.0.push_back(frame);
                         }
-                        self.inbox.0.push_back(frame);
+                    }
+                    if let Some(frame) = found {
+                        return frame;
                     }
                 }
                 _ => panic!(

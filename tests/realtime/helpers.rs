@@ -49,6 +49,23 @@ async fn join_push_and_assert_without_a_network() {
 }
 
 #[tokio::test]
+async fn leaving_or_stopping_is_answered_then_closed() {
+    let mut t = ChannelTest::connect(mount(), &[("user", "ann")])
+        .await
+        .expect("connects");
+    t.join("lab:1", json!({})).await;
+    let r = t.leave("lab:1").await;
+    assert_eq!(t.assert_reply(&r).await.status(), Some("ok"));
+    assert_eq!(t.assert_closed("lab:1").await.event, "phx_close");
+    // And the topic can be joined again; a channel that stops with a reply is answered, then
+    // closed, the same way.
+    assert_eq!(t.join("lab:1", json!({})).await.status(), Some("ok"));
+    let r = t.push("lab:1", "stop", json!({})).await;
+    assert_eq!(t.assert_reply(&r).await.status(), Some("ok"));
+    assert_eq!(t.assert_closed("lab:1").await.event, "phx_close");
+}
+
+#[tokio::test]
 async fn connect_refusals_surface_as_errors() {
     assert!(ChannelTest::connect(mount(), &[]).await.is_err());
 }

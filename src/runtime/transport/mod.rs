@@ -212,7 +212,10 @@ impl Drop for OutboundReceiver {
 #[derive(Debug)]
 pub(crate) enum OutFrame {
     One(Message),
+    /// The frames of one message.
     Fragments(Vec<Message>),
+    /// Whole messages, in order.
+    Batch(Vec<Message>),
 }
 
 impl OutFrame {
@@ -220,7 +223,7 @@ impl OutFrame {
     pub(crate) fn into_messages(self) -> Vec<Message> {
         match self {
             OutFrame::One(message) => vec![message],
-            OutFrame::Fragments(fragments) => fragments,
+            OutFrame::Fragments(messages) | OutFrame::Batch(messages) => messages,
         }
     }
 }
@@ -256,7 +259,7 @@ impl Outbound {
 
     /// Queues several whole messages to be written back to back, in one write when they fit.
     pub(crate) fn send_batch(&self, messages: Vec<Message>) -> Sent {
-        self.enqueue(OutFrame::Fragments(messages))
+        self.enqueue(OutFrame::Batch(messages))
     }
 
     /// Queues the fragments of one message; they are written back to back.

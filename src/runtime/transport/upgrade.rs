@@ -25,9 +25,9 @@ use crate::runtime::socket::{ConnectInfo, Params};
 
 /// Frames queued for one connection are gathered up to this many bytes and written with one
 /// system call at the end of the batch (tungstenite writes eagerly, one call per frame, at 0).
-/// Larger frames are written as they come. The buffer keeps its capacity, which never grows
-/// past the largest frame written (at most 8 KiB, see `MAX_FRAME_OUT`) plus this: small, since
-/// an idle connection keeps what its busiest moment needed.
+/// Larger frames are written as they come. The buffer keeps its capacity, which stays within
+/// about twice one frame (at most 8 KiB, see `MAX_FRAME_OUT`) plus this, as a `Vec` grows by
+/// doubling: an idle connection keeps what its busiest moment needed, no more.
 const WRITE_BATCH_BYTES: usize = 1024;
 
 /// The subprotocol prefix phoenix.js uses to carry `authToken`.

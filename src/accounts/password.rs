@@ -48,12 +48,16 @@ impl Passwords {
 
     /// Hashes `password` into a PHC string.
     pub(crate) async fn hash(&self, password: String) -> Result<String, HashError> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| HashError(e.to_string()))?;
+        // The permit lives as long as the job, not the request: a request that gives up (a
+        // timeout) does not let another hash start while its own still runs.
         on_hash_pool(move || {
+            let _permit = permit;
             hasher()
                 .hash_password(password.as_bytes())
                 .map(|hash| hash.to_string())
@@ -66,12 +70,13 @@ impl Passwords {
     /// Whether `password` matches `hash`. With `None` (no such user) the dummy hash is
     /// checked instead and the answer is always `false`, in the same time.
     pub(crate) async fn verify(&self, password: String, hash: Option<String>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return false;
         };
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
         let matched = on_hash_pool(move || {
+            let _permit = permit;
             hasher()
                 .verify_password(password.as_bytes(), hash.as_str())
                 .is_ok()
@@ -84,9 +89,9 @@ impl Passwords {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Puts the calling thread below every other: on Linux `SCHED_IDLE` (it runs only on a core
-/// nothing else wants, and a waking runtime thread preempts it at once), elsewhere the lowest
-/// priority of the normal policy.
+/// Puts the calling thread below every other: on Linux `SCHED_IDLE` (it gets a core mostly when
+/// nothing else wants one, and a waking runtime thread preempts it at once), elsewhere the
+/// lowest priority of the normal policy.
 fn lower_priority() -> Result<(), thread_priority::Error> {
     #[cfg(target_os = "linux")]
     {

@@ -93,10 +93,11 @@ pub(crate) async fn run(
     let after = target.server_pid.and_then(stats::sample);
     let done = cycles.load(Ordering::Relaxed);
     println!(
-        "cycles:              {done} in {:.2}s ({:.0}/s); errors {}",
+        "cycles:              {done} in {:.2}s ({:.0}/s); errors {}; connect retries {}",
         elapsed.as_secs_f64(),
         done as f64 / elapsed.as_secs_f64(),
-        errors.load(Ordering::Relaxed)
+        errors.load(Ordering::Relaxed),
+        client::CONNECT_RETRIES.load(Ordering::Relaxed)
     );
     if let (Some(b), Some(a)) = (before, after) {
         println!(

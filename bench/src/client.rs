@@ -1,6 +1,8 @@
 //! A minimal Phoenix V2 client over a WebSocket bound to a chosen source address.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -19,6 +21,36 @@ pub(crate) fn source(n: usize, count: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (n % count) as u8))
 }
 
+/// TCP connects that went unanswered and were retried from another port (see [`tcp_connect`]).
+pub(crate) static CONNECT_RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// How long a TCP connect may wait for the server's answer before it is retried.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// Connects from a fresh ephemeral port of `from`. On loopback at churn rates a new
+/// connection's 4-tuple can meet one of the server's own `TIME_WAIT` sockets; the kernel then
+/// leaves the SYN unanswered until that socket expires (about a minute), which says nothing
+/// about the server. Such a connect is abandoned after [`CONNECT_WAIT`] and retried from another
+/// port, at most three times, and counted in [`CONNECT_RETRIES`].
+async fn tcp_connect(server: SocketAddr, from: IpAddr) -> Result<TcpStream, String> {
+    for attempt in 1..=3 {
+        let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .map_err(|e| format!("bind {from}: {e}"))?;
+        match tokio::time::timeout(CONNECT_WAIT, socket.connect(server)).await {
+            Ok(connected) => return connected.map_err(|e| format!("connect: {e}")),
+            Err(_) if attempt < 3 => {
+                CONNECT_RETRIES.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => break,
+        }
+    }
+    Err(format!(
+        "connect: no answer within {CONNECT_WAIT:?}, three times"
+    ))
+}
+
 /// Opens a V2 WebSocket to `server` from `from`, authenticated with `token`.
 pub(crate) async fn connect(
     server: SocketAddr,
@@ -31,14 +63,7 @@ pub(crate) async fn connect(
             "{server} is not a loopback address; fawkes-bench only targets loopback"
         ));
     }
-    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    socket
-        .bind(SocketAddr::new(from, 0))
-        .map_err(|e| format!("bind {from}: {e}"))?;
-    let stream = socket
-        .connect(server)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let stream = tcp_connect(server, from).await?;
     let _ = stream.set_nodelay(true);
     let url = format!("ws://{server}{path}?token={token}&vsn=2.0.0");
     let request = url.into_client_request().map_err(|e| e.to_string())?;

@@ -50,6 +50,9 @@ fn text_frame(len: usize) -> Vec<u8> {
 }
 
 pub(crate) fn run(connections: usize, rate: f64, seconds: u64, bytes: usize) -> Result<(), String> {
+    if connections == 0 || seconds == 0 || !(rate.is_finite() && rate > 0.0) {
+        return Err("send-floor needs connections > 0, seconds > 0 and a positive rate".into());
+    }
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut writers = Vec::with_capacity(connections);
@@ -155,6 +158,9 @@ impl ractor::Actor for Idle {
 /// its socket actors, linked to a supervisor), per actor: the floor under the memory of a
 /// connection in a design with one actor per connection.
 pub(crate) async fn actors(count: usize) -> Result<(), String> {
+    if count == 0 {
+        return Err("actor-floor needs at least one actor".into());
+    }
     let rss = || crate::stats::own().map(|s| s.rss).unwrap_or_default();
     let (supervisor, _) = ractor::Actor::spawn(None, Idle, ())
         .await

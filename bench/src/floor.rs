@@ -13,22 +13,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt as _;
 
-/// The writing thread's user + system CPU time, seconds (`/proc/thread-self/stat`).
+/// The calling thread's user + system CPU time, seconds.
 fn thread_cpu() -> Result<f64, String> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").map_err(|e| e.to_string())?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .ok_or("unreadable /proc/thread-self/stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| -> Result<f64, String> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .ok_or_else(|| "unreadable /proc/thread-self/stat".to_owned())
-    };
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
+    crate::stats::cpu_seconds("/proc/thread-self/stat")
+        .ok_or_else(|| "unreadable /proc/thread-self/stat".to_owned())
 }
 
 /// A WebSocket text frame (server to client: unmasked) carrying `len` bytes.

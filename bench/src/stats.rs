@@ -48,16 +48,23 @@ pub(crate) fn sample(pid: u32) -> Option<ProcSample> {
             .ok()
     };
     let (rss_kb, peak_kb) = (field("VmRSS:")?, field("VmHWM:")?);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let cpu = cpu_seconds(&format!("/proc/{pid}/stat"))?;
+    Some(ProcSample {
+        rss: rss_kb * 1024,
+        peak_rss: peak_kb * 1024,
+        cpu,
+    })
+}
+
+/// User + system CPU time, seconds, from a `/proc/…/stat` file (at the usual 100 ticks per
+/// second).
+pub(crate) fn cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some(ProcSample {
-        rss: rss_kb * 1024,
-        peak_rss: peak_kb * 1024,
-        cpu: (utime + stime) / 100.0,
-    })
+    Some((utime + stime) / 100.0)
 }
 
 /// This process's own reading.

@@ -73,12 +73,13 @@ pub struct Conversation {
 impl Conversation {
     /// The participant that is not `me`.
     pub fn other(&self, me: i64) -> i64 {
-        if self.participants[0] == me {
-            self.participants[1]
-        } else {
-            self.participants[0]
-        }
+        other_participant(self.participants, me)
     }
+}
+
+/// The participant of `pair` that is not `me`.
+fn other_participant(pair: [i64; 2], me: i64) -> i64 {
+    if pair[0] == me { pair[1] } else { pair[0] }
 }
 
 /// A page of history, in id order.
@@ -220,15 +221,9 @@ impl Chat {
         content: String,
     ) -> Result<(Conversation, Message), ChatError> {
         let conversation = self.owned(me, id).await?;
-        if let Some(recipient) = recipient {
-            let other = if conversation.user_a_id == me {
-                conversation.user_b_id
-            } else {
-                conversation.user_a_id
-            };
-            if recipient != other {
-                return Err(ChatError::WrongRecipient);
-            }
+        let pair = [conversation.user_a_id, conversation.user_b_id];
+        if recipient.is_some_and(|recipient| recipient != other_participant(pair, me)) {
+            return Err(ChatError::WrongRecipient);
         }
         let now = Utc::now();
         let txn = self.db.begin().await?;

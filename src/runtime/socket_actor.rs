@@ -363,8 +363,6 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 let Some(recorded) = self.current_join_ref(&topic, &msg.join_ref) else {
                     return;
                 };
-                // No direct push may follow the leave reply: phoenix.js has dropped the channel.
-                self.left(&topic);
                 let reply = self.reply_frame(&recorded, &msg.msg_ref, &topic, &Reply::ok());
                 self.stop_channel(&topic, StopReason::Left, true, reply)
                     .await;
@@ -385,7 +383,6 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                         self.reply(&recorded, &msg.msg_ref, &topic, &reply)
                     }
                     Ok(HandleIn::Stop(reason, reply)) => {
-                        self.left(&topic);
                         let reply = reply
                             .and_then(|r| self.reply_frame(&recorded, &msg.msg_ref, &topic, &r));
                         self.stop_channel(&topic, reason, true, reply).await;
@@ -560,6 +557,8 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         reply: Option<Message>,
     ) -> Option<Ref> {
         let mut joined = self.channels.remove(topic)?;
+        // Before any reply goes out: no direct push may follow it (phoenix.js has dropped the
+        // channel by then).
         self.left(topic);
         self.pubsub.unsubscribe(topic, joined.subscriber);
         self.presence.untrack_owner(topic, joined.subscriber);

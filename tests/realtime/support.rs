@@ -403,12 +403,5 @@ pub async fn eventually_async<F: Future<Output = bool>>(mut check: impl FnMut() 
 
 /// Polls `check` every 10 ms until it holds, for up to 5 s.
 pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    check()
+    eventually_async(|| std::future::ready(check())).await
 }

@@ -26,6 +26,7 @@ use crate::runtime::{
     Channel, ChannelContext, ChannelError, HandleIn, JoinOutcome, Payload, PubSub, Reply, Sessions,
 };
 use crate::web::channels::conversation::MESSAGE_NEW;
+use crate::web::channels::invalid;
 use crate::web::user_socket::{SocketUser, user_socket_id};
 
 /// The topic of this channel.
@@ -108,10 +109,6 @@ impl ChatChannel {
     }
 }
 
-fn invalid(errors: &FieldErrors) -> Reply {
-    Reply::error_with(json!({ "reason": "invalid", "errors": errors }))
-}
-
 impl Channel for ChatChannel {
     type Assigns = SocketUser;
     type State = ();
@@ -135,7 +132,7 @@ impl Channel for ChatChannel {
     ) -> Result<HandleIn, ChannelError> {
         let reply = match (event, payload.as_json()) {
             (SEND_MSG, Some(json)) => self.send_msg(json, ctx).await,
-            (SEND_MSG, None) => invalid(&FieldErrors::single("message", "should be JSON")),
+            (SEND_MSG, None) => invalid(FieldErrors::single("message", "should be JSON")),
             _ => Reply::error("unhandled event"),
         };
         Ok(HandleIn::Reply(reply))

@@ -23,6 +23,7 @@ use crate::rooms;
 use crate::runtime::{
     Channel, ChannelContext, ChannelError, Continue, HandleIn, JoinOutcome, Payload, Reply,
 };
+use crate::web::channels::invalid;
 use crate::web::user_socket::SocketUser;
 
 /// The room channel.
@@ -47,12 +48,6 @@ pub fn tenant_of(topic: &str) -> Option<&str> {
     let rest = topic.strip_prefix("tenant:")?;
     let (tenant, room) = rest.split_once(':')?;
     room.starts_with("room:").then_some(tenant)
-}
-
-fn invalid(errors: impl serde::Serialize) -> HandleIn {
-    HandleIn::Reply(Reply::error_with(
-        json!({ "reason": "invalid", "errors": errors }),
-    ))
 }
 
 impl Channel for RoomChannel {
@@ -103,7 +98,7 @@ impl Channel for RoomChannel {
                     ctx.broadcast(rooms::MESSAGE_EVENT, message);
                     HandleIn::Reply(Reply::ok())
                 }
-                Err(errors) => invalid(errors),
+                Err(errors) => HandleIn::Reply(invalid(errors)),
             },
             "status:set" => match json.get("status").and_then(Value::as_str).map(str::trim) {
                 Some(status) if (1..=MAX_STATUS_CHARS).contains(&status.chars().count()) => {
@@ -112,9 +107,9 @@ impl Channel for RoomChannel {
                     ctx.update_presence(&user.user_id.to_string(), meta).await?;
                     HandleIn::Reply(Reply::ok())
                 }
-                _ => invalid(
+                _ => HandleIn::Reply(invalid(
                     json!({ "status": [format!("should be 1 to {MAX_STATUS_CHARS} character(s)")] }),
-                ),
+                )),
             },
             "ping" => HandleIn::Reply(Reply::ok_with(payload)),
             _ => HandleIn::Reply(Reply::error("unhandled event")),

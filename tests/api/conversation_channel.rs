@@ -116,3 +116,33 @@ async fn a_long_absence_is_recovered_a_page_at_a_time() {
         .await;
     assert_eq!(ids(&rest.body["data"]), sent[100..].to_vec());
 }
+
+#[tokio::test]
+async fn only_the_canonical_spelling_of_a_conversation_id_joins() {
+    let t = TestServer::start().await;
+    let (_, ta) = t.user("a@example.com").await;
+    let (b, tb) = t.user("b@example.com").await;
+    let id = t.conversation(&ta, b).await;
+
+    // A participant joining another spelling of the id would be accepted and never receive a
+    // message (they are broadcast on `conversation:<id>`): refused instead.
+    let mut bob = t.socket(&tb).await;
+    for spelling in [
+        format!("conversation:0{id}"),
+        format!("conversation:+{id}"),
+        format!("conversation:{id} "),
+        format!("conversation:{id}.0"),
+    ] {
+        let (_, reply) = bob.join(&spelling, json!({})).await;
+        assert_eq!(reply.status(), Some("error"), "{spelling}");
+        assert_eq!(reply.response(), &json!({ "reason": "unauthorized" }));
+    }
+
+    // The canonical spelling joins and receives.
+    let topic = format!("conversation:{id}");
+    let (_, reply) = bob.join(&topic, json!({})).await;
+    assert_eq!(reply.status(), Some("ok"));
+    let sent = post(&t, &ta, id, "hello").await;
+    let frame = bob.event(&topic, "message:new").await;
+    assert_eq!(frame.payload["message"]["id"], json!(sent));
+}

@@ -48,12 +48,13 @@ pub struct ConversationState {
     last_id: Option<i64>,
 }
 
+/// The id of a `conversation:<id>` topic, written canonically: a positive decimal integer with
+/// no sign and no leading zero. Messages are broadcast on exactly that spelling, so a join of
+/// another (`conversation:03`, `conversation:+3`) would be accepted and never receive anything.
 fn conversation_id(topic: &str) -> Option<i64> {
-    topic
-        .strip_prefix("conversation:")?
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
+    let raw = topic.strip_prefix("conversation:")?;
+    let id = raw.parse::<i64>().ok().filter(|id| *id > 0)?;
+    (id.to_string() == raw).then_some(id)
 }
 
 impl Channel for ConversationChannel {

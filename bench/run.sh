@@ -69,6 +69,12 @@ run churn-warmup churn $E $T --workers 20 --seconds 20 --server-pid "$ECHOPID"
 run churn churn $E $T --workers 20 --seconds 20 --server-pid "$ECHOPID"
 stop "$ECHOPID"
 
+# A legitimate client beside three attackers, against the app with its default settings.
+"$F" --log warn >"$OUT/server-abuse.log" 2>&1 &
+APP=$!; PIDS+=("$APP"); wait_for 4000
+run abuse abuse $T --server-pid "$APP"
+stop "$APP"
+
 # Floors measured without any server: the kernel's cost of a small loopback write (the floor under
 # CPU per delivery) and the memory of an idle ractor actor (the floor under a connection's).
 run send-floor-1000x50 send-floor --connections 1000 --rate 50 --seconds 10

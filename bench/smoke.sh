@@ -63,6 +63,7 @@ check 'result: +PASS' presence-storm $APP $T --connections 100 --concurrency 20 
 check 'statuses \{200: [0-9]+\}$' rest $APP $T --url-path /health --connections 4 --seconds 1
 check 'statuses \{200: [0-9]+\}$' rest $APP $T --url-path /api/v1/me --connections 4 --seconds 1
 check 'statuses \{200: [0-9]+\}$' logins $APP $T --rate 2 --seconds 1 --users 10
+check 'result: PASS' abuse $APP $T --baseline-secs 1 --seconds 2 --topic-bytes 100000 --half-open 50 --socket-loop-max 100
 check '([1-9][0-9]*) of \1 bytes read' send-floor --connections 20 --rate 10 --seconds 1
 check 'bytes per actor' actor-floor --actors 100
 echo "==> every scenario ran"

@@ -13,6 +13,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod abuse;
 mod churn;
 mod client;
 mod conns;
@@ -90,6 +91,27 @@ async fn bounded(
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// A legitimate client's join and `/health` latency, alone and then while three clients
+    /// attack (joins of huge topics, half-open connections, a socket loop on one token).
+    Abuse {
+        #[command(flatten)]
+        target: Target,
+        /// Seconds of legitimate traffic alone, before the attack.
+        #[arg(long, default_value_t = 5)]
+        baseline_secs: u64,
+        /// Seconds of attack.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Bytes of each topic the huge-topic attacker joins.
+        #[arg(long, default_value_t = 1_000_000)]
+        topic_bytes: usize,
+        /// Half-open connections the second attacker holds.
+        #[arg(long, default_value_t = 1000)]
+        half_open: usize,
+        /// Most sockets the socket-loop attacker keeps open.
+        #[arg(long, default_value_t = 2000)]
+        socket_loop_max: usize,
+    },
     /// Logins (argon2 verifications) at a steady rate as the seeded users.
     Logins {
         #[command(flatten)]
@@ -243,6 +265,23 @@ enum Scenario {
 async fn main() {
     let cli = Cli::parse();
     let outcome = match cli.scenario {
+        Scenario::Abuse {
+            target,
+            baseline_secs,
+            seconds,
+            topic_bytes,
+            half_open,
+            socket_loop_max,
+        } => {
+            let attack = abuse::Attack {
+                baseline: Duration::from_secs(baseline_secs),
+                duration: Duration::from_secs(seconds),
+                topic_bytes,
+                half_open,
+                socket_loop_max,
+            };
+            bounded(&target, abuse::run(&target, attack)).await
+        }
         Scenario::Logins {
             target,
             rate,

@@ -97,10 +97,10 @@ impl Endpoint {
             self.limits.connection_cap(),
             self.limits.max_connections_per_ip,
         );
-        tracing::debug!(
+        tracing::info!(
             max_connections = self.limits.connection_cap(),
             max_connections_per_ip = ?self.limits.max_connections_per_ip,
-            "serving"
+            "connection limits"
         );
         let abort = CancellationToken::new();
         let serving = Arc::new(Serving {

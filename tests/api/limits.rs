@@ -220,3 +220,41 @@ fn a_process_out_of_file_descriptors_warns_once_an_interval_and_recovers() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn by_default_the_cap_keeps_accept_from_running_out_of_descriptors() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut command = fawkes_with_nofile(dir.path(), 64);
+    command
+        .args(["--bind", "127.0.0.1:0", "--log", "info"])
+        .env("FAWKES_DATABASE_POOL_SIZE", "2")
+        .env("FAWKES_HTTP__MAX_CONNECTIONS_PER_IP", "0");
+    let mut process = Process::serve(command);
+    let addr = process.addr().to_owned();
+    let flood: Vec<std::net::TcpStream> = (0..120)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    // Past the cap (derived from the limit of 64), connections are answered 503 at once.
+    let mut refused = std::net::TcpStream::connect(&addr).expect("connect");
+    refused
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = refused.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+    while process.next_line(Duration::from_millis(200)).is_some() {}
+    assert!(
+        process
+            .log
+            .iter()
+            .any(|l| l.contains("connection limit reached")),
+        "{:#?}",
+        process.log
+    );
+    assert!(
+        !process.log.iter().any(|l| l.contains("accept failed")),
+        "{:#?}",
+        process.log
+    );
+    drop(flood);
+}

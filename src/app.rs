@@ -142,7 +142,8 @@ impl Server {
                     app.sessions.clone(),
                 ),
             )
-            .fallback(web::service(app.clone()));
+            .fallback(web::service(app.clone()))
+            .limits(app.config.http.limits(app.config.database_pool_size));
         let endpoint = tokio::spawn(endpoint.serve(listener, shutdown.clone(), grace));
         let maintenance = tokio::spawn(maintain(app.clone(), shutdown.clone()));
         Ok(Self {

@@ -138,6 +138,10 @@ pub struct SocketConfig {
     pub max_channels: usize,
     /// Read buffer per connection, in bytes.
     pub read_buffer_bytes: usize,
+    /// Longest topic name a client may send, in bytes (longer → close 1003).
+    pub max_topic_bytes: usize,
+    /// Live sockets per socket id (per user); beyond it the upgrade gets 429. 0: no limit.
+    pub max_sockets_per_id: usize,
 }
 
 impl Default for SocketConfig {
@@ -152,6 +156,8 @@ impl Default for SocketConfig {
             write_timeout_secs: transport.write_timeout.as_secs(),
             max_channels: transport.max_channels,
             read_buffer_bytes: transport.read_buffer_bytes,
+            max_topic_bytes: transport.max_topic_bytes,
+            max_sockets_per_id: transport.max_sockets_per_id,
         }
     }
 }
@@ -181,6 +187,8 @@ impl SocketConfig {
             max_channels: self.max_channels,
             read_buffer_bytes: self.read_buffer_bytes,
             close_grace: std::time::Duration::from_secs(5),
+            max_topic_bytes: self.max_topic_bytes,
+            max_sockets_per_id: self.max_sockets_per_id,
         })
     }
 }
@@ -197,6 +205,31 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// How long shutdown waits for in-flight requests and mail, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// Seconds a new connection has to send a complete request head before it is closed.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay idle between requests before it is closed.
+    pub keep_alive_timeout_secs: u64,
+    /// Open connections (WebSockets included); 0: the open-file soft limit less a reserve
+    /// for the database and files.
+    pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64); 0: no limit.
+    pub max_connections_per_ip: usize,
+}
+
+impl HttpConfig {
+    /// The endpoint's connection limits; `database_pool_size` sizes the reserve of file
+    /// descriptors kept out of a derived `max_connections`.
+    pub fn limits(&self, database_pool_size: u32) -> crate::runtime::HttpLimits {
+        let positive = |n: usize| (n > 0).then_some(n);
+        crate::runtime::HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            keep_alive_timeout: std::time::Duration::from_secs(self.keep_alive_timeout_secs),
+            max_connections: positive(self.max_connections),
+            max_connections_per_ip: positive(self.max_connections_per_ip),
+            // SQLite holds three files per pooled connection (database, WAL, shared memory).
+            reserved_fds: 64 + 3 * database_pool_size as usize,
+        }
+    }
 }
 
 /// Login rate limits, per minute, each a burst of that size refilling evenly.
@@ -281,6 +314,10 @@ impl Default for HttpConfig {
             request_timeout_secs: 30,
             cors_origins: vec!["*".to_owned()],
             shutdown_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            keep_alive_timeout_secs: 75,
+            max_connections: 0,
+            max_connections_per_ip: 256,
         }
     }
 }

@@ -58,6 +58,8 @@
 
 mod channel;
 mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod mount;
 mod presence;
 pub mod protocol;
@@ -80,7 +82,7 @@ pub use channel::{
     Channel, ChannelContext, ChannelError, ChannelHandle, Continue, HandleIn, JoinOutcome, Reply,
     StopReason,
 };
-pub use endpoint::{Body as HttpBody, Endpoint, FallbackService, PeerAddr};
+pub use endpoint::{Body as HttpBody, Endpoint, FallbackService, HttpLimits, PeerAddr};
 pub use mount::{InvalidPattern, SocketMount, TopicPattern};
 pub use presence::{Presence, PresenceConfig, PresenceError, events as presence_events};
 pub use protocol::Payload;
@@ -90,7 +92,9 @@ pub use pubsub::{
 };
 pub use sessions::Sessions;
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};
-pub use transport::{CheckOrigin, InvalidOrigin, OriginPattern, TransportConfig};
+pub use transport::{
+    CheckOrigin, InvalidOrigin, MAX_EVENT_BYTES, MAX_REF_BYTES, OriginPattern, TransportConfig,
+};
 
 use supervisor::Supervisor;
 
@@ -153,6 +157,8 @@ pub(crate) struct RuntimeShared {
     pub(crate) config: TransportConfig,
     pub(crate) shutdown: CancellationToken,
     pub(crate) connections: TaskTracker,
+    /// Live sockets per socket id (`max_sockets_per_id`).
+    pub(crate) socket_ids: Arc<transport::SocketIds>,
     connected: AtomicUsize,
     connected_total: AtomicU64,
     slow_consumers: AtomicU64,
@@ -219,6 +225,7 @@ impl Runtime {
                 presence,
                 sessions,
                 sockets: sockets.get_cell(),
+                socket_ids: transport::SocketIds::new(config.transport.max_sockets_per_id),
                 config: config.transport,
                 shutdown: CancellationToken::new(),
                 connections: TaskTracker::new(),

@@ -300,13 +300,16 @@ pub(crate) struct Accepted<A> {
     pub(crate) connected_at: std::time::Instant,
 }
 
+/// A connection accepted by `connect`: its socket id, and what starts its socket actor.
+pub(crate) type Connected = (Option<String>, Box<dyn super::socket_actor::Startable>);
+
 /// A mounted socket, type-erased over its assigns.
 pub(crate) trait ErasedSocket: Send + Sync {
     fn connect<'a>(
         &'a self,
         params: &'a Params,
         info: &'a ConnectInfo,
-    ) -> BoxFuture<'a, Result<Box<dyn super::socket_actor::Startable>, ConnectError>>;
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>>;
 }
 
 pub(crate) struct MountedSocket<S: Socket> {
@@ -330,7 +333,7 @@ impl<S: Socket> ErasedSocket for MountedSocket<S> {
         &'a self,
         params: &'a Params,
         info: &'a ConnectInfo,
-    ) -> BoxFuture<'a, Result<Box<dyn super::socket_actor::Startable>, ConnectError>> {
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>> {
         Box::pin(async move {
             let connected_at = std::time::Instant::now();
             let assigns = match guard(async {
@@ -346,14 +349,18 @@ impl<S: Socket> ErasedSocket for MountedSocket<S> {
                     ));
                 }
             };
+            let id = self.socket.id(&assigns);
             let accepted = Accepted {
-                id: self.socket.id(&assigns),
+                id: id.clone(),
                 disconnect_topics: self.socket.disconnect_topics(&assigns),
                 assigns: Arc::new(assigns),
                 routes: self.routes.clone(),
                 connected_at,
             };
-            Ok(Box::new(accepted) as Box<dyn super::socket_actor::Startable>)
+            Ok((
+                id,
+                Box::new(accepted) as Box<dyn super::socket_actor::Startable>,
+            ))
         })
     }
 }

@@ -67,7 +67,7 @@ impl ChannelTest {
             user_agent: None,
         };
         let socket = MountedSocket::from(mount);
-        let accepted = socket.connect(&Params::from_query(&query), &info).await?;
+        let (_, accepted) = socket.connect(&Params::from_query(&query), &info).await?;
         let (out, rx, control) = Outbound::new(TransportConfig::default().outbound_queue);
         let args = StartArgs {
             vsn: Vsn::V2,

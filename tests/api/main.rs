@@ -12,6 +12,7 @@ mod durability;
 mod errors;
 mod interop;
 mod lifecycle;
+mod limits;
 mod mail;
 mod migrations;
 mod rooms;

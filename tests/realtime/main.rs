@@ -3,9 +3,11 @@
 
 mod adapter;
 mod broadcast;
+mod front_door;
 mod helpers;
 mod interop;
 mod isolation;
+mod limits;
 mod presence;
 mod routing;
 mod sessions;

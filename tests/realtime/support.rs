@@ -326,6 +326,14 @@ impl TestEndpoint {
     }
 
     pub async fn start_with(config: impl Into<fawkes::runtime::RuntimeConfig>) -> Self {
+        Self::start_limited(config, fawkes::runtime::HttpLimits::default()).await
+    }
+
+    /// Like [`TestEndpoint::start_with`], with these HTTP connection limits.
+    pub async fn start_limited(
+        config: impl Into<fawkes::runtime::RuntimeConfig>,
+        limits: fawkes::runtime::HttpLimits,
+    ) -> Self {
         let runtime = Runtime::start(config).await.expect("runtime");
         let terminated = Terminations::default();
         let handles = Handles::default();
@@ -348,11 +356,13 @@ impl TestEndpoint {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        tokio::spawn(runtime.endpoint().socket("/socket", mount).serve(
-            listener,
-            shutdown.clone(),
-            Duration::from_secs(1),
-        ));
+        tokio::spawn(
+            runtime
+                .endpoint()
+                .socket("/socket", mount)
+                .limits(limits)
+                .serve(listener, shutdown.clone(), Duration::from_secs(1)),
+        );
         Self {
             runtime,
             addr,

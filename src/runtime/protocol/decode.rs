@@ -88,6 +88,15 @@ struct V1Frame<'a> {
 }
 
 fn decode_v1(text: &str) -> Result<Inbound, DecodeError> {
+    // A derived struct would also accept `[topic, event, payload, ref]`; V1 is objects only.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(DecodeError::Malformed(
+            "a V1 frame must be a JSON object".to_owned(),
+        ));
+    }
     let frame: V1Frame<'_> = serde_json::from_str(text).map_err(malformed)?;
     Ok(Inbound {
         join_ref: frame

@@ -285,6 +285,10 @@ fn malformed_frames_are_typed_errors() {
         r#"{"topic":"t","event":"e","payload":{}}"#,
         r#"{"event":"e","payload":{},"ref":null}"#,
         "[]",
+        // The fields of a V1 object, as an array (serde would take it for the struct).
+        r#"["t","e",{},"1"]"#,
+        r#" ["t","e",{},"1","1"]"#,
+        r#"[null,"1","t","e",{}]"#,
     ] {
         assert!(
             matches!(decode_text(Vsn::V1, bad), Err(DecodeError::Malformed(_))),

@@ -9,6 +9,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use ractor::ActorRef;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
@@ -18,7 +19,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
-use super::{CloseReason, OutFrame, Outbound, OutboundReceiver, encoded_to_message};
+use super::{
+    CloseReason, MAX_EVENT_BYTES, MAX_REF_BYTES, OutFrame, Outbound, OutboundReceiver,
+    encoded_to_message,
+};
 use crate::runtime::RuntimeShared;
 use crate::runtime::protocol::{self, Inbound, Payload, Ref, Vsn, events};
 use crate::runtime::socket_actor::{SocketMsg, StartArgs, Startable};
@@ -35,14 +39,16 @@ const MAX_FRAME_OUT: usize = 8 * 1024;
 /// connection stops reading (TCP pushes back on the client) until the actor catches up.
 const INBOUND_WINDOW: usize = 32;
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+pub(super) type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
+/// Serves one connection until it ends. Returns the WebSocket when the server closed it and
+/// the client may still be sending: the caller then [`linger`]s on it.
 pub(super) async fn run(
     ws: Ws,
     accepted: Box<dyn Startable>,
     vsn: Vsn,
     shared: Arc<RuntimeShared>,
-) {
+) -> Option<Ws> {
     let config = &shared.config;
     let (out, mut rx, control) = Outbound::new(config.outbound_queue);
     let args = StartArgs {
@@ -59,7 +65,7 @@ pub(super) async fn run(
         Ok(started) => started,
         Err(e) => {
             tracing::error!(error = %e, "could not start a socket actor");
-            return;
+            return None;
         }
     };
     shared.metrics_connected();
@@ -70,6 +76,9 @@ pub(super) async fn run(
     // The long-lived futures are made once, not on every wakeup: a delivery should cost a
     // queue pop and a write, not re-registering a timer and two wakers. The idle timer is
     // re-armed lazily, when it fires, from the time of the last client frame.
+    let limits = Limits {
+        topic: config.max_topic_bytes,
+    };
     let mut last_inbound = Instant::now();
     let idle = tokio::time::sleep(config.idle_timeout);
     let closed = control.closed();
@@ -110,7 +119,7 @@ pub(super) async fn run(
                 match read {
                     Some(Ok(message)) => {
                         last_inbound = Instant::now();
-                        if let Err(reason) = inbound(message, vsn, &actor, &out, &mut permit) {
+                        if let Err(reason) = inbound(message, vsn, limits, &actor, &out, &mut permit) {
                             control.close(reason);
                             break;
                         }
@@ -126,7 +135,9 @@ pub(super) async fn run(
             }
         }
     }
-    // Tell the client why, unless it is gone or not reading.
+    // Tell the client why, unless it is gone or not reading; then stop writing, so that a
+    // client that reads sees the end at once.
+    let mut careful = None;
     if let Some(reason) = control.reason()
         && *reason != CloseReason::SlowConsumer
     {
@@ -134,13 +145,20 @@ pub(super) async fn run(
             code: CloseCode::from(reason.code()),
             reason: reason.text().into(),
         };
-        let _ = timeout(
+        let sent = timeout(
             Duration::from_secs(1),
             sink.send(Message::Close(Some(frame))),
         )
         .await;
+        if matches!(sent, Ok(Ok(()))) {
+            careful = sink.reunite(stream).ok();
+        }
+    } else {
+        let _ = timeout(Duration::from_secs(1), sink.close()).await;
     }
-    let _ = timeout(Duration::from_secs(1), sink.close()).await;
+    if let Some(ws) = careful.as_mut() {
+        let _ = timeout(Duration::from_secs(1), ws.get_mut().shutdown()).await;
+    }
     let _ = actor.cast(SocketMsg::Closed);
     // A channel callback that never returns must not keep the actor (and its subscriptions)
     // alive forever: give it a grace period, then kill it (its state's `Drop` cleans up).
@@ -149,6 +167,33 @@ pub(super) async fn run(
         actor.kill();
     }
     shared.metrics_disconnected(control.reason() == Some(&CloseReason::SlowConsumer));
+    careful
+}
+
+/// Longest a closed connection is drained in [`linger`].
+const LINGER_FOR: Duration = Duration::from_secs(2);
+
+/// [`linger`] stops once the client has been quiet this long.
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+
+/// After the server sent its close frame and shut down its write side: reads and discards
+/// what the client still sends (the rest of an oversized frame, its own close frame) until it
+/// closes, goes quiet, or `max_bytes` or [`LINGER_FOR`] is reached. Closing a socket with
+/// unread input makes the kernel reset the connection: a client still sending then sees its
+/// send fail and reports 1006 (browsers do) without reading the close frame.
+pub(super) async fn linger(mut ws: Ws, max_bytes: usize) {
+    let io = ws.get_mut();
+    let deadline = Instant::now() + LINGER_FOR;
+    let mut buf = vec![0u8; 8 * 1024];
+    let mut left = max_bytes;
+    while left > 0 {
+        let until = deadline.min(Instant::now() + LINGER_QUIET);
+        match tokio::time::timeout_at(until, io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            // Closed, failed, quiet, or out of time.
+            _ => break,
+        }
+    }
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
@@ -213,10 +258,34 @@ async fn feed_split(
     Ok(())
 }
 
+/// The name limits a decoded frame is checked against.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    topic: usize,
+}
+
+/// Refuses a frame with a name over its limit, before anything keeps it.
+fn check_limits(msg: &Inbound, limits: Limits) -> Result<(), CloseReason> {
+    if msg.topic.len() > limits.topic {
+        return Err(CloseReason::TooLong("topic"));
+    }
+    if msg.event.len() > MAX_EVENT_BYTES {
+        return Err(CloseReason::TooLong("event"));
+    }
+    if msg.msg_ref.as_json().len() > MAX_REF_BYTES {
+        return Err(CloseReason::TooLong("ref"));
+    }
+    if msg.join_ref.as_json().len() > MAX_REF_BYTES {
+        return Err(CloseReason::TooLong("join_ref"));
+    }
+    Ok(())
+}
+
 /// Handles one client frame. `Err` closes the connection with that reason.
 fn inbound(
     message: Message,
     vsn: Vsn,
+    limits: Limits,
     actor: &ActorRef<SocketMsg>,
     out: &Outbound,
     permit: &mut Option<OwnedSemaphorePermit>,
@@ -228,6 +297,7 @@ fn inbound(
         _ => return Ok(()),
     };
     let msg = decoded.map_err(|e| CloseReason::Malformed(e.to_string()))?;
+    check_limits(&msg, limits)?;
     if msg.topic == events::PHOENIX && msg.event == events::HEARTBEAT {
         heartbeat(&msg, vsn, out);
         return Ok(());

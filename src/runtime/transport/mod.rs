@@ -7,16 +7,30 @@
 //! |---|---|
 //! | `disconnect` broadcast to the socket id | 1001 |
 //! | idle timeout (no frame from the client) | 1001 |
-//! | malformed frame (bad JSON, wrong shape, unknown binary kind) | 1003 |
+//! | malformed frame (bad JSON, wrong shape, a V1 frame that is not an object, unknown binary kind) | 1003 |
+//! | topic longer than `max_topic_bytes` (`topic too long`), event longer than 64 bytes (`event too long`), `ref` or `join_ref` longer than 64 bytes of JSON text (`ref too long`, `join_ref too long`) | 1003 |
 //! | invalid UTF-8 in a text frame | 1007 |
 //! | frame larger than `max_frame_bytes` | 1009 |
 //! | internal error (the socket actor died) | 1011 |
 //! | server shutting down | 1012 |
 //! | slow consumer (outbound queue full) | 1013, or the TCP connection is dropped |
+//!
+//! A server-initiated close (any code above but 1013) is careful, so that a client still
+//! sending reads the close frame instead of a reset: the close frame is sent, the write side
+//! is shut down, and whatever the client still sends is read and discarded, for a bounded time
+//! and amount, before the connection is closed.
+//!
+//! Names are checked as soon as a frame is decoded, before it reaches the socket actor: nothing
+//! over a limit is ever stored. (An error reply would have to echo the oversized topic for
+//! phoenix.js to route it, which a client that does not read could pile up in its queue.)
 
 mod connection;
 mod origin;
+mod socket_ids;
 mod upgrade;
+
+pub(crate) use socket_ids::{OverLimit, SocketIds};
+pub(crate) use upgrade::{request_checks, upgrade_headers};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -49,7 +63,21 @@ pub struct TransportConfig {
     /// After a connection ends, how long its channels get to finish before the socket actor
     /// is killed (a callback that never returns).
     pub close_grace: Duration,
+    /// Longest topic name a client may send, in bytes; longer → close 1003 (`topic too long`).
+    /// Event names and `ref`/`join_ref` are limited to [`MAX_EVENT_BYTES`] and
+    /// [`MAX_REF_BYTES`].
+    pub max_topic_bytes: usize,
+    /// Live sockets per socket id ([`super::Socket::id`]); beyond it the upgrade is refused
+    /// with HTTP 429. 0: no limit. Sockets without an id are not limited.
+    pub max_sockets_per_id: usize,
 }
+
+/// Longest event name a client may send, in bytes; longer → close 1003 (`event too long`).
+pub const MAX_EVENT_BYTES: usize = 64;
+
+/// Longest `ref` or `join_ref` a client may send, in bytes of JSON text (a string's quotes
+/// count); longer → close 1003 (`ref too long`, `join_ref too long`).
+pub const MAX_REF_BYTES: usize = 64;
 
 impl Default for TransportConfig {
     fn default() -> Self {
@@ -62,6 +90,8 @@ impl Default for TransportConfig {
             max_channels: 100,
             read_buffer_bytes: 2048,
             close_grace: Duration::from_secs(5),
+            max_topic_bytes: 255,
+            max_sockets_per_id: 32,
         }
     }
 }
@@ -72,6 +102,8 @@ pub(crate) enum CloseReason {
     Disconnected,
     Idle,
     Malformed(String),
+    /// A name over its limit: `"topic"`, `"event"`, `"ref"` or `"join_ref"`.
+    TooLong(&'static str),
     InvalidUtf8,
     TooBig,
     Internal,
@@ -83,7 +115,7 @@ impl CloseReason {
     pub(crate) fn code(&self) -> u16 {
         match self {
             CloseReason::Disconnected | CloseReason::Idle => 1001,
-            CloseReason::Malformed(_) => 1003,
+            CloseReason::Malformed(_) | CloseReason::TooLong(_) => 1003,
             CloseReason::InvalidUtf8 => 1007,
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
@@ -93,7 +125,12 @@ impl CloseReason {
     }
 
     pub(crate) fn text(&self) -> String {
+        let too_long;
         let text = match self {
+            CloseReason::TooLong(what) => {
+                too_long = format!("{what} too long");
+                too_long.as_str()
+            }
             CloseReason::Disconnected => "disconnected",
             CloseReason::Idle => "idle timeout",
             CloseReason::Malformed(why) => why.as_str(),

@@ -1,5 +1,7 @@
 //! The WebSocket upgrade, in Phoenix's order: method, origin, subprotocols (auth token),
-//! serializer, `connect`, upgrade headers, then 101 Switching Protocols.
+//! serializer, `connect`, upgrade headers, then 101 Switching Protocols. Every check but
+//! `connect` is a pure function of the request ([`request_checks`], [`upgrade_headers`]),
+//! which `runtime::fuzzing` exposes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::connection;
+use super::{OverLimit, TransportConfig, connection};
 use crate::runtime::RuntimeShared;
 use crate::runtime::mount::ErasedSocket;
 use crate::runtime::protocol::Vsn;
@@ -57,67 +59,139 @@ fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Handles a request to a socket's `/websocket` path.
-pub(crate) async fn upgrade<B>(
-    socket: Arc<dyn ErasedSocket>,
-    shared: Arc<RuntimeShared>,
-    mut request: http::Request<B>,
-    peer: SocketAddr,
-) -> http::Response<Full<Bytes>> {
+/// A refused upgrade: the status, the detail of its JSON error body, and why (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) detail: &'static str,
+    pub(crate) why: &'static str,
+}
+
+impl Refusal {
+    fn forbidden(why: &'static str) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            detail: "Forbidden",
+            why,
+        }
+    }
+
+    fn bad_request(detail: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            detail,
+            why: detail,
+        }
+    }
+}
+
+/// What the checks before `connect` found out about a request.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub(crate) params: Params,
+    pub(crate) vsn: Vsn,
+    pub(crate) auth_token: Option<String>,
+    pub(crate) origin: Option<String>,
+    /// Whether the client offered subprotocols (`phoenix` among them: the answer names it).
+    pub(crate) subprotocols: bool,
+}
+
+/// Every check before `connect`, in Phoenix's order: method, origin, subprotocols (and the auth
+/// token they carry), the query parameters and `vsn`. Pure and never panics.
+pub(crate) fn request_checks<B>(
+    request: &http::Request<B>,
+    config: &TransportConfig,
+) -> Result<Checked, Refusal> {
     if request.method() != http::Method::GET {
-        return refuse(StatusCode::BAD_REQUEST, "WebSocket upgrades use GET");
+        return Err(Refusal::bad_request("WebSocket upgrades use GET"));
     }
     let headers = request.headers();
     let origin = header(headers, ORIGIN).map(str::to_owned);
     let host = header(headers, HOST).or(request.uri().authority().map(|a| a.as_str()));
-    if !shared.config.check_origin.allows(origin.as_deref(), host) {
-        tracing::warn!(?origin, "WebSocket refused: origin not allowed");
-        return refuse(StatusCode::FORBIDDEN, "Forbidden");
+    if !config.check_origin.allows(origin.as_deref(), host) {
+        return Err(Refusal::forbidden("origin not allowed"));
     }
 
-    let offered: Vec<String> = headers
+    let offered: Vec<&str> = headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_owned())
+        .map(str::trim)
         .filter(|p| !p.is_empty())
         .collect();
     let auth_token = match offered.iter().find_map(|p| p.strip_prefix(AUTH_PREFIX)) {
         None => None,
         Some(encoded) => match decode_token(encoded) {
             Some(token) => Some(token),
-            None => return refuse(StatusCode::FORBIDDEN, "Forbidden"),
+            None => return Err(Refusal::forbidden("undecodable auth token")),
         },
     };
-    let subprotocols: Vec<&String> = offered
-        .iter()
-        .filter(|p| !p.starts_with(AUTH_PREFIX))
-        .collect();
-    if !offered.is_empty() && !subprotocols.iter().any(|p| *p == "phoenix") {
-        return refuse(StatusCode::FORBIDDEN, "Forbidden");
+    // Offering subprotocols (the token's included) means offering `phoenix` too.
+    let subprotocols = !offered.is_empty();
+    if subprotocols && !offered.contains(&"phoenix") {
+        return Err(Refusal::forbidden(
+            "the phoenix subprotocol was not offered",
+        ));
     }
 
     let params = Params::from_query(request.uri().query().unwrap_or_default());
     if params.iter().any(|(key, _)| key.starts_with("vsn[")) {
-        tracing::warn!("WebSocket refused: vsn is not a string");
-        return refuse(StatusCode::FORBIDDEN, "Forbidden");
+        return Err(Refusal::forbidden("vsn is not a string"));
     }
-    let vsn = match Vsn::negotiate(params.get("vsn")) {
-        Ok(vsn) => vsn,
-        Err(e) => {
-            tracing::warn!(error = %e, "WebSocket refused");
-            return refuse(StatusCode::FORBIDDEN, "Forbidden");
+    let vsn =
+        Vsn::negotiate(params.get("vsn")).map_err(|_| Refusal::forbidden("unsupported vsn"))?;
+    Ok(Checked {
+        params,
+        vsn,
+        auth_token,
+        origin,
+        subprotocols,
+    })
+}
+
+/// The upgrade headers, checked after `connect` (as Phoenix does): `Connection: upgrade`,
+/// `Upgrade: websocket`, version 13 and a key. Returns the key. Pure and never panics.
+pub(crate) fn upgrade_headers(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let key = header(headers, SEC_WEBSOCKET_KEY);
+    let valid = has_token(headers, CONNECTION, "upgrade")
+        && has_token(headers, UPGRADE, "websocket")
+        && header(headers, SEC_WEBSOCKET_VERSION) == Some("13");
+    match (valid, key) {
+        (true, Some(key)) => Ok(key),
+        _ => Err(Refusal::bad_request(
+            "not a valid WebSocket upgrade request",
+        )),
+    }
+}
+
+/// Handles a request to a socket's `/websocket` path. `hold` is kept until the connection
+/// ends, however it ends (the endpoint's connection slot).
+pub(crate) async fn upgrade<B, H: Send + 'static>(
+    socket: Arc<dyn ErasedSocket>,
+    shared: Arc<RuntimeShared>,
+    mut request: http::Request<B>,
+    peer: SocketAddr,
+    hold: H,
+) -> http::Response<Full<Bytes>> {
+    let checked = match request_checks(&request, &shared.config) {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            if refusal.status == StatusCode::FORBIDDEN {
+                let origin = header(request.headers(), ORIGIN);
+                tracing::warn!(why = refusal.why, ?origin, "WebSocket refused");
+            }
+            return refuse(refusal.status, refusal.detail);
         }
     };
     let info = ConnectInfo {
         peer,
-        auth_token,
+        auth_token: checked.auth_token,
         uri: request.uri().clone(),
-        origin,
-        user_agent: header(headers, USER_AGENT).map(str::to_owned),
+        origin: checked.origin,
+        user_agent: header(request.headers(), USER_AGENT).map(str::to_owned),
     };
-    let accepted = match socket.connect(&params, &info).await {
+    let (id, accepted) = match socket.connect(&checked.params, &info).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
             tracing::debug!(status = %refusal.status, "WebSocket refused by connect");
@@ -127,17 +201,21 @@ pub(crate) async fn upgrade<B>(
             );
         }
     };
-
-    let headers = request.headers();
-    let key = header(headers, SEC_WEBSOCKET_KEY).map(str::to_owned);
-    let valid = has_token(headers, CONNECTION, "upgrade")
-        && has_token(headers, UPGRADE, "websocket")
-        && header(headers, SEC_WEBSOCKET_VERSION) == Some("13");
-    let (true, Some(key)) = (valid, key) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "not a valid WebSocket upgrade request",
-        );
+    // Reserved right after `connect`, released when the connection ends however it ends.
+    let reservation = match id.as_deref().map(|id| shared.socket_ids.reserve(id)) {
+        None => None,
+        Some(Ok(reservation)) => Some(reservation),
+        Some(Err(OverLimit)) => {
+            tracing::debug!(id, "WebSocket refused: too many sockets with this id");
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many sockets open with this socket id",
+            );
+        }
+    };
+    let key = match upgrade_headers(request.headers()) {
+        Ok(key) => derive_accept_key(key.as_bytes()),
+        Err(refusal) => return refuse(refusal.status, refusal.detail),
     };
 
     let on_upgrade = hyper::upgrade::on(&mut request);
@@ -147,6 +225,8 @@ pub(crate) async fn upgrade<B>(
         .write_buffer_size(WRITE_BATCH_BYTES)
         .max_frame_size(Some(config.max_frame_bytes))
         .max_message_size(Some(config.max_frame_bytes));
+    let linger_bytes = config.max_frame_bytes.saturating_mul(4).max(1024 * 1024);
+    let vsn = checked.vsn;
     let task_shared = shared.clone();
     shared.connections.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -159,7 +239,13 @@ pub(crate) async fn upgrade<B>(
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
                 .await;
-        connection::run(ws, accepted, vsn, task_shared).await;
+        let closed = connection::run(ws, accepted, vsn, task_shared).await;
+        // The socket is gone: its id may be used again while the connection drains.
+        drop(reservation);
+        if let Some(ws) = closed {
+            connection::linger(ws, linger_bytes).await;
+        }
+        drop(hold);
     });
 
     let mut response = http::Response::new(Full::new(Bytes::new()));
@@ -167,10 +253,10 @@ pub(crate) async fn upgrade<B>(
     let out = response.headers_mut();
     out.insert(UPGRADE, HeaderValue::from_static("websocket"));
     out.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::try_from(derive_accept_key(key.as_bytes())) {
+    if let Ok(accept) = HeaderValue::try_from(key) {
         out.insert(SEC_WEBSOCKET_ACCEPT, accept);
     }
-    if !subprotocols.is_empty() {
+    if checked.subprotocols {
         out.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("phoenix"));
     }
     response

@@ -19,7 +19,10 @@ use crate::accounts::{Accounts, AccountsError};
 use crate::config::{Config, SecretKey, SecretKeyError, SecretKeySource};
 use crate::mailer::{Mailer, MailerError};
 use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, Sessions};
-use crate::web::{self, rate_limit::LoginLimiter};
+use crate::web::{
+    self,
+    rate_limit::{LoginLimiter, RegisterLimiter},
+};
 
 /// How often expired revocations and idle rate-limit keys are pruned.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
@@ -38,6 +41,8 @@ pub struct App {
     pub mailer: Mailer,
     /// Login rate limits.
     pub login_limiter: LoginLimiter,
+    /// Registration rate limits.
+    pub register_limiter: RegisterLimiter,
     /// The realtime PubSub (broadcasts, socket disconnects).
     pub pubsub: PubSub,
     /// The session registry (live sockets by user, for direct delivery).
@@ -122,6 +127,7 @@ impl Server {
         })?;
         let app = Arc::new(App {
             login_limiter: LoginLimiter::new(&config.rate_limit),
+            register_limiter: RegisterLimiter::new(&config.rate_limit),
             pubsub: runtime.pubsub().clone(),
             sessions: runtime.sessions().clone(),
             chat: crate::chat::Chat::new(db.clone()),
@@ -213,6 +219,7 @@ async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
         }
         app.login_limiter.prune();
+        app.register_limiter.prune();
         match app.accounts.prune_revocations().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned expired revocations"),

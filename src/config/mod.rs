@@ -199,14 +199,21 @@ pub struct HttpConfig {
     pub shutdown_timeout_secs: u64,
 }
 
-/// Login rate limits, per minute, each a burst of that size refilling evenly.
+/// Rate limits, per minute, each a burst of that size refilling evenly; 0 turns one off.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RateLimitConfig {
     /// Login attempts per client address per minute.
     pub login_per_ip_per_minute: u32,
-    /// Login attempts per e-mail address per minute.
+    /// Login attempts per e-mail address from one client address per minute (also password
+    /// checks of `PATCH /api/v1/users/{id}`).
     pub login_per_email_per_minute: u32,
+    /// Login attempts per e-mail address from all client addresses together per minute; when
+    /// exhausted the e-mail is locked for a minute, doubling on each lockout up to an hour.
+    /// Keep it well above `login_per_email_per_minute`, so one address cannot reach it.
+    pub login_per_email_all_addresses_per_minute: u32,
+    /// Registrations per client address per minute.
+    pub register_per_ip_per_minute: u32,
 }
 
 /// Which mail transport delivers.
@@ -290,6 +297,8 @@ impl Default for RateLimitConfig {
         Self {
             login_per_ip_per_minute: 30,
             login_per_email_per_minute: 10,
+            login_per_email_all_addresses_per_minute: 100,
+            register_per_ip_per_minute: 20,
         }
     }
 }

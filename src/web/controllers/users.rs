@@ -9,16 +9,22 @@ use super::{authenticate, envelope};
 use crate::accounts::{AccountsError, MAX_PAGE};
 use crate::app::App;
 use crate::web::error::ApiError;
-use crate::web::request::{PageQuery, json_body, path_id};
+use crate::web::request::{PageQuery, PeerAddr, json_body, path_id};
 use crate::web::response::{self, Response};
 use crate::web::user_socket::user_socket_id;
 
 /// Registers a user from `{"user": {...}}`: 201, `Location`, and the generated password once.
+/// Limited per client address (429 with `Retry-After`), every attempt counted.
 pub(crate) async fn create<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    if let Some(PeerAddr(addr)) = request.extensions().get::<PeerAddr>() {
+        app.register_limiter
+            .check(addr.ip())
+            .map_err(ApiError::TooManyRequests)?;
+    }
     let body = json_body(request).await?;
     let registered = app.accounts.register(envelope(&body, "user")?).await?;
     let id = registered.user.id;

@@ -68,6 +68,16 @@ impl From<user::Model> for User {
     }
 }
 
+/// The result of a profile change.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    /// The user as it is now.
+    pub user: User,
+    /// Whether the password or e-mail changed, so every other token of the user was revoked
+    /// (their sockets should be closed).
+    pub sessions_revoked: bool,
+}
+
 /// The result of a registration.
 #[derive(Debug, Clone)]
 pub struct Registered {
@@ -199,6 +209,9 @@ impl Accounts {
     /// Checks `email` and `password` and issues a token. An unknown e-mail and a wrong
     /// password fail alike, in the same time.
     pub async fn login(&self, email: &str, password: &str) -> Result<Session, AccountsError> {
+        // The token is stamped with the time the hash was read, not the time it is issued: a
+        // password change that commits while this login verifies the old password revokes it.
+        let read_at = token::now();
         let found = self.find_by_email(email).await?;
         let hash = found.as_ref().map(|u| u.password_hash.clone());
         if !self.passwords.verify(password.to_owned(), hash).await {
@@ -207,7 +220,7 @@ impl Accounts {
         let user = User::from(found.ok_or(AccountsError::InvalidCredentials)?);
         let (token, claims) = self
             .tokens
-            .issue(user.id)
+            .issue(user.id, read_at)
             .map_err(|e| AccountsError::Internal(e.to_string()))?;
         Ok(Session {
             user,
@@ -270,18 +283,53 @@ impl Accounts {
         })
     }
 
-    /// Changes user `id` from untrusted `input`; only the user themself may.
+    /// Changes user `id` from untrusted `input`; only the user themself may, with the token
+    /// `presenting`.
+    ///
+    /// Changing the password or the e-mail address needs `current_password` in `input`
+    /// (checked like a login; missing or wrong → [`AccountsError::Invalid`] on
+    /// `current_password`, and nothing changes), and revokes every token of the user except
+    /// `presenting`, in the same transaction.
     pub async fn update_user(
         &self,
         actor: i64,
         id: i64,
         input: &Value,
-    ) -> Result<User, AccountsError> {
+        presenting: &AccessClaims,
+    ) -> Result<Updated, AccountsError> {
         let current = self.owned_user(actor, id).await?;
-        let (params, errors) = UserParams::cast(input);
+        let (params, mut errors) = UserParams::cast(input);
+        let sensitive = params.password.is_some()
+            || params
+                .email
+                .as_deref()
+                .is_some_and(|email| email.to_lowercase() != current.email.to_lowercase());
+        let current_password = match input.get("current_password") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) if !p.is_empty() => Some(p.clone()),
+            Some(Value::String(_)) => None,
+            Some(_) => {
+                errors.add("current_password", "is invalid");
+                None
+            }
+        };
+        if sensitive && current_password.is_none() && errors.get("current_password").is_none() {
+            errors.add("current_password", "can't be blank");
+        }
         params
             .validate_update(errors)
             .map_err(AccountsError::Invalid)?;
+        if let (true, Some(password)) = (sensitive, current_password)
+            && !self
+                .passwords
+                .verify(password, Some(current.password_hash.clone()))
+                .await
+        {
+            return Err(AccountsError::Invalid(FieldErrors::single(
+                "current_password",
+                "is invalid",
+            )));
+        }
         let mut row: user::ActiveModel = current.into();
         if let Some(v) = params.name {
             row.name = Set(v);
@@ -299,8 +347,29 @@ impl Accounts {
             row.password_hash = Set(self.hash(password).await?);
         }
         row.updated_at = Set(Utc::now());
-        let updated = row.update(&self.db).await.map_err(email_taken)?;
-        Ok(User::from(updated))
+        if !sensitive {
+            let updated = row.update(&self.db).await.map_err(email_taken)?;
+            return Ok(Updated {
+                user: User::from(updated),
+                sessions_revoked: false,
+            });
+        }
+        let txn = self.db.begin().await?;
+        let updated = row.update(&txn).await.map_err(email_taken)?;
+        let mut revocation =
+            Revocations::insert_user_revocation(&txn, id, Some(presenting), self.tokens.ttl())
+                .await?;
+        txn.commit().await?;
+        if let Err(e) = Revocations::move_to_now(&self.db, &mut revocation, self.tokens.ttl()).await
+        {
+            tracing::warn!(user_id = id, error = %e, "could not move a revocation past its commit");
+        }
+        self.revocations.remember(&revocation);
+        tracing::info!(user_id = id, "credentials changed; other tokens revoked");
+        Ok(Updated {
+            user: User::from(updated),
+            sessions_revoked: true,
+        })
     }
 
     /// Deletes user `id`; only the user themself may. Every token of theirs is revoked in the
@@ -309,7 +378,8 @@ impl Accounts {
         self.owned_user(actor, id).await?;
         let txn = self.db.begin().await?;
         user::Entity::delete_by_id(id).exec(&txn).await?;
-        let revocation = Revocations::insert_user_revocation(&txn, id, self.tokens.ttl()).await?;
+        let revocation =
+            Revocations::insert_user_revocation(&txn, id, None, self.tokens.ttl()).await?;
         txn.commit().await?;
         self.revocations.remember(&revocation);
         tracing::info!(user_id = id, "user deleted");

@@ -149,7 +149,7 @@ async fn migrate_subcommands_report_apply_and_roll_back() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     let before = status();
-    assert_eq!(before.lines().count(), 4, "{before}");
+    assert_eq!(before.lines().count(), 5, "{before}");
     assert!(before.lines().all(|l| l.starts_with("Pending")), "{before}");
 
     let (output, text) = run(fawkes(dir.path()).args(["migrate", "up", "--database-url", &db.url]));
@@ -162,12 +162,12 @@ async fn migrate_subcommands_report_apply_and_roll_back() {
     let after = status();
     let last = after.lines().last().expect("a line");
     assert!(
-        last.starts_with("Pending") && last.contains("create_conversations_and_messages"),
+        last.starts_with("Pending") && last.contains("add_token_revocation_exceptions"),
         "{after}"
     );
     assert_eq!(
         after.lines().filter(|l| l.starts_with("Applied")).count(),
-        3
+        4
     );
 }
 

@@ -8,6 +8,7 @@ mod chat_channel;
 mod cli;
 mod conversation_channel;
 mod conversations;
+mod credentials;
 mod durability;
 mod errors;
 mod interop;

@@ -162,7 +162,7 @@ async fn duplicate_email_is_rejected_even_when_case_differs() {
             "PATCH",
             &format!("/api/v1/users/{id}"),
             Some(&token),
-            Some(json!({"user": {"email": "dUP@example.com"}})),
+            Some(json!({"user": {"email": "dUP@example.com", "current_password": "correct horse battery"}})),
         )
         .await;
     assert_eq!(
@@ -338,10 +338,10 @@ async fn a_user_may_update_only_themself() {
             "PATCH",
             &format!("/api/v1/users/{me}"),
             Some(&token),
-            Some(json!({"user": {"password": "a brand new password"}})),
+            Some(json!({"user": {"password": "a brand new password", "current_password": "correct horse battery"}})),
         )
         .await;
-    assert_eq!(resp.status, 200);
+    assert_eq!(resp.status, 200, "{}", resp.text);
     t.login("self@example.com", "a brand new password").await;
     let old = t
         .post(

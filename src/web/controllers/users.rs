@@ -75,7 +75,9 @@ pub(crate) async fn me<B>(app: &App, request: http::Request<B>) -> Result<Respon
     Ok(response::json(StatusCode::OK, &json!({ "data": user })))
 }
 
-/// Changes the caller's own profile from `{"user": {...}}`; anyone else's → 403.
+/// Changes the caller's own profile from `{"user": {...}}`; anyone else's → 403. A new
+/// `password` or `email` needs `current_password` (its check counts as a login attempt for the
+/// rate limits) and revokes every other token of the user, closing their sockets.
 pub(crate) async fn update<B>(
     app: &App,
     request: http::Request<B>,
@@ -87,12 +89,31 @@ where
 {
     let claims = authenticate(app, &request)?;
     let id = path_id(id)?;
+    let peer = request.extensions().get::<PeerAddr>().copied();
     let body = json_body(request).await?;
-    let user = app
+    let input = envelope(&body, "user")?;
+    if let Some(PeerAddr(addr)) = peer
+        && id == claims.user_id
+        && input.get("current_password").is_some_and(|p| !p.is_null())
+    {
+        let me = app.accounts.get_user(id).await?;
+        app.login_limiter
+            .check(addr.ip(), &me.email)
+            .map_err(ApiError::TooManyRequests)?;
+    }
+    let updated = app
         .accounts
-        .update_user(claims.user_id, id, envelope(&body, "user")?)
+        .update_user(claims.user_id, id, input, &claims)
         .await?;
-    Ok(response::json(StatusCode::OK, &json!({ "data": user })))
+    if updated.sessions_revoked {
+        // Every socket of the user closes (1001); phoenix.js reconnects, and only sockets whose
+        // token is still valid are let back in.
+        app.pubsub.disconnect(&user_socket_id(id));
+    }
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "data": updated.user }),
+    ))
 }
 
 /// Deletes the caller's own account (revoking all its tokens and closing all its sockets);

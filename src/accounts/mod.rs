@@ -35,7 +35,7 @@ use password::Passwords;
 use revocation::Revocations;
 use token::Tokens;
 
-/// A user as the API shows it: never the password hash.
+/// A user as the API shows it to the user themself: never the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
     /// Id.
@@ -64,6 +64,46 @@ impl From<user::Model> for User {
             job: m.job,
             inserted_at: m.inserted_at,
             updated_at: m.updated_at,
+        }
+    }
+}
+
+/// A user as the API shows it to other users: no e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicUser {
+    /// Id.
+    pub id: i64,
+    /// Given name.
+    pub name: String,
+    /// Family name.
+    pub subname: String,
+    /// Job title.
+    pub job: String,
+}
+
+/// A user as one viewer may see them: in full (themself) or public (anyone else).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum UserView {
+    /// The viewer's own record.
+    Own(User),
+    /// Someone else's.
+    Other(PublicUser),
+}
+
+impl User {
+    /// What `viewer` may see of this user: everything if it is them, else the public fields
+    /// (an e-mail address is shown only to its owner).
+    pub fn shown_to(self, viewer: i64) -> UserView {
+        if self.id == viewer {
+            UserView::Own(self)
+        } else {
+            UserView::Other(PublicUser {
+                id: self.id,
+                name: self.name,
+                subname: self.subname,
+                job: self.job,
+            })
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `/api/v1/users` and `/api/v1/me`.
+//! `/api/v1/users` and `/api/v1/me`. A user's e-mail address (and record times) are shown
+//! only to that user; everyone else sees id, name, subname and job.
 
 use bytes::Bytes;
 use http::header::LOCATION;
@@ -43,14 +44,15 @@ where
 
 /// Lists users in id order: `?limit=1..100&after=CURSOR` → `{"data", "meta": {"next"}}`.
 pub(crate) async fn index<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
-    authenticate(app, &request)?;
+    let viewer = authenticate(app, &request)?.user_id;
     let mut page_query = PageQuery::new(&request);
     let (limit, after) = (page_query.limit(MAX_PAGE), page_query.cursor("after"));
     page_query.finish()?;
     let page = app.accounts.list_users(after, limit).await?;
+    let users: Vec<_> = page.users.into_iter().map(|u| u.shown_to(viewer)).collect();
     Ok(response::json(
         StatusCode::OK,
-        &json!({ "data": page.users, "meta": { "next": page.next.map(|id| id.to_string()) } }),
+        &json!({ "data": users, "meta": { "next": page.next.map(|id| id.to_string()) } }),
     ))
 }
 
@@ -60,9 +62,12 @@ pub(crate) async fn show<B>(
     request: http::Request<B>,
     id: &str,
 ) -> Result<Response, ApiError> {
-    authenticate(app, &request)?;
+    let viewer = authenticate(app, &request)?.user_id;
     let user = app.accounts.get_user(path_id(id)?).await?;
-    Ok(response::json(StatusCode::OK, &json!({ "data": user })))
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "data": user.shown_to(viewer) }),
+    ))
 }
 
 /// The caller. A valid token whose user is gone is treated as unauthenticated.

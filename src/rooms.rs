@@ -8,12 +8,29 @@ use crate::accounts::FieldErrors;
 /// Longest message body, in characters, after trimming.
 pub const MAX_BODY_CHARS: usize = 4000;
 
+/// Longest topic, in bytes, the realtime runtime serves by default (`room:` plus the name);
+/// a REST post to a longer one could reach nobody.
+pub const MAX_TOPIC_BYTES: usize = 255;
+
 /// The event a room message is broadcast as.
 pub const MESSAGE_EVENT: &str = "message:new";
 
 /// The topic of room `name`.
 pub fn topic(name: &str) -> String {
     format!("room:{name}")
+}
+
+/// The topic of room `name` if it is within [`MAX_TOPIC_BYTES`], else the problem on `name`.
+pub fn checked_topic(name: &str) -> Result<String, FieldErrors> {
+    let topic = topic(name);
+    if topic.len() > MAX_TOPIC_BYTES {
+        let max = MAX_TOPIC_BYTES.saturating_sub(topic.len() - name.len());
+        return Err(FieldErrors::single(
+            "name",
+            format!("should be at most {max} byte(s) in UTF-8"),
+        ));
+    }
+    Ok(topic)
 }
 
 /// Validates a `{"body": text}` payload: a string of 1..=4000 characters after trimming.
@@ -44,6 +61,17 @@ pub fn message_payload(user_id: i64, body: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_topics_are_bounded_in_bytes() {
+        assert_eq!(checked_topic("lobby"), Ok("room:lobby".to_owned()));
+        assert_eq!(checked_topic(&"é".repeat(125)).map(|t| t.len()), Ok(255));
+        let errors = checked_topic(&"x".repeat(251)).expect_err("too long");
+        assert_eq!(
+            errors.get("name"),
+            Some(&["should be at most 250 byte(s) in UTF-8".to_owned()][..])
+        );
+    }
 
     #[test]
     fn bodies_are_trimmed_and_bounded() {

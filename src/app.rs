@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, AccountsError};
-use crate::config::{Config, SecretKey, SecretKeyError, SecretKeySource};
+use crate::config::{Config, Environment, SecretKey, SecretKeyError, SecretKeySource};
 use crate::mailer::{Mailer, MailerError};
 use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, Sessions};
 use crate::web::{
@@ -104,6 +104,14 @@ impl Server {
                 file = %path.display(),
                 "no secret_key configured: using the development key file; set FAWKES_SECRET_KEY in production"
             ),
+        }
+        if config.env == Environment::Dev && !config.bind.ip().is_loopback() {
+            tracing::error!(
+                bind = %config.bind,
+                "DANGER: env = dev on a non-loopback address: development settings are not meant \
+                 to face a network; /dev/* routes are answered to loopback clients only, but use \
+                 --env prod for anything others can reach"
+            );
         }
         let db = crate::db::connect(&config.database_url, config.database_pool_size).await?;
         crate::db::migrate_up(&db).await?;

@@ -22,7 +22,8 @@ pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_s
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
-    /// Local development: a token key is generated if none is set, `/dev/mailbox` is served.
+    /// Local development: a token key is generated if none is set, `/dev/mailbox` is served
+    /// (to loopback clients only).
     Dev,
     /// Automated tests: like `dev` without the dev-only routes.
     Test,

@@ -43,6 +43,9 @@ pub struct App {
     pub login_limiter: LoginLimiter,
     /// Registration rate limits.
     pub register_limiter: RegisterLimiter,
+    /// The server key: app code signs and verifies data with [`SecretKey::sign`] and
+    /// [`SecretKey::verify`] (as with `Phoenix.Token`).
+    pub key: SecretKey,
     /// The realtime PubSub (broadcasts, socket disconnects).
     pub pubsub: PubSub,
     /// The session registry (live sockets by user, for direct delivery).
@@ -116,7 +119,9 @@ impl Server {
         let db = crate::db::connect(&config.database_url, config.database_pool_size).await?;
         crate::db::migrate_up(&db).await?;
         let mailer = Mailer::new(&config.mail, db.clone(), key.clone())?;
-        let accounts = Accounts::new(db.clone(), key, config.token_ttl(), mailer.clone()).await?;
+        let accounts = Accounts::new(db.clone(), key.clone(), config.token_ttl(), mailer.clone())
+            .await?
+            .with_socket_token_ttl(config.socket_token_ttl());
         let runtime = Runtime::start(RuntimeConfig {
             transport: config.socket.transport()?,
             presence: config.presence.runtime(),
@@ -136,6 +141,7 @@ impl Server {
         let app = Arc::new(App {
             login_limiter: LoginLimiter::new(&config.rate_limit),
             register_limiter: RegisterLimiter::new(&config.rate_limit),
+            key,
             pubsub: runtime.pubsub().clone(),
             sessions: runtime.sessions().clone(),
             chat: crate::chat::Chat::new(db.clone()),

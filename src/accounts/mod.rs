@@ -8,6 +8,7 @@ mod params;
 mod password;
 mod revocation;
 mod seed;
+mod socket_token;
 mod token;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use params::{
     FieldErrors, MAX_EMAIL_LEN, MAX_PASSWORD_LEN, MAX_TEXT_LEN, MIN_PASSWORD_LEN, UserParams,
     is_valid_email,
 };
+pub use socket_token::SocketToken;
 pub use token::AccessClaims;
 
 use crate::config::SecretKey;
@@ -184,7 +186,11 @@ pub struct Accounts {
     tokens: Tokens,
     revocations: Arc<Revocations>,
     mailer: Mailer,
+    socket_token_ttl: Duration,
 }
+
+/// How long a socket token is valid unless [`Accounts::with_socket_token_ttl`] says otherwise.
+pub const DEFAULT_SOCKET_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 impl Accounts {
     /// Sets the context up: loads revocations, prepares the password hasher.
@@ -202,7 +208,14 @@ impl Accounts {
             tokens: Tokens::new(key, token_ttl),
             db,
             mailer,
+            socket_token_ttl: DEFAULT_SOCKET_TOKEN_TTL,
         })
+    }
+
+    /// The same context issuing socket tokens valid for `ttl`.
+    pub fn with_socket_token_ttl(mut self, ttl: Duration) -> Self {
+        self.socket_token_ttl = ttl;
+        self
     }
 
     /// Registers a user from untrusted `input` (the `"user"` object). Without a password, one

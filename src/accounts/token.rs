@@ -54,6 +54,11 @@ impl Tokens {
         Self { key, ttl }
     }
 
+    /// The server key (socket tokens are signed with it).
+    pub(crate) fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
     /// The configured token lifetime.
     pub(crate) fn ttl(&self) -> Duration {
         self.ttl

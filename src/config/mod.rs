@@ -7,6 +7,7 @@
 
 mod cli;
 mod secret;
+mod signed;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cli::{Cli, Command, MigrateAction};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
+pub use signed::{SignError, VerifyError};
 
 /// The deployment environment, which picks safe defaults and start-up checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -139,6 +141,8 @@ pub struct SocketConfig {
     pub max_channels: usize,
     /// Read buffer per connection, in bytes.
     pub read_buffer_bytes: usize,
+    /// Seconds a socket token (`POST /api/v1/socket_tokens`) can be used to connect.
+    pub token_ttl_secs: u64,
 }
 
 impl Default for SocketConfig {
@@ -153,6 +157,7 @@ impl Default for SocketConfig {
             write_timeout_secs: transport.write_timeout.as_secs(),
             max_channels: transport.max_channels,
             read_buffer_bytes: transport.read_buffer_bytes,
+            token_ttl_secs: 60,
         }
     }
 }
@@ -386,6 +391,11 @@ impl Config {
     /// The token lifetime as a [`std::time::Duration`].
     pub fn token_ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.token_ttl_secs)
+    }
+
+    /// The socket token lifetime as a [`std::time::Duration`].
+    pub fn socket_token_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.socket.token_ttl_secs)
     }
 }
 

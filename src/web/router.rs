@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::Method;
 
-use super::controllers::{conversations, dev, health, rooms, sessions, users};
+use super::controllers::{conversations, dev, health, rooms, sessions, socket_tokens, users};
 use super::error::ApiError;
 use super::request::PeerAddr;
 use super::response::Response;
@@ -22,6 +22,7 @@ enum Route {
     User,
     Sessions,
     Me,
+    SocketTokens,
     RoomMessages,
     Conversations,
     Conversation,
@@ -37,7 +38,7 @@ impl Route {
             Route::Users => "GET, POST",
             Route::User => "GET, PATCH, DELETE",
             Route::Sessions => "POST, DELETE",
-            Route::RoomMessages => "POST",
+            Route::RoomMessages | Route::SocketTokens => "POST",
             Route::Conversations | Route::ConversationMessages => "GET, POST",
             Route::Conversation => "GET",
         }
@@ -59,6 +60,7 @@ impl Router {
             ("/api/v1/users/{id}", Route::User),
             ("/api/v1/sessions", Route::Sessions),
             ("/api/v1/me", Route::Me),
+            ("/api/v1/socket_tokens", Route::SocketTokens),
             ("/api/v1/rooms/{name}/messages", Route::RoomMessages),
             ("/api/v1/conversations", Route::Conversations),
             ("/api/v1/conversations/{id}", Route::Conversation),
@@ -101,6 +103,7 @@ impl Router {
             (Route::User, Method::PATCH) => users::update(app, request, id).await,
             (Route::User, Method::DELETE) => users::delete(app, request, id).await,
             (Route::Me, Method::GET) => users::me(app, request).await,
+            (Route::SocketTokens, Method::POST) => socket_tokens::create(app, request).await,
             (Route::Sessions, Method::POST) => sessions::create(app, request).await,
             (Route::Sessions, Method::DELETE) => sessions::delete(app, request).await,
             (Route::RoomMessages, Method::POST) => rooms::post_message(app, request, id).await,

@@ -1,10 +1,13 @@
-//! The app's socket: `/socket/websocket`, authenticated with an access token.
+//! The app's socket: `/socket/websocket`, authenticated with a socket token or an access token.
 //!
 //! The token comes from phoenix.js `authToken` (the `base64url.bearer.phx.…` subprotocol) or
-//! the `token` query parameter. A missing, expired, revoked or forged token is refused with
-//! 403 before the upgrade. The socket id is `user_socket:<user id>` (deleting the account, or
-//! changing its password or e-mail, closes them all), and each socket also listens on
-//! `user_token:<jti>`, so logging out closes exactly the sockets opened with that token.
+//! the `token` query parameter. Browsers should use a socket token (`POST
+//! /api/v1/socket_tokens`: valid for a minute, for connecting only) rather than their access
+//! token, which would otherwise sit in URLs that proxies log. A missing, expired, revoked or
+//! forged token is refused with 403 before the upgrade. The socket id is `user_socket:<user
+//! id>` (deleting the account, or changing its password or e-mail, closes them all), and each
+//! socket also listens on `user_token:<jti>` of its session (the access token, or the one that
+//! asked for the socket token), so logging out closes exactly the sockets of that session.
 //!
 //! [`CHANNELS`] is the one list of the app's channels in mount order; [`channel_for`] answers
 //! which channel a topic goes to by the same first-match rule the socket uses, so REST
@@ -24,7 +27,7 @@ use crate::web::channels::room::RoomChannel;
 pub struct SocketUser {
     /// The user.
     pub user_id: i64,
-    /// The id of the token the socket authenticated with.
+    /// The id of the session's access token (for a socket token, its parent's).
     pub jti: String,
     /// The user's name (shown in presence).
     pub name: String,
@@ -87,7 +90,7 @@ impl Socket for UserSocket {
             .ok_or_else(ConnectError::forbidden)?;
         let claims = self
             .accounts
-            .authenticate(token)
+            .authenticate_socket(token)
             .map_err(|_| ConnectError::forbidden())?;
         // The token may outlive its user only until the revocation reaches here; check.
         let user = self

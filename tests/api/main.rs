@@ -18,6 +18,7 @@ mod migrations;
 mod rate_limits;
 mod rooms;
 mod sessions;
+mod socket_tokens;
 mod sockets;
 mod support;
 mod users;

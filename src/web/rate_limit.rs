@@ -27,6 +27,7 @@ use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::accounts::MAX_EMAIL_LEN;
 use crate::config::RateLimitConfig;
 
 /// The first lockout of an e-mail whose across-addresses limit ran out.
@@ -108,8 +109,17 @@ impl LoginLimiter {
 
     /// Counts one attempt from `ip` for `email` (compared without case); `Err(wait)` if any
     /// limit is exhausted or the e-mail is locked.
+    ///
+    /// Only the first `MAX_EMAIL_LEN + 1` characters are kept as a key: no account has a
+    /// longer address, and a key never holds more than a few hundred bytes however large the
+    /// request.
     pub fn check(&self, ip: IpAddr, email: &str) -> Result<(), Duration> {
-        let email = email.trim().to_lowercase();
+        let email = email
+            .trim()
+            .chars()
+            .take(MAX_EMAIL_LEN + 1)
+            .collect::<String>()
+            .to_lowercase();
         check(self.by_ip.as_ref(), &ip, &self.clock)?;
         check(
             self.by_ip_and_email.as_ref(),
@@ -202,6 +212,27 @@ mod tests {
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
         assert_eq!(limiter.check(addr(3), "victim@example.com"), Ok(()));
         assert_eq!(limiter.check(addr(2), "other@example.com"), Ok(()));
+    }
+
+    #[test]
+    fn over_long_addresses_share_one_bounded_key() {
+        let limiter = LoginLimiter::new(&config(0, 2, 0));
+        let prefix = "x".repeat(MAX_EMAIL_LEN + 1);
+        assert_eq!(
+            limiter.check(addr(2), &format!("{prefix}{}", "a".repeat(60_000))),
+            Ok(())
+        );
+        assert_eq!(
+            limiter.check(addr(2), &format!("{prefix}{}", "b".repeat(60_000))),
+            Ok(())
+        );
+        assert!(limiter.check(addr(2), &format!("{prefix}c")).is_err());
+        let kept = limiter
+            .by_ip_and_email
+            .as_ref()
+            .map(|l| l.len())
+            .expect("limiter");
+        assert_eq!(kept, 1);
     }
 
     #[test]

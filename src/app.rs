@@ -16,10 +16,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, AccountsError};
-use crate::config::{Config, SecretKey, SecretKeyError, SecretKeySource};
+use crate::config::{Config, Environment, SecretKey, SecretKeyError, SecretKeySource};
 use crate::mailer::{Mailer, MailerError};
 use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, Sessions};
-use crate::web::{self, rate_limit::LoginLimiter};
+use crate::web::{
+    self,
+    rate_limit::{LoginLimiter, RegisterLimiter},
+};
 
 /// How often expired revocations and idle rate-limit keys are pruned.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
@@ -38,6 +41,11 @@ pub struct App {
     pub mailer: Mailer,
     /// Login rate limits.
     pub login_limiter: LoginLimiter,
+    /// Registration rate limits.
+    pub register_limiter: RegisterLimiter,
+    /// The server key: app code signs and verifies data with [`SecretKey::sign`] and
+    /// [`SecretKey::verify`] (as with `Phoenix.Token`).
+    pub key: SecretKey,
     /// The realtime PubSub (broadcasts, socket disconnects).
     pub pubsub: PubSub,
     /// The session registry (live sockets by user, for direct delivery).
@@ -100,10 +108,20 @@ impl Server {
                 "no secret_key configured: using the development key file; set FAWKES_SECRET_KEY in production"
             ),
         }
+        if config.env == Environment::Dev && !config.bind.ip().is_loopback() {
+            tracing::error!(
+                bind = %config.bind,
+                "DANGER: env = dev on a non-loopback address: development settings are not meant \
+                 to face a network; /dev/* routes are answered to loopback clients only, but use \
+                 --env prod for anything others can reach"
+            );
+        }
         let db = crate::db::connect(&config.database_url, config.database_pool_size).await?;
         crate::db::migrate_up(&db).await?;
         let mailer = Mailer::new(&config.mail, db.clone(), key.clone())?;
-        let accounts = Accounts::new(db.clone(), key, config.token_ttl(), mailer.clone()).await?;
+        let accounts = Accounts::new(db.clone(), key.clone(), config.token_ttl(), mailer.clone())
+            .await?
+            .with_socket_token_ttl(config.socket_token_ttl());
         let runtime = Runtime::start(RuntimeConfig {
             transport: config.socket.transport()?,
             presence: config.presence.runtime(),
@@ -122,6 +140,8 @@ impl Server {
         })?;
         let app = Arc::new(App {
             login_limiter: LoginLimiter::new(&config.rate_limit),
+            register_limiter: RegisterLimiter::new(&config.rate_limit),
+            key,
             pubsub: runtime.pubsub().clone(),
             sessions: runtime.sessions().clone(),
             chat: crate::chat::Chat::new(db.clone()),
@@ -214,6 +234,7 @@ async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
         }
         app.login_limiter.prune();
+        app.register_limiter.prune();
         match app.accounts.prune_revocations().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned expired revocations"),

@@ -16,6 +16,21 @@ pub fn topic(name: &str) -> String {
     format!("room:{name}")
 }
 
+/// The topic of room `name` if it is within `max_topic_bytes` (the runtime's
+/// `socket.max_topic_bytes`: a REST post to a longer topic could reach nobody), else the problem
+/// on `name`.
+pub fn checked_topic(name: &str, max_topic_bytes: usize) -> Result<String, FieldErrors> {
+    let topic = topic(name);
+    if topic.len() > max_topic_bytes {
+        let max = max_topic_bytes.saturating_sub(topic.len() - name.len());
+        return Err(FieldErrors::single(
+            "name",
+            format!("should be at most {max} byte(s) in UTF-8"),
+        ));
+    }
+    Ok(topic)
+}
+
 /// Validates a `{"body": text}` payload: a string of 1..=4000 characters after trimming.
 /// Returns the trimmed body.
 pub fn validate_message(payload: &Value) -> Result<String, FieldErrors> {
@@ -44,6 +59,20 @@ pub fn message_payload(user_id: i64, body: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_topics_are_bounded_in_bytes() {
+        assert_eq!(checked_topic("lobby", 255), Ok("room:lobby".to_owned()));
+        assert_eq!(
+            checked_topic(&"é".repeat(125), 255).map(|t| t.len()),
+            Ok(255)
+        );
+        let errors = checked_topic(&"x".repeat(251), 255).expect_err("too long");
+        assert_eq!(
+            errors.get("name"),
+            Some(&["should be at most 250 byte(s) in UTF-8".to_owned()][..])
+        );
+    }
 
     #[test]
     fn bodies_are_trimmed_and_bounded() {

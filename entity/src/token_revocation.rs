@@ -1,8 +1,10 @@
 //! `token_revocations`: access tokens refused before their expiry.
 //!
 //! A row revokes either one token (`jti` set: logout) or every token of a user issued at or
-//! before `revoked_before` (`user_id` set: the account was deleted). A row is useless once
-//! `expires_at` has passed, since every token it could match has expired by then.
+//! before `revoked_before` (`user_id` set: the account was deleted, or its password or e-mail
+//! changed), except the token named by `except_jti` (the one that made the change), if any.
+//! A row is useless once `expires_at` has passed, since every token it could match has expired
+//! by then.
 
 use sea_orm::entity::prelude::*;
 
@@ -19,6 +21,10 @@ pub struct Model {
     pub user_id: Option<i64>,
     /// For a per-user revocation: tokens issued at or before this instant are refused.
     pub revoked_before: Option<DateTimeUtc>,
+    /// For a per-user revocation: the one token it spares (the one that made the change).
+    pub except_jti: Option<String>,
+    /// When the spared token was issued.
+    pub except_issued_at: Option<DateTimeUtc>,
     /// After this instant no token matched by this row can still be valid.
     pub expires_at: DateTimeUtc,
     /// When the revocation was made.

@@ -14,6 +14,7 @@ mod m20261121_000001_create_users;
 mod m20261121_000002_create_mails;
 mod m20261121_000003_create_token_revocations;
 mod m20261121_000004_create_conversations_and_messages;
+mod m20261128_000005_add_token_revocation_exceptions;
 
 /// The ordered list of Fawkes migrations.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_create_mails::Migration),
             Box::new(m20261121_000003_create_token_revocations::Migration),
             Box::new(m20261121_000004_create_conversations_and_messages::Migration),
+            Box::new(m20261128_000005_add_token_revocation_exceptions::Migration),
         ]
     }
 }

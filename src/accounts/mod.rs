@@ -8,6 +8,7 @@ mod params;
 mod password;
 mod revocation;
 mod seed;
+mod socket_token;
 mod token;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use params::{
     FieldErrors, MAX_EMAIL_LEN, MAX_PASSWORD_LEN, MAX_TEXT_LEN, MIN_PASSWORD_LEN, UserParams,
     is_valid_email,
 };
+pub use socket_token::SocketToken;
 pub use token::AccessClaims;
 
 use crate::config::SecretKey;
@@ -35,7 +37,7 @@ use password::Passwords;
 use revocation::Revocations;
 use token::Tokens;
 
-/// A user as the API shows it: never the password hash.
+/// A user as the API shows it to the user themself: never the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
     /// Id.
@@ -66,6 +68,56 @@ impl From<user::Model> for User {
             updated_at: m.updated_at,
         }
     }
+}
+
+/// A user as the API shows it to other users: no e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicUser {
+    /// Id.
+    pub id: i64,
+    /// Given name.
+    pub name: String,
+    /// Family name.
+    pub subname: String,
+    /// Job title.
+    pub job: String,
+}
+
+/// A user as one viewer may see them: in full (themself) or public (anyone else).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum UserView {
+    /// The viewer's own record.
+    Own(User),
+    /// Someone else's.
+    Other(PublicUser),
+}
+
+impl User {
+    /// What `viewer` may see of this user: everything if it is them, else the public fields
+    /// (an e-mail address is shown only to its owner).
+    pub fn shown_to(self, viewer: i64) -> UserView {
+        if self.id == viewer {
+            UserView::Own(self)
+        } else {
+            UserView::Other(PublicUser {
+                id: self.id,
+                name: self.name,
+                subname: self.subname,
+                job: self.job,
+            })
+        }
+    }
+}
+
+/// The result of a profile change.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    /// The user as it is now.
+    pub user: User,
+    /// Whether the password or e-mail changed, so every other token of the user was revoked
+    /// (their sockets should be closed).
+    pub sessions_revoked: bool,
 }
 
 /// The result of a registration.
@@ -134,7 +186,11 @@ pub struct Accounts {
     tokens: Tokens,
     revocations: Arc<Revocations>,
     mailer: Mailer,
+    socket_token_ttl: Duration,
 }
+
+/// How long a socket token is valid unless [`Accounts::with_socket_token_ttl`] says otherwise.
+pub const DEFAULT_SOCKET_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 impl Accounts {
     /// Sets the context up: loads revocations, prepares the password hasher.
@@ -152,7 +208,14 @@ impl Accounts {
             tokens: Tokens::new(key, token_ttl),
             db,
             mailer,
+            socket_token_ttl: DEFAULT_SOCKET_TOKEN_TTL,
         })
+    }
+
+    /// The same context issuing socket tokens valid for `ttl`.
+    pub fn with_socket_token_ttl(mut self, ttl: Duration) -> Self {
+        self.socket_token_ttl = ttl;
+        self
     }
 
     /// Registers a user from untrusted `input` (the `"user"` object). Without a password, one
@@ -199,6 +262,9 @@ impl Accounts {
     /// Checks `email` and `password` and issues a token. An unknown e-mail and a wrong
     /// password fail alike, in the same time.
     pub async fn login(&self, email: &str, password: &str) -> Result<Session, AccountsError> {
+        // The token is stamped with the time the hash was read, not the time it is issued: a
+        // password change that commits while this login verifies the old password revokes it.
+        let read_at = token::now();
         let found = self.find_by_email(email).await?;
         let hash = found.as_ref().map(|u| u.password_hash.clone());
         if !self.passwords.verify(password.to_owned(), hash).await {
@@ -207,7 +273,7 @@ impl Accounts {
         let user = User::from(found.ok_or(AccountsError::InvalidCredentials)?);
         let (token, claims) = self
             .tokens
-            .issue(user.id)
+            .issue(user.id, read_at)
             .map_err(|e| AccountsError::Internal(e.to_string()))?;
         Ok(Session {
             user,
@@ -270,18 +336,53 @@ impl Accounts {
         })
     }
 
-    /// Changes user `id` from untrusted `input`; only the user themself may.
+    /// Changes user `id` from untrusted `input`; only the user themself may, with the token
+    /// `presenting`.
+    ///
+    /// Changing the password or the e-mail address needs `current_password` in `input`
+    /// (checked like a login; missing or wrong → [`AccountsError::Invalid`] on
+    /// `current_password`, and nothing changes), and revokes every token of the user except
+    /// `presenting`, in the same transaction.
     pub async fn update_user(
         &self,
         actor: i64,
         id: i64,
         input: &Value,
-    ) -> Result<User, AccountsError> {
+        presenting: &AccessClaims,
+    ) -> Result<Updated, AccountsError> {
         let current = self.owned_user(actor, id).await?;
-        let (params, errors) = UserParams::cast(input);
+        let (params, mut errors) = UserParams::cast(input);
+        let sensitive = params.password.is_some()
+            || params
+                .email
+                .as_deref()
+                .is_some_and(|email| email.to_lowercase() != current.email.to_lowercase());
+        let current_password = match input.get("current_password") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) if !p.is_empty() => Some(p.clone()),
+            Some(Value::String(_)) => None,
+            Some(_) => {
+                errors.add("current_password", "is invalid");
+                None
+            }
+        };
+        if sensitive && current_password.is_none() && errors.get("current_password").is_none() {
+            errors.add("current_password", "can't be blank");
+        }
         params
             .validate_update(errors)
             .map_err(AccountsError::Invalid)?;
+        if let (true, Some(password)) = (sensitive, current_password)
+            && !self
+                .passwords
+                .verify(password, Some(current.password_hash.clone()))
+                .await
+        {
+            return Err(AccountsError::Invalid(FieldErrors::single(
+                "current_password",
+                "is invalid",
+            )));
+        }
         let mut row: user::ActiveModel = current.into();
         if let Some(v) = params.name {
             row.name = Set(v);
@@ -299,8 +400,29 @@ impl Accounts {
             row.password_hash = Set(self.hash(password).await?);
         }
         row.updated_at = Set(Utc::now());
-        let updated = row.update(&self.db).await.map_err(email_taken)?;
-        Ok(User::from(updated))
+        if !sensitive {
+            let updated = row.update(&self.db).await.map_err(email_taken)?;
+            return Ok(Updated {
+                user: User::from(updated),
+                sessions_revoked: false,
+            });
+        }
+        let txn = self.db.begin().await?;
+        let updated = row.update(&txn).await.map_err(email_taken)?;
+        let mut revocation =
+            Revocations::insert_user_revocation(&txn, id, Some(presenting), self.tokens.ttl())
+                .await?;
+        txn.commit().await?;
+        if let Err(e) = Revocations::move_to_now(&self.db, &mut revocation, self.tokens.ttl()).await
+        {
+            tracing::warn!(user_id = id, error = %e, "could not move a revocation past its commit");
+        }
+        self.revocations.remember(&revocation);
+        tracing::info!(user_id = id, "credentials changed; other tokens revoked");
+        Ok(Updated {
+            user: User::from(updated),
+            sessions_revoked: true,
+        })
     }
 
     /// Deletes user `id`; only the user themself may. Every token of theirs is revoked in the
@@ -309,7 +431,8 @@ impl Accounts {
         self.owned_user(actor, id).await?;
         let txn = self.db.begin().await?;
         user::Entity::delete_by_id(id).exec(&txn).await?;
-        let revocation = Revocations::insert_user_revocation(&txn, id, self.tokens.ttl()).await?;
+        let revocation =
+            Revocations::insert_user_revocation(&txn, id, None, self.tokens.ttl()).await?;
         txn.commit().await?;
         self.revocations.remember(&revocation);
         tracing::info!(user_id = id, "user deleted");

@@ -65,7 +65,7 @@ impl Accounts {
                 let id = *ids.get(&email(i)).ok_or(AccountsError::NotFound)?;
                 let (token, _) = self
                     .tokens
-                    .issue(id)
+                    .issue(id, super::token::now())
                     .map_err(|e| AccountsError::Internal(e.to_string()))?;
                 Ok((id, token))
             })

@@ -1,12 +1,17 @@
 //! Access tokens: PASETO v4.local, claims `sub` (user id), `iat`, `nbf`, `exp`, `jti`.
 //!
+//! `iat` carries microseconds (PASETO allows fractional seconds): a per-user revocation refuses
+//! tokens issued at or before an instant, and a token issued in the same second just after it
+//! must not be caught. Microseconds are what PostgreSQL keeps of a timestamp, so both sides of
+//! that comparison survive a round trip through the database unchanged.
+//!
 //! v4.local is encrypted and authenticated with the server key: a client can neither read nor
 //! forge one. Verifying is pure computation (no database); revocation is checked separately
 //! against the in-memory [`super::revocation::Revocations`].
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound as _, Utc};
 use pasetors::claims::{Claims, ClaimsValidationRules};
 use pasetors::token::UntrustedToken;
 use pasetors::version4::V4;
@@ -20,9 +25,9 @@ pub struct AccessClaims {
     pub user_id: i64,
     /// The token's unique id (used to revoke it).
     pub jti: String,
-    /// When it was issued (whole seconds).
+    /// When it was issued (microseconds; whole seconds for tokens made before they were kept).
     pub issued_at: DateTime<Utc>,
-    /// When it stops being valid (whole seconds).
+    /// When it stops being valid.
     pub expires_at: DateTime<Utc>,
 }
 
@@ -49,15 +54,37 @@ impl Tokens {
         Self { key, ttl }
     }
 
+    /// The server key (socket tokens are signed with it).
+    pub(crate) fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
     /// The configured token lifetime.
     pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 
-    /// A new token for `user_id`.
-    pub(crate) fn issue(&self, user_id: i64) -> Result<(String, AccessClaims), TokenError> {
+    /// A new token for `user_id`, issued at `issued_at` (not in the future; see [`now`]).
+    pub(crate) fn issue(
+        &self,
+        user_id: i64,
+        issued_at: DateTime<Utc>,
+    ) -> Result<(String, AccessClaims), TokenError> {
         let jti = format!("{:032x}", rand::random::<u128>());
-        let mut claims = Claims::new_expires_in(&self.ttl).map_err(|_| TokenError::Issue)?;
+        let issued_at = issued_at.trunc_subsecs(6);
+        let ttl = chrono::Duration::from_std(self.ttl).map_err(|_| TokenError::Issue)?;
+        let expires_at = issued_at.checked_add_signed(ttl).ok_or(TokenError::Issue)?;
+        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut claims = Claims::new().map_err(|_| TokenError::Issue)?;
+        claims
+            .issued_at(&stamp(issued_at))
+            .map_err(|_| TokenError::Issue)?;
+        claims
+            .not_before(&stamp(issued_at))
+            .map_err(|_| TokenError::Issue)?;
+        claims
+            .expiration(&stamp(expires_at))
+            .map_err(|_| TokenError::Issue)?;
         claims
             .subject(&user_id.to_string())
             .map_err(|_| TokenError::Issue)?;
@@ -95,6 +122,11 @@ impl Tokens {
     }
 }
 
+/// The current time at the precision tokens and revocations keep (microseconds).
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
 fn parse_claims(claims: &Claims) -> Option<AccessClaims> {
     let text = |name: &str| claims.get_claim(name).and_then(|v| v.as_str());
     let time = |name: &str| {
@@ -121,12 +153,15 @@ mod tests {
     #[test]
     fn issue_then_verify() {
         let tokens = tokens(Duration::from_secs(60));
-        let (token, claims) = tokens.issue(42).expect("issue");
+        let at = Utc::now();
+        let (token, claims) = tokens.issue(42, at).expect("issue");
         assert!(token.starts_with("v4.local."));
         assert_eq!(tokens.verify(&token), Ok(claims.clone()));
         assert_eq!(claims.user_id, 42);
         assert_eq!(claims.jti.len(), 32);
         assert_eq!((claims.expires_at - claims.issued_at).num_seconds(), 60);
+        // Microseconds survive, so a revocation later in the same second can tell them apart.
+        assert_eq!(claims.issued_at, at.trunc_subsecs(6));
     }
 
     #[test]
@@ -135,7 +170,7 @@ mod tests {
             tokens(Duration::from_secs(60)),
             tokens(Duration::from_secs(60)),
         );
-        let (token, _) = a.issue(1).expect("issue");
+        let (token, _) = a.issue(1, Utc::now()).expect("issue");
         assert_eq!(b.verify(&token), Err(TokenError::Invalid));
         assert_eq!(a.verify("v4.local.garbage"), Err(TokenError::Invalid));
         assert_eq!(a.verify(""), Err(TokenError::Invalid));

@@ -7,6 +7,7 @@
 
 mod cli;
 mod secret;
+mod signed;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,12 +18,14 @@ use serde::{Deserialize, Serialize};
 
 pub use cli::{Cli, Command, MigrateAction};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
+pub use signed::{SignError, VerifyError};
 
 /// The deployment environment, which picks safe defaults and start-up checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
-    /// Local development: a token key is generated if none is set, `/dev/mailbox` is served.
+    /// Local development: a token key is generated if none is set, `/dev/mailbox` is served
+    /// (to loopback clients only).
     Dev,
     /// Automated tests: like `dev` without the dev-only routes.
     Test,
@@ -142,6 +145,8 @@ pub struct SocketConfig {
     pub max_topic_bytes: usize,
     /// Live sockets per socket id (per user); beyond it the upgrade gets 429. 0: no limit.
     pub max_sockets_per_id: usize,
+    /// Seconds a socket token (`POST /api/v1/socket_tokens`) can be used to connect.
+    pub token_ttl_secs: u64,
 }
 
 impl Default for SocketConfig {
@@ -158,6 +163,7 @@ impl Default for SocketConfig {
             read_buffer_bytes: transport.read_buffer_bytes,
             max_topic_bytes: transport.max_topic_bytes,
             max_sockets_per_id: transport.max_sockets_per_id,
+            token_ttl_secs: 60,
         }
     }
 }
@@ -232,14 +238,21 @@ impl HttpConfig {
     }
 }
 
-/// Login rate limits, per minute, each a burst of that size refilling evenly.
+/// Rate limits, per minute, each a burst of that size refilling evenly; 0 turns one off.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RateLimitConfig {
     /// Login attempts per client address per minute.
     pub login_per_ip_per_minute: u32,
-    /// Login attempts per e-mail address per minute.
+    /// Login attempts per e-mail address from one client address per minute (also password
+    /// checks of `PATCH /api/v1/users/{id}`).
     pub login_per_email_per_minute: u32,
+    /// Login attempts per e-mail address from all client addresses together per minute; when
+    /// exhausted the e-mail is locked for a minute, doubling on each lockout up to an hour.
+    /// Keep it well above `login_per_email_per_minute`, so one address cannot reach it.
+    pub login_per_email_all_addresses_per_minute: u32,
+    /// Registrations per client address per minute.
+    pub register_per_ip_per_minute: u32,
 }
 
 /// Which mail transport delivers.
@@ -327,6 +340,8 @@ impl Default for RateLimitConfig {
         Self {
             login_per_ip_per_minute: 30,
             login_per_email_per_minute: 10,
+            login_per_email_all_addresses_per_minute: 100,
+            register_per_ip_per_minute: 20,
         }
     }
 }
@@ -413,6 +428,11 @@ impl Config {
     /// The token lifetime as a [`std::time::Duration`].
     pub fn token_ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.token_ttl_secs)
+    }
+
+    /// The socket token lifetime as a [`std::time::Duration`].
+    pub fn socket_token_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.socket.token_ttl_secs)
     }
 }
 

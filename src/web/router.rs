@@ -1,10 +1,15 @@
 //! Routes: path patterns (matchit) to a [`Route`], then (route, method) to a controller.
+//!
+//! Development routes (`/dev/*`) exist only when the router is built with them (the `dev`
+//! environment), and even then answer only loopback clients: anyone else gets 404, as if
+//! they did not exist.
 
 use bytes::Bytes;
 use http::Method;
 
-use super::controllers::{conversations, dev, health, rooms, sessions, users};
+use super::controllers::{conversations, dev, health, rooms, sessions, socket_tokens, users};
 use super::error::ApiError;
+use super::request::PeerAddr;
 use super::response::Response;
 use crate::app::App;
 
@@ -17,6 +22,7 @@ enum Route {
     User,
     Sessions,
     Me,
+    SocketTokens,
     RoomMessages,
     Conversations,
     Conversation,
@@ -32,7 +38,7 @@ impl Route {
             Route::Users => "GET, POST",
             Route::User => "GET, PATCH, DELETE",
             Route::Sessions => "POST, DELETE",
-            Route::RoomMessages => "POST",
+            Route::RoomMessages | Route::SocketTokens => "POST",
             Route::Conversations | Route::ConversationMessages => "GET, POST",
             Route::Conversation => "GET",
         }
@@ -54,6 +60,7 @@ impl Router {
             ("/api/v1/users/{id}", Route::User),
             ("/api/v1/sessions", Route::Sessions),
             ("/api/v1/me", Route::Me),
+            ("/api/v1/socket_tokens", Route::SocketTokens),
             ("/api/v1/rooms/{name}/messages", Route::RoomMessages),
             ("/api/v1/conversations", Route::Conversations),
             ("/api/v1/conversations/{id}", Route::Conversation),
@@ -82,16 +89,10 @@ impl Router {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let Ok(matched) = self.routes.at(request.uri().path()) else {
+        let Some((route, id)) = self.route(&request) else {
             return ApiError::NotFound.into_response();
         };
-        let route = *matched.value;
-        let id = matched
-            .params
-            .get("id")
-            .or(matched.params.get("name"))
-            .map(str::to_owned);
-        let id = id.as_deref().unwrap_or_default();
+        let id = id.as_str();
         let method = request.method().clone();
         let result = match (route, method) {
             (Route::Health, Method::GET) => Ok(health::live()),
@@ -102,6 +103,7 @@ impl Router {
             (Route::User, Method::PATCH) => users::update(app, request, id).await,
             (Route::User, Method::DELETE) => users::delete(app, request, id).await,
             (Route::Me, Method::GET) => users::me(app, request).await,
+            (Route::SocketTokens, Method::POST) => socket_tokens::create(app, request).await,
             (Route::Sessions, Method::POST) => sessions::create(app, request).await,
             (Route::Sessions, Method::DELETE) => sessions::delete(app, request).await,
             (Route::RoomMessages, Method::POST) => rooms::post_message(app, request, id).await,
@@ -118,5 +120,89 @@ impl Router {
             (route, _) => Err(ApiError::MethodNotAllowed(route.allow())),
         };
         result.unwrap_or_else(ApiError::into_response)
+    }
+
+    /// The route of `request` and its path parameter (`id` or `name`, raw), if it has one the
+    /// client may reach: development routes only from a loopback peer.
+    fn route<B>(&self, request: &http::Request<B>) -> Option<(Route, String)> {
+        let matched = self.routes.at(request.uri().path()).ok()?;
+        let route = *matched.value;
+        if route == Route::DevMailbox && !is_loopback(request.extensions().get::<PeerAddr>()) {
+            return None;
+        }
+        let param = matched
+            .params
+            .get("id")
+            .or(matched.params.get("name"))
+            .unwrap_or_default()
+            .to_owned();
+        Some((route, param))
+    }
+}
+
+/// Whether the peer is on this machine (IPv4 or IPv6 loopback, also IPv4-mapped). An unknown
+/// peer is not.
+fn is_loopback(peer: Option<&PeerAddr>) -> bool {
+    peer.is_some_and(|PeerAddr(addr)| addr.ip().to_canonical().is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str, peer: Option<&str>) -> http::Request<()> {
+        let mut request = http::Request::get(path).body(()).expect("request");
+        if let Some(peer) = peer {
+            request
+                .extensions_mut()
+                .insert(PeerAddr(peer.parse().expect("socket address")));
+        }
+        request
+    }
+
+    #[test]
+    fn dev_routes_answer_loopback_peers_only() {
+        let router = Router::new(true);
+        for peer in [
+            "127.0.0.1:5000",
+            "127.9.9.9:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            assert_eq!(
+                router.route(&request("/dev/mailbox", Some(peer))),
+                Some((Route::DevMailbox, String::new())),
+                "{peer}"
+            );
+        }
+        for peer in [
+            Some("10.0.0.1:5000"),
+            Some("192.168.1.20:5000"),
+            Some("203.0.113.7:5000"),
+            Some("[2001:db8::1]:5000"),
+            Some("[::ffff:10.0.0.1]:5000"),
+            Some("0.0.0.0:5000"),
+            None,
+        ] {
+            assert_eq!(
+                router.route(&request("/dev/mailbox", peer)),
+                None,
+                "{peer:?}"
+            );
+        }
+        // Other routes do not care where the client is.
+        assert_eq!(
+            router.route(&request("/api/v1/users/7", Some("203.0.113.7:5000"))),
+            Some((Route::User, "7".to_owned()))
+        );
+    }
+
+    #[test]
+    fn without_dev_routes_nobody_reaches_them() {
+        let router = Router::new(false);
+        assert_eq!(
+            router.route(&request("/dev/mailbox", Some("127.0.0.1:1"))),
+            None
+        );
     }
 }

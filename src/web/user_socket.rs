@@ -1,14 +1,23 @@
-//! The app's socket: `/socket/websocket`, authenticated with an access token.
+//! The app's socket: `/socket/websocket`, authenticated with a socket token or an access token.
 //!
 //! The token comes from phoenix.js `authToken` (the `base64url.bearer.phx.…` subprotocol) or
-//! the `token` query parameter. A missing, expired, revoked or forged token is refused with
-//! 403 before the upgrade. The socket id is `user_socket:<user id>` (deleting the account
-//! closes them all), and each socket also listens on `user_token:<jti>`, so logging out closes
-//! exactly the sockets opened with that token.
+//! the `token` query parameter. Browsers should use a socket token (`POST
+//! /api/v1/socket_tokens`: valid for a minute, for connecting only) rather than their access
+//! token, which would otherwise sit in URLs that proxies log. A missing, expired, revoked or
+//! forged token is refused with 403 before the upgrade. The socket id is `user_socket:<user
+//! id>` (deleting the account, or changing its password or e-mail, closes them all), and each
+//! socket also listens on `user_token:<jti>` of its session (the access token, or the one that
+//! asked for the socket token), so logging out closes exactly the sockets of that session.
+//!
+//! [`CHANNELS`] is the one list of the app's channels in mount order; [`channel_for`] answers
+//! which channel a topic goes to by the same first-match rule the socket uses, so REST
+//! endpoints that act on topics (room posts) ask it rather than keep their own list.
 
 use crate::accounts::Accounts;
 use crate::chat::Chat;
-use crate::runtime::{ConnectError, ConnectInfo, Params, Sessions, Socket, SocketMount};
+use crate::runtime::{
+    ConnectError, ConnectInfo, Params, Sessions, Socket, SocketMount, TopicPattern,
+};
 use crate::web::channels::chat::{CHAT_TOPIC, ChatChannel};
 use crate::web::channels::conversation::ConversationChannel;
 use crate::web::channels::room::RoomChannel;
@@ -18,7 +27,7 @@ use crate::web::channels::room::RoomChannel;
 pub struct SocketUser {
     /// The user.
     pub user_id: i64,
-    /// The id of the token the socket authenticated with.
+    /// The id of the session's access token (for a socket token, its parent's).
     pub jti: String,
     /// The user's name (shown in presence).
     pub name: String,
@@ -32,6 +41,33 @@ pub fn user_socket_id(user_id: i64) -> String {
 /// The disconnect topic of the sockets opened with token `jti`.
 pub fn token_topic(jti: &str) -> String {
     format!("user_token:{jti}")
+}
+
+/// The app's channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppChannel {
+    /// `room:chat`: private messages.
+    Chat,
+    /// `room:*`: rooms with presence.
+    Room,
+    /// `conversation:*`: one conversation's participants.
+    Conversation,
+}
+
+/// The app's channels on their topic patterns, in mount order: the first pattern matching a
+/// topic serves it (`room:chat` is the chat channel's, not a room).
+pub const CHANNELS: [(&str, AppChannel); 3] = [
+    (CHAT_TOPIC, AppChannel::Chat),
+    ("room:*", AppChannel::Room),
+    ("conversation:*", AppChannel::Conversation),
+];
+
+/// The channel that serves `topic` on the app socket, if any.
+pub fn channel_for(topic: &str) -> Option<AppChannel> {
+    CHANNELS
+        .iter()
+        .find(|(pattern, _)| TopicPattern::parse(pattern).is_ok_and(|p| p.matches(topic)))
+        .map(|(_, channel)| *channel)
 }
 
 /// Authenticates sockets with the accounts context.
@@ -54,7 +90,7 @@ impl Socket for UserSocket {
             .ok_or_else(ConnectError::forbidden)?;
         let claims = self
             .accounts
-            .authenticate(token)
+            .authenticate_socket(token)
             .map_err(|_| ConnectError::forbidden())?;
         // The token may outlive its user only until the revocation reaches here; check.
         let user = self
@@ -78,15 +114,45 @@ impl Socket for UserSocket {
     }
 }
 
-/// The app's socket with its channels: `room:chat` (matched before `room:*`), `room:*` and
-/// `conversation:*`. `sessions` is the runtime's registry, used for direct delivery.
+/// The app's socket with its [`CHANNELS`]. `sessions` is the runtime's registry, used for
+/// direct delivery.
 pub fn mount(accounts: Accounts, chat: Chat, sessions: Sessions) -> SocketMount<UserSocket> {
-    let mount = SocketMount::new(UserSocket { accounts });
-    // The patterns are static and valid.
-    #[allow(clippy::expect_used)]
+    let mut mount = SocketMount::new(UserSocket { accounts });
+    for (pattern, channel) in CHANNELS {
+        let mounted = match channel {
+            AppChannel::Chat => {
+                mount.channel(pattern, ChatChannel::new(chat.clone(), sessions.clone()))
+            }
+            AppChannel::Room => mount.channel(pattern, RoomChannel),
+            AppChannel::Conversation => {
+                mount.channel(pattern, ConversationChannel::new(chat.clone()))
+            }
+        };
+        // The patterns are static and valid (a unit test parses them all).
+        #[allow(clippy::expect_used)]
+        {
+            mount = mounted.expect("valid topic pattern");
+        }
+    }
     mount
-        .channel(CHAT_TOPIC, ChatChannel::new(chat.clone(), sessions))
-        .and_then(|m| m.channel("room:*", RoomChannel))
-        .and_then(|m| m.channel("conversation:*", ConversationChannel::new(chat)))
-        .expect("valid topic pattern")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_parse_and_the_first_match_wins() {
+        for (pattern, _) in CHANNELS {
+            assert!(TopicPattern::parse(pattern).is_ok(), "{pattern}");
+        }
+        assert_eq!(channel_for("room:chat"), Some(AppChannel::Chat));
+        assert_eq!(channel_for("room:lobby"), Some(AppChannel::Room));
+        assert_eq!(channel_for("room:chat2"), Some(AppChannel::Room));
+        assert_eq!(
+            channel_for("conversation:1"),
+            Some(AppChannel::Conversation)
+        );
+        assert_eq!(channel_for("lobby"), None);
+    }
 }

@@ -149,7 +149,7 @@ async fn migrate_subcommands_report_apply_and_roll_back() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     let before = status();
-    assert_eq!(before.lines().count(), 4, "{before}");
+    assert_eq!(before.lines().count(), 5, "{before}");
     assert!(before.lines().all(|l| l.starts_with("Pending")), "{before}");
 
     let (output, text) = run(fawkes(dir.path()).args(["migrate", "up", "--database-url", &db.url]));
@@ -162,12 +162,12 @@ async fn migrate_subcommands_report_apply_and_roll_back() {
     let after = status();
     let last = after.lines().last().expect("a line");
     assert!(
-        last.starts_with("Pending") && last.contains("create_conversations_and_messages"),
+        last.starts_with("Pending") && last.contains("add_token_revocation_exceptions"),
         "{after}"
     );
     assert_eq!(
         after.lines().filter(|l| l.starts_with("Applied")).count(),
-        3
+        4
     );
 }
 
@@ -213,4 +213,34 @@ fn the_binary_serves_with_no_set_up_and_stops_gracefully_on_sigterm() {
         "{:#?}",
         process.log
     );
+}
+
+#[test]
+fn dev_on_a_public_address_logs_an_error_and_serves_dev_routes_to_loopback_only() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut command = fawkes(dir.path());
+    command
+        .args(["--bind", "0.0.0.0:0"])
+        .env("FAWKES_SECRET_KEY", fawkes::config::generate_secret_key());
+    let process = Process::serve(command);
+    let warning = process
+        .log
+        .iter()
+        .find(|l| l.contains("env = dev on a non-loopback address"))
+        .unwrap_or_else(|| panic!("no warning: {:#?}", process.log));
+    assert!(warning.contains("ERROR"), "{warning}");
+    assert!(warning.contains("0.0.0.0:"), "names the address: {warning}");
+
+    // This machine reaches itself over loopback: the mailbox answers (other peers get 404, see
+    // the router's unit tests).
+    let port = process.addr().rsplit(':').next().expect("port");
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port")))
+            .expect("connect");
+    stream
+        .write_all(b"GET /dev/mailbox HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }

@@ -10,7 +10,11 @@ use crate::support::TestDb;
 #[tokio::test]
 async fn migrations_go_up_down_and_up_again() {
     let db = TestDb::new().await;
-    let conn = fawkes::db::connect(&db.url, 2).await.expect("connect");
+    // One connection, as `fawkes migrate` uses: SQLite checks some DDL (`ALTER TABLE … DROP
+    // COLUMN`, `CREATE INDEX`) against a connection's cached schema without re-reading it, so a
+    // second pooled connection that missed the previous step fails now and then ("no such
+    // column", "index … already exists").
+    let conn = fawkes::db::connect(&db.url, 1).await.expect("connect");
     let statuses = |conn| async move {
         Migrator::get_migration_with_status(conn)
             .await

@@ -199,3 +199,102 @@ async fn a_message_posted_over_rest_reaches_websocket_members() {
         .await
         .assert_json_error(401);
 }
+
+#[tokio::test]
+async fn rest_posts_reach_only_topics_the_room_channel_serves() {
+    let t = TestServer::start().await;
+    let (_, ann_token) = named_user(&t, "Ann").await;
+    let (_, bob_token) = named_user(&t, "Bob").await;
+    let mut bob = connect(&t, &bob_token).await;
+    let (_, reply) = bob.join("room:chat", json!({})).await;
+    assert_eq!(reply.status(), Some("ok"));
+
+    // `room:chat` is the private-message channel's, however the name is spelled.
+    for name in ["chat", "ch%61t", "%63hat"] {
+        let resp = t
+            .post(
+                &format!("/api/v1/rooms/{name}/messages"),
+                Some(&ann_token),
+                json!({"body": "sneaky"}),
+            )
+            .await;
+        assert_eq!(
+            resp.body,
+            crate::support::detail("Not Found"),
+            "{name}: {}",
+            resp.text
+        );
+        resp.assert_json_error(404);
+    }
+    let h = bob.heartbeat().await;
+    bob.reply(&h).await;
+    assert!(
+        bob.unmatched().iter().all(|f| f.event != "message:new"),
+        "{:?}",
+        bob.unmatched()
+    );
+    // A room whose name merely starts like it is still a room.
+    let resp = t
+        .post(
+            "/api/v1/rooms/chat2/messages",
+            Some(&ann_token),
+            json!({"body": "fine"}),
+        )
+        .await;
+    assert_eq!(resp.status, 202, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn room_names_are_percent_decoded_and_bounded() {
+    let t = TestServer::start().await;
+    let (ann_id, ann_token) = named_user(&t, "Ann").await;
+    let (_, bob_token) = named_user(&t, "Bob").await;
+    let mut bob = connect(&t, &bob_token).await;
+    join_room(&mut bob, "room:café au lait").await;
+
+    let resp = t
+        .post(
+            "/api/v1/rooms/caf%C3%A9%20au%20lait/messages",
+            Some(&ann_token),
+            json!({"body": "un crème"}),
+        )
+        .await;
+    assert_eq!(resp.status, 202, "{}", resp.text);
+    assert_eq!(resp.body["data"]["topic"], "room:café au lait");
+    let message = bob.event("room:café au lait", "message:new").await;
+    assert_eq!(
+        message.payload,
+        json!({"user_id": ann_id, "body": "un crème"})
+    );
+
+    // Not UTF-8 once decoded: 400 with a JSON body.
+    let resp = t
+        .post(
+            "/api/v1/rooms/caf%E9/messages",
+            Some(&ann_token),
+            json!({"body": "x"}),
+        )
+        .await;
+    resp.assert_json_error(400);
+    // `room:` plus the decoded name may take 255 bytes; "é" is two.
+    let at_limit = "%C3%A9".repeat(125);
+    let resp = t
+        .post(
+            &format!("/api/v1/rooms/{at_limit}/messages"),
+            Some(&ann_token),
+            json!({"body": "x"}),
+        )
+        .await;
+    assert_eq!(resp.status, 202, "{}", resp.text);
+    let resp = t
+        .post(
+            &format!("/api/v1/rooms/{at_limit}x/messages"),
+            Some(&ann_token),
+            json!({"body": "x"}),
+        )
+        .await;
+    assert_eq!(
+        resp.assert_json_error(422)["name"],
+        json!(["should be at most 250 byte(s) in UTF-8"])
+    );
+}

@@ -162,7 +162,7 @@ async fn duplicate_email_is_rejected_even_when_case_differs() {
             "PATCH",
             &format!("/api/v1/users/{id}"),
             Some(&token),
-            Some(json!({"user": {"email": "dUP@example.com"}})),
+            Some(json!({"user": {"email": "dUP@example.com", "current_password": "correct horse battery"}})),
         )
         .await;
     assert_eq!(
@@ -263,6 +263,46 @@ async fn show_user_needs_auth_and_answers_404_for_unknown_ids() {
 }
 
 #[tokio::test]
+async fn an_email_address_is_shown_only_to_its_owner() {
+    let t = TestServer::start().await;
+    let (ann, ann_token) = t.user("ann@example.com").await;
+    let (bob, _) = t.user("bob@example.com").await;
+    let public = |u: &serde_json::Value| {
+        let mut keys: Vec<&str> = u
+            .as_object()
+            .expect("user")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys == ["id", "job", "name", "subname"]
+    };
+
+    let other = t
+        .get(&format!("/api/v1/users/{bob}"), Some(&ann_token))
+        .await;
+    assert_eq!(other.status, 200);
+    assert!(public(&other.body["data"]), "{}", other.text);
+    assert!(!other.text.contains("bob@example.com"));
+    let own = t
+        .get(&format!("/api/v1/users/{ann}"), Some(&ann_token))
+        .await;
+    assert_eq!(own.body["data"]["email"], "ann@example.com");
+
+    let list = t.get("/api/v1/users", Some(&ann_token)).await;
+    assert!(!list.text.contains("bob@example.com"), "{}", list.text);
+    let users = list.body["data"].as_array().expect("users");
+    let (mine, others): (Vec<_>, Vec<_>) = users.iter().partition(|u| u["id"] == ann);
+    assert_eq!(mine[0]["email"], "ann@example.com");
+    assert_eq!(others.len(), 1);
+    assert!(public(others[0]), "{}", list.text);
+    assert_eq!(
+        t.get("/api/v1/me", Some(&ann_token)).await.body["data"]["email"],
+        "ann@example.com"
+    );
+}
+
+#[tokio::test]
 async fn me_returns_the_caller() {
     let t = TestServer::start().await;
     let (id, token) = t.user("me@example.com").await;
@@ -338,10 +378,10 @@ async fn a_user_may_update_only_themself() {
             "PATCH",
             &format!("/api/v1/users/{me}"),
             Some(&token),
-            Some(json!({"user": {"password": "a brand new password"}})),
+            Some(json!({"user": {"password": "a brand new password", "current_password": "correct horse battery"}})),
         )
         .await;
-    assert_eq!(resp.status, 200);
+    assert_eq!(resp.status, 200, "{}", resp.text);
     t.login("self@example.com", "a brand new password").await;
     let old = t
         .post(

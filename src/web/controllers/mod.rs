@@ -8,6 +8,7 @@ pub(crate) mod dev;
 pub(crate) mod health;
 pub(crate) mod rooms;
 pub(crate) mod sessions;
+pub(crate) mod socket_tokens;
 pub(crate) mod users;
 
 use serde_json::Value;

@@ -1,8 +1,14 @@
 //! `POST /api/v1/rooms/{name}/messages`: post into a room from REST; WebSocket members of
 //! `room:<name>` receive it as `message:new`, exactly as if sent over the channel.
+//!
+//! `{name}` is percent-decoded (UTF-8), so `/rooms/caf%C3%A9/messages` reaches `room:café`.
+//! Only topics the `room:*` channel serves can be posted to: a name whose topic belongs to
+//! another channel (`room:chat`) answers 404, by the socket's own first-match rule
+//! ([`channel_for`]).
 
 use bytes::Bytes;
 use http::StatusCode;
+use percent_encoding::percent_decode_str;
 use serde_json::json;
 
 use super::authenticate;
@@ -11,20 +17,21 @@ use crate::rooms;
 use crate::web::error::ApiError;
 use crate::web::request::json_body;
 use crate::web::response::{self, Response};
+use crate::web::user_socket::{AppChannel, channel_for};
 
 pub(crate) async fn post_message<B>(
     app: &App,
     request: http::Request<B>,
-    room: &str,
+    raw_name: &str,
 ) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let claims = authenticate(app, &request)?;
+    let topic = room_topic(raw_name, app.config.socket.max_topic_bytes)?;
     let body = json_body(request).await?;
     let text = rooms::validate_message(&body).map_err(ApiError::Validation)?;
-    let topic = rooms::topic(room);
     let payload = rooms::message_payload(claims.user_id, &text);
     app.pubsub
         .broadcast(&topic, rooms::MESSAGE_EVENT, payload.clone());
@@ -32,4 +39,44 @@ where
         StatusCode::ACCEPTED,
         &json!({ "data": { "topic": topic, "event": rooms::MESSAGE_EVENT, "payload": payload } }),
     ))
+}
+
+/// The topic for the raw (percent-encoded) path segment `raw_name`: 400 if it does not decode
+/// to UTF-8, 422 if longer than `max_topic_bytes`, 404 if the `room:*` channel does not serve it.
+fn room_topic(raw_name: &str, max_topic_bytes: usize) -> Result<String, ApiError> {
+    let name = percent_decode_str(raw_name).decode_utf8().map_err(|_| {
+        ApiError::BadRequest("the room name is not UTF-8 once percent-decoded".to_owned())
+    })?;
+    let topic = rooms::checked_topic(&name, max_topic_bytes).map_err(ApiError::Validation)?;
+    if channel_for(&topic) != Some(AppChannel::Room) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(topic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_percent_decoded_and_checked() {
+        assert_eq!(
+            room_topic("caf%C3%A9%20au%20lait", 255).ok(),
+            Some("room:café au lait".to_owned())
+        );
+        assert_eq!(
+            room_topic("a%2Fb+c", 255).ok(),
+            Some("room:a/b+c".to_owned())
+        );
+        assert!(matches!(
+            room_topic("%FF%FE", 255),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(room_topic("chat", 255), Err(ApiError::NotFound)));
+        assert!(matches!(room_topic("ch%61t", 255), Err(ApiError::NotFound)));
+        assert!(matches!(
+            room_topic(&"%C3%A9".repeat(126), 255),
+            Err(ApiError::Validation(_))
+        ));
+    }
 }

@@ -1,4 +1,5 @@
-//! `/api/v1/users` and `/api/v1/me`.
+//! `/api/v1/users` and `/api/v1/me`. A user's e-mail address (and record times) are shown
+//! only to that user; everyone else sees id, name, subname and job.
 
 use bytes::Bytes;
 use http::header::LOCATION;
@@ -9,16 +10,22 @@ use super::{authenticate, envelope};
 use crate::accounts::{AccountsError, MAX_PAGE};
 use crate::app::App;
 use crate::web::error::ApiError;
-use crate::web::request::{PageQuery, json_body, path_id};
+use crate::web::request::{PageQuery, PeerAddr, json_body, path_id};
 use crate::web::response::{self, Response};
 use crate::web::user_socket::user_socket_id;
 
 /// Registers a user from `{"user": {...}}`: 201, `Location`, and the generated password once.
+/// Limited per client address (429 with `Retry-After`), every attempt counted.
 pub(crate) async fn create<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    if let Some(PeerAddr(addr)) = request.extensions().get::<PeerAddr>() {
+        app.register_limiter
+            .check(addr.ip())
+            .map_err(ApiError::TooManyRequests)?;
+    }
     let body = json_body(request).await?;
     let registered = app.accounts.register(envelope(&body, "user")?).await?;
     let id = registered.user.id;
@@ -37,14 +44,15 @@ where
 
 /// Lists users in id order: `?limit=1..100&after=CURSOR` → `{"data", "meta": {"next"}}`.
 pub(crate) async fn index<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
-    authenticate(app, &request)?;
+    let viewer = authenticate(app, &request)?.user_id;
     let mut page_query = PageQuery::new(&request);
     let (limit, after) = (page_query.limit(MAX_PAGE), page_query.cursor("after"));
     page_query.finish()?;
     let page = app.accounts.list_users(after, limit).await?;
+    let users: Vec<_> = page.users.into_iter().map(|u| u.shown_to(viewer)).collect();
     Ok(response::json(
         StatusCode::OK,
-        &json!({ "data": page.users, "meta": { "next": page.next.map(|id| id.to_string()) } }),
+        &json!({ "data": users, "meta": { "next": page.next.map(|id| id.to_string()) } }),
     ))
 }
 
@@ -54,9 +62,12 @@ pub(crate) async fn show<B>(
     request: http::Request<B>,
     id: &str,
 ) -> Result<Response, ApiError> {
-    authenticate(app, &request)?;
+    let viewer = authenticate(app, &request)?.user_id;
     let user = app.accounts.get_user(path_id(id)?).await?;
-    Ok(response::json(StatusCode::OK, &json!({ "data": user })))
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "data": user.shown_to(viewer) }),
+    ))
 }
 
 /// The caller. A valid token whose user is gone is treated as unauthenticated.
@@ -69,7 +80,9 @@ pub(crate) async fn me<B>(app: &App, request: http::Request<B>) -> Result<Respon
     Ok(response::json(StatusCode::OK, &json!({ "data": user })))
 }
 
-/// Changes the caller's own profile from `{"user": {...}}`; anyone else's → 403.
+/// Changes the caller's own profile from `{"user": {...}}`; anyone else's → 403. A new
+/// `password` or `email` needs `current_password` (its check counts as a login attempt for the
+/// rate limits) and revokes every other token of the user, closing their sockets.
 pub(crate) async fn update<B>(
     app: &App,
     request: http::Request<B>,
@@ -81,12 +94,31 @@ where
 {
     let claims = authenticate(app, &request)?;
     let id = path_id(id)?;
+    let peer = request.extensions().get::<PeerAddr>().copied();
     let body = json_body(request).await?;
-    let user = app
+    let input = envelope(&body, "user")?;
+    if let Some(PeerAddr(addr)) = peer
+        && id == claims.user_id
+        && input.get("current_password").is_some_and(|p| !p.is_null())
+    {
+        let me = app.accounts.get_user(id).await?;
+        app.login_limiter
+            .check(addr.ip(), &me.email)
+            .map_err(ApiError::TooManyRequests)?;
+    }
+    let updated = app
         .accounts
-        .update_user(claims.user_id, id, envelope(&body, "user")?)
+        .update_user(claims.user_id, id, input, &claims)
         .await?;
-    Ok(response::json(StatusCode::OK, &json!({ "data": user })))
+    if updated.sessions_revoked {
+        // Every socket of the user closes (1001); phoenix.js reconnects, and only sockets whose
+        // token is still valid are let back in.
+        app.pubsub.disconnect(&user_socket_id(id));
+    }
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "data": updated.user }),
+    ))
 }
 
 /// Deletes the caller's own account (revoking all its tokens and closing all its sockets);

@@ -44,6 +44,13 @@ impl Client {
         Self(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http())
     }
 
+    /// A client whose connections leave from `source` (a local address, e.g. 127.0.0.2).
+    pub fn bound_to(source: std::net::IpAddr) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(source));
+        Self(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector))
+    }
+
     pub async fn send(&self, request: ::http::Request<Body>) -> Resp {
         let response = self.0.request(request).await.expect("HTTP request");
         let (parts, body) = response.into_parts();

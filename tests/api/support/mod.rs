@@ -42,6 +42,8 @@ pub fn test_config(db: &TestDb) -> Config {
     };
     config.rate_limit.login_per_ip_per_minute = 1000;
     config.rate_limit.login_per_email_per_minute = 1000;
+    config.rate_limit.login_per_email_all_addresses_per_minute = 1000;
+    config.rate_limit.register_per_ip_per_minute = 1000;
     config.http.shutdown_timeout_secs = 5;
     config
 }
@@ -114,6 +116,32 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
+        self.send(self.request(method, path, token, body)).await
+    }
+
+    /// Like [`TestServer::call`], from the loopback address `source` (e.g. 127.0.0.2): the
+    /// server sees it as the client's address.
+    pub async fn call_from(
+        &self,
+        source: std::net::IpAddr,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        http::Client::bound_to(source)
+            .send(self.request(method, path, token, body))
+            .await
+    }
+
+    /// `method path` with an optional bearer token and JSON body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> ::http::Request<http::Body> {
         let mut builder = ::http::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.url, path));
@@ -127,7 +155,7 @@ impl TestServer {
             }
             None => String::new(),
         };
-        self.send(builder.body(body.into()).expect("request")).await
+        builder.body(body.into()).expect("request")
     }
 
     /// Sends a prepared request.

@@ -1,0 +1,104 @@
+//! Rate limits keyed on the client address, driven from chosen 127.0.0.x source addresses:
+//! registrations per address, and login limits one address cannot turn against a victim.
+
+use std::net::IpAddr;
+
+use fawkes::config::RateLimitConfig;
+use serde_json::json;
+
+use crate::support::{Resp, TestServer};
+
+fn addr(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+async fn register_from(t: &TestServer, from: IpAddr, email: &str) -> Resp {
+    let user = json!({"user": {"name": "N", "subname": "S", "email": email, "job": "J"}});
+    t.call_from(from, "POST", "/api/v1/users", None, Some(user))
+        .await
+}
+
+async fn login_from(t: &TestServer, from: IpAddr, email: &str, password: &str) -> Resp {
+    let creds = json!({"email": email, "password": password});
+    t.call_from(from, "POST", "/api/v1/sessions", None, Some(creds))
+        .await
+}
+
+fn retry_after(resp: &Resp) -> u64 {
+    resp.header("retry-after")
+        .expect("retry-after")
+        .parse()
+        .expect("seconds")
+}
+
+#[tokio::test]
+async fn registrations_are_limited_per_client_address() {
+    let t = TestServer::start_with(|c| c.rate_limit.register_per_ip_per_minute = 3).await;
+    for i in 0..3 {
+        let resp = register_from(&t, addr(2), &format!("r{i}@example.com")).await;
+        assert_eq!(resp.status, 201, "{}", resp.text);
+    }
+    // Nothing is created past the limit.
+    let resp = register_from(&t, addr(2), "r3@example.com").await;
+    resp.assert_json_error(429);
+    assert!((1..=60).contains(&retry_after(&resp)));
+    let login = login_from(&t, addr(2), "r3@example.com", "whatever at all").await;
+    login.assert_json_error(401);
+    // Another address is not affected.
+    let resp = register_from(&t, addr(3), "r3@example.com").await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn wrong_passwords_from_one_address_do_not_lock_the_owner_out_elsewhere() {
+    let t = TestServer::start_with(|c| {
+        c.rate_limit = RateLimitConfig {
+            register_per_ip_per_minute: 1000,
+            ..RateLimitConfig::default()
+        }
+    })
+    .await;
+    let (_, password) = t.register("victim@example.com").await;
+    let pair_limit = RateLimitConfig::default().login_per_email_per_minute;
+    for i in 0..pair_limit + 2 {
+        let resp = login_from(&t, addr(2), "victim@example.com", "a wrong guess!").await;
+        let expected = if i < pair_limit { 401 } else { 429 };
+        resp.assert_json_error(expected);
+    }
+    // The owner, from another address, logs in.
+    let resp = login_from(&t, addr(3), "victim@example.com", &password).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    // The guessing address stays limited for this e-mail, even with the right password...
+    let resp = login_from(&t, addr(2), "VICTIM@example.com", &password).await;
+    resp.assert_json_error(429);
+    assert!((1..=60).contains(&retry_after(&resp)));
+    // ...but not for another account.
+    t.register("other@example.com").await;
+    let resp = login_from(&t, addr(2), "other@example.com", &password).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn many_addresses_together_hit_a_ceiling_with_a_lockout() {
+    let t =
+        TestServer::start_with(|c| c.rate_limit.login_per_email_all_addresses_per_minute = 3).await;
+    let (_, password) = t.register("target@example.com").await;
+    for last in 2..5 {
+        login_from(&t, addr(last), "target@example.com", "a wrong guess!")
+            .await
+            .assert_json_error(401);
+    }
+    let resp = login_from(&t, addr(5), "target@example.com", "a wrong guess!").await;
+    resp.assert_json_error(429);
+    assert!(retry_after(&resp) >= 59, "a lockout of a minute first");
+    // Locked for everyone for now, whatever the password.
+    login_from(&t, addr(6), "target@example.com", &password)
+        .await
+        .assert_json_error(429);
+    assert_eq!(
+        login_from(&t, addr(6), "free@example.com", "a wrong guess!")
+            .await
+            .status,
+        401
+    );
+}

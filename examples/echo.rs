@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --example echo            # listens on 127.0.0.1:4001
 //! cargo run --example echo -- 127.0.0.1:5000
+//! cargo run --example echo -- 127.0.0.1:5000 --max-messages-per-second 0   # no rate limit
 //! ```
 //!
 //! Then, with the official client (`npm install phoenix ws`, Node 20):
@@ -72,10 +73,20 @@ impl Channel for EchoChannel {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:4001".to_owned());
-    let runtime = Runtime::start(TransportConfig::default()).await?;
+    let mut addr = "127.0.0.1:4001".to_owned();
+    let mut config = TransportConfig::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--max-messages-per-second" {
+            config.max_messages_per_second = args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or("--max-messages-per-second takes a number (0: no limit)")?;
+        } else {
+            addr = arg;
+        }
+    }
+    let runtime = Runtime::start(config).await?;
     let mount = SocketMount::new(EchoSocket).channel("echo:*", EchoChannel)?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     #[allow(clippy::print_stdout)]

@@ -57,6 +57,7 @@ fn fail(e: &dyn std::error::Error) -> ExitCode {
 type Outcome = Result<(), Box<dyn std::error::Error>>;
 
 async fn serve(config: Config) -> Outcome {
+    raise_open_file_limit();
     let server = Server::start(config).await?;
     // Install the handlers before announcing the URL: a signal that arrives
     // after the "listening" line must always mean a graceful shutdown.
@@ -71,6 +72,41 @@ async fn serve(config: Config) -> Outcome {
     });
     server.wait().await;
     Ok(())
+}
+
+/// Raises the open-file soft limit to the hard limit before the server derives its connection
+/// cap from it (`http.max_connections = 0`): many systems start services with a soft limit of
+/// 1,024 and a hard one far above. Only the binary does this; a program embedding Fawkes keeps
+/// its own limits.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        match (limit.current, limit.maximum) {
+            (Some(soft), Some(hard)) if soft < hard => {
+                let raised = Rlimit {
+                    current: Some(hard),
+                    maximum: Some(hard),
+                };
+                match setrlimit(Resource::Nofile, raised) {
+                    Ok(()) => tracing::info!(
+                        soft = hard,
+                        hard,
+                        was = soft,
+                        "open-file limit: raised the soft limit to the hard limit"
+                    ),
+                    Err(e) => tracing::warn!(
+                        soft,
+                        hard,
+                        error = %e,
+                        "open-file limit: could not raise the soft limit"
+                    ),
+                }
+            }
+            (soft, hard) => tracing::info!(?soft, ?hard, "open-file limit (None: unlimited)"),
+        }
+    }
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere), registered as soon as this is built.

@@ -135,6 +135,8 @@ pub struct SocketConfig {
     pub idle_timeout_secs: u64,
     /// Frames queued for one client before it is disconnected as a slow consumer.
     pub outbound_queue: usize,
+    /// Bytes queued for one client before it is disconnected as a slow consumer.
+    pub outbound_queue_bytes: usize,
     /// Seconds one write to a client may take before it counts as a slow consumer.
     pub write_timeout_secs: u64,
     /// Channels one socket may join at once.
@@ -147,6 +149,14 @@ pub struct SocketConfig {
     pub max_sockets_per_id: usize,
     /// Seconds a socket token (`POST /api/v1/socket_tokens`) can be used to connect.
     pub token_ttl_secs: u64,
+    /// Messages per second one socket may send (heartbeats included); over it the socket is
+    /// read more slowly. 0: no limit.
+    pub max_messages_per_second: u32,
+    /// Messages one socket may send at once above `max_messages_per_second`.
+    pub max_messages_burst: u32,
+    /// Seconds a message may take to arrive once its first byte did (longer → close 1008).
+    /// 0: no limit.
+    pub message_timeout_secs: u64,
 }
 
 impl Default for SocketConfig {
@@ -158,12 +168,16 @@ impl Default for SocketConfig {
             max_frame_bytes: transport.max_frame_bytes,
             idle_timeout_secs: transport.idle_timeout.as_secs(),
             outbound_queue: transport.outbound_queue,
+            outbound_queue_bytes: transport.outbound_queue_bytes,
             write_timeout_secs: transport.write_timeout.as_secs(),
             max_channels: transport.max_channels,
             read_buffer_bytes: transport.read_buffer_bytes,
             max_topic_bytes: transport.max_topic_bytes,
             max_sockets_per_id: transport.max_sockets_per_id,
             token_ttl_secs: 60,
+            max_messages_per_second: transport.max_messages_per_second,
+            max_messages_burst: transport.max_messages_burst,
+            message_timeout_secs: transport.message_timeout.as_secs(),
         }
     }
 }
@@ -189,12 +203,16 @@ impl SocketConfig {
             max_frame_bytes: self.max_frame_bytes,
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
             outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.outbound_queue_bytes,
             write_timeout: std::time::Duration::from_secs(self.write_timeout_secs),
             max_channels: self.max_channels,
             read_buffer_bytes: self.read_buffer_bytes,
             close_grace: std::time::Duration::from_secs(5),
             max_topic_bytes: self.max_topic_bytes,
             max_sockets_per_id: self.max_sockets_per_id,
+            max_messages_per_second: self.max_messages_per_second,
+            max_messages_burst: self.max_messages_burst,
+            message_timeout: std::time::Duration::from_secs(self.message_timeout_secs),
         })
     }
 }

@@ -110,9 +110,15 @@ pub struct Stats {
     pub connections: usize,
     /// Connections accepted so far.
     pub connections_total: u64,
-    /// Connections closed because the client stopped reading (outbound queue full or a write
-    /// timed out).
+    /// Connections closed because the client stopped reading (outbound queue over its frames
+    /// or bytes, or a write timed out).
     pub slow_consumer_disconnects: u64,
+    /// Times a connection stopped reading because its frames in flight to its socket actor
+    /// filled the inbound window (32 frames or 1 MiB of frame text).
+    pub inbound_window_full: u64,
+    /// Times a connection stopped reading because its client sent faster than
+    /// `max_messages_per_second` allows.
+    pub rate_limited: u64,
 }
 
 /// Everything a runtime is configured with.
@@ -162,12 +168,24 @@ pub(crate) struct RuntimeShared {
     connected: AtomicUsize,
     connected_total: AtomicU64,
     slow_consumers: AtomicU64,
+    window_full: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl RuntimeShared {
     pub(crate) fn metrics_connected(&self) {
         self.connected.fetch_add(1, Ordering::Relaxed);
         self.connected_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counted only when a connection has to wait, never on the way of a frame that goes on.
+    pub(crate) fn metrics_window_full(&self) {
+        self.window_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counted only when a connection has to wait.
+    pub(crate) fn metrics_rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn metrics_disconnected(&self, slow_consumer: bool) {
@@ -232,6 +250,8 @@ impl Runtime {
                 connected: AtomicUsize::new(0),
                 connected_total: AtomicU64::new(0),
                 slow_consumers: AtomicU64::new(0),
+                window_full: AtomicU64::new(0),
+                rate_limited: AtomicU64::new(0),
             }),
             root,
         })
@@ -262,12 +282,14 @@ impl Runtime {
         self.shared.connected.load(Ordering::Relaxed)
     }
 
-    /// Counters: connections, slow-consumer disconnects.
+    /// Counters: connections, slow-consumer disconnects, reads held back.
     pub fn stats(&self) -> Stats {
         Stats {
             connections: self.connection_count(),
             connections_total: self.shared.connected_total.load(Ordering::Relaxed),
             slow_consumer_disconnects: self.shared.slow_consumers.load(Ordering::Relaxed),
+            inbound_window_full: self.shared.window_full.load(Ordering::Relaxed),
+            rate_limited: self.shared.rate_limited.load(Ordering::Relaxed),
         }
     }
 

@@ -68,7 +68,10 @@ impl ChannelTest {
         };
         let socket = MountedSocket::from(mount);
         let (_, accepted) = socket.connect(&Params::from_query(&query), &info).await?;
-        let (out, rx, control) = Outbound::new(TransportConfig::default().outbound_queue);
+        let (out, rx, control) = Outbound::new(
+            TransportConfig::default().outbound_queue,
+            TransportConfig::default().outbound_queue_bytes,
+        );
         let args = StartArgs {
             vsn: Vsn::V2,
             out,

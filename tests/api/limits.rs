@@ -142,13 +142,18 @@ async fn one_token_opens_at_most_32_sockets_by_default() {
     c.reply(&h).await;
 }
 
-/// `fawkes` run by `sh` under an open-file limit of `nofile`.
+/// `fawkes` run by `sh` under an open-file limit of `nofile` (soft and hard).
 fn fawkes_with_nofile(dir: &std::path::Path, nofile: u32) -> Command {
+    fawkes_after(dir, &format!("ulimit -n {nofile}"))
+}
+
+/// `fawkes` run by `sh` after the shell command `setup` (e.g. `ulimit`s).
+fn fawkes_after(dir: &std::path::Path, setup: &str) -> Command {
     let plain = fawkes(dir);
     let mut command = Command::new("sh");
     command
         .arg("-c")
-        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(format!("{setup} && exec \"$0\" \"$@\""))
         .arg(plain.get_program())
         .current_dir(dir);
     for (key, value) in plain.get_envs() {
@@ -257,4 +262,47 @@ fn by_default_the_cap_keeps_accept_from_running_out_of_descriptors() {
         process.log
     );
     drop(flood);
+}
+
+#[test]
+fn the_binary_raises_its_open_file_soft_limit_to_the_hard_limit_before_deriving_the_cap() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut command = fawkes_after(dir.path(), "ulimit -Sn 256 && ulimit -Hn 4096");
+    command
+        .args(["--bind", "127.0.0.1:0", "--log", "info"])
+        .env("FAWKES_DATABASE_POOL_SIZE", "2");
+    let mut process = Process::serve(command);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !process.log.iter().any(|l| l.contains("connection limits")) {
+        assert!(Instant::now() < deadline, "{:#?}", process.log);
+        process.next_line(Duration::from_millis(100));
+    }
+    // Derived from the raised limit: 4,096 less the reserve (64 + 3 per pooled connection),
+    // not from 256.
+    let limits = process
+        .log
+        .iter()
+        .find(|l| l.contains("connection limits"))
+        .expect("found above");
+    assert!(limits.contains("max_connections=4026"), "{limits}");
+    let raised = process
+        .log
+        .iter()
+        .find(|l| l.contains("open-file limit"))
+        .unwrap_or_else(|| panic!("the limits are logged: {:#?}", process.log));
+    assert!(
+        raised.contains("soft=4096") && raised.contains("hard=4096") && raised.contains("was=256"),
+        "{raised}"
+    );
+    // The server works.
+    let mut stream = std::net::TcpStream::connect(process.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
 }

@@ -3,7 +3,9 @@
 
 mod adapter;
 mod broadcast;
+mod budgets;
 mod front_door;
+mod half_sent;
 mod helpers;
 mod interop;
 mod isolation;

@@ -3,8 +3,9 @@
 //!
 //! The front door is bounded ([`HttpLimits`]): connections per node and per client address
 //! (refused beyond with a short 503, before any HTTP is parsed), a deadline for the first
-//! request head and for idle connections, and an accept loop that backs off when the process
-//! is out of file descriptors and says so once an interval.
+//! request head and for idle connections, a request head of at most 64 KiB (HTTP/1; 431
+//! beyond), and an accept loop that backs off when the process is out of file descriptors and
+//! says so once an interval.
 
 mod activity;
 mod limits;
@@ -103,9 +104,11 @@ impl Endpoint {
             "connection limits"
         );
         let abort = CancellationToken::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().max_buf_size(MAX_HEAD_BYTES);
         let serving = Arc::new(Serving {
             endpoint: self,
-            builder: auto::Builder::new(TokioExecutor::new()),
+            builder,
             shutdown: shutdown.clone(),
             abort: abort.clone(),
         });
@@ -198,6 +201,11 @@ impl Endpoint {
         }
     }
 }
+
+/// The most an HTTP/1 connection buffers while reading a request head (hyper's default is
+/// about 400 KiB); a larger head is answered 431 Request Header Fields Too Large, without a
+/// body, and the connection is closed.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Accept failures and refusals are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(5);

@@ -1,6 +1,6 @@
-//! One connection's I/O loop: reads and decodes client frames (answering heartbeats itself),
-//! writes the outbound queue in batches, enforces the idle timeout, and closes with the right
-//! code.
+//! One connection's I/O loop: reads client frames as fast as its rate and inbound window
+//! allow, decodes them (answering heartbeats itself), writes the outbound queue in batches,
+//! enforces the idle timeout, and closes with the right code.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use ractor::ActorRef;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
+use super::deadline::{SlowMessage, Watched};
+use super::inflow::Inflow;
 use super::{
     CloseReason, MAX_EVENT_BYTES, MAX_REF_BYTES, OutFrame, Outbound, OutboundReceiver,
     encoded_to_message,
@@ -35,22 +37,55 @@ const BATCH: usize = 64;
 /// ever held: one 1.5 MiB presence list per connection would otherwise pin 1.5 MiB each.
 const MAX_FRAME_OUT: usize = 8 * 1024;
 
-/// Client frames handed to the socket actor and not yet handled. When they are all taken the
-/// connection stops reading (TCP pushes back on the client) until the actor catches up.
-const INBOUND_WINDOW: usize = 32;
+pub(super) type Ws = WebSocketStream<Watched<TokioIo<Upgraded>>>;
 
-pub(super) type Ws = WebSocketStream<TokioIo<Upgraded>>;
+/// A client message read and not handed on yet.
+struct Held {
+    message: Message,
+    /// Counted against the rate already.
+    rated: bool,
+    /// Its share of the inbound window, once it has one.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// What the held message waits for before it may go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Nothing,
+    /// The rate allows it at this time.
+    Rate(Instant),
+    /// This many units of the inbound window.
+    Window(u32),
+}
+
+/// Whether `held` may go on now; if not, what it waits for.
+fn admit(inflow: &Inflow, held: &mut Held) -> Wait {
+    if !held.rated {
+        if let Err(until) = inflow.rate() {
+            return Wait::Rate(until);
+        }
+        held.rated = true;
+    }
+    let cost = Inflow::cost(&held.message);
+    if cost > 0 && held.permit.is_none() {
+        match inflow.try_window(cost) {
+            Some(permit) => held.permit = Some(permit),
+            None => return Wait::Window(cost),
+        }
+    }
+    Wait::Nothing
+}
 
 /// Serves one connection until it ends. Returns the WebSocket when the server closed it and
 /// the client may still be sending: the caller then [`linger`]s on it.
 pub(super) async fn run(
-    ws: Ws,
+    mut ws: Ws,
     accepted: Box<dyn Startable>,
     vsn: Vsn,
     shared: Arc<RuntimeShared>,
 ) -> Option<Ws> {
     let config = &shared.config;
-    let (out, mut rx, control) = Outbound::new(config.outbound_queue);
+    let (out, mut rx, control) = Outbound::new(config.outbound_queue, config.outbound_queue_bytes);
     let args = StartArgs {
         vsn,
         out: out.clone(),
@@ -69,22 +104,54 @@ pub(super) async fn run(
         }
     };
     shared.metrics_connected();
-    let (mut sink, mut stream) = ws.split();
-    let window = Arc::new(Semaphore::new(INBOUND_WINDOW));
-    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let inflow = Inflow::new(config.max_messages_per_second, config.max_messages_burst);
+    // A message read is handed on at once unless it must wait for the rate or for room in the
+    // inbound window; meanwhile the connection reads nothing more.
+    let mut held: Option<Held> = None;
+    let mut wait = Wait::Nothing;
     let mut actor_ended = false;
     // The long-lived futures are made once, not on every wakeup: a delivery should cost a
-    // queue pop and a write, not re-registering a timer and two wakers. The idle timer is
-    // re-armed lazily, when it fires, from the time of the last client frame.
+    // queue pop and a write, not re-registering a timer and two wakers. The timer is the idle
+    // timeout's, re-armed lazily when it fires from the time of the last client frame, and
+    // the rate's while a message waits for it.
     let limits = Limits {
         topic: config.max_topic_bytes,
     };
     let mut last_inbound = Instant::now();
-    let idle = tokio::time::sleep(config.idle_timeout);
+    let timer = tokio::time::sleep(config.idle_timeout);
     let closed = control.closed();
     let shutdown = shared.shutdown.cancelled();
-    tokio::pin!(idle, closed, shutdown);
+    tokio::pin!(timer, closed, shutdown);
     loop {
+        if wait == Wait::Nothing
+            && let Some(mut message) = held.take()
+        {
+            match admit(&inflow, &mut message) {
+                Wait::Nothing => {
+                    if let Err(reason) =
+                        inbound(message.message, vsn, limits, &actor, &out, message.permit)
+                    {
+                        control.close(reason);
+                        break;
+                    }
+                }
+                waiting => {
+                    match waiting {
+                        Wait::Rate(until) => {
+                            shared.metrics_rate_limited();
+                            timer.as_mut().reset(until);
+                        }
+                        _ => shared.metrics_window_full(),
+                    }
+                    wait = waiting;
+                    held = Some(message);
+                }
+            }
+        }
+        let window_cost = match wait {
+            Wait::Window(cost) => cost,
+            _ => 0,
+        };
         tokio::select! {
             () = &mut closed => break,
             () = &mut shutdown => {
@@ -96,33 +163,55 @@ pub(super) async fn run(
                 control.close(CloseReason::Internal);
                 break;
             }
-            acquired = window.clone().acquire_owned(), if permit.is_none() => {
-                permit = acquired.ok();
-            }
-            () = &mut idle => {
-                let deadline = last_inbound + config.idle_timeout;
-                if deadline > Instant::now() {
-                    idle.as_mut().reset(deadline);
-                    continue;
+            permit = inflow.window(window_cost), if window_cost > 0 => {
+                if let Some(held) = held.as_mut() {
+                    held.permit = permit;
                 }
-                control.close(CloseReason::Idle);
-                break;
+                wait = Wait::Nothing;
+                // The server, not the client, kept a message in progress waiting.
+                ws.get_mut().resumed();
             }
-            frame = rx.recv() => {
-                if !write_batch(&mut sink, frame, &mut rx, config.write_timeout).await {
-                    tracing::warn!("slow consumer: a write timed out; disconnecting");
-                    control.close(CloseReason::SlowConsumer);
+            () = &mut timer => {
+                let now = Instant::now();
+                if let Wait::Rate(until) = wait
+                    && until <= now
+                {
+                    wait = Wait::Nothing;
+                }
+                if held.is_some() {
+                    // Not reading is the server's doing: the client is not idle.
+                    last_inbound = now;
+                }
+                let idle_at = last_inbound + config.idle_timeout;
+                if idle_at <= now {
+                    control.close(CloseReason::Idle);
                     break;
                 }
+                let next = match wait {
+                    Wait::Rate(until) => until.min(idle_at),
+                    _ => idle_at,
+                };
+                timer.as_mut().reset(next);
             }
-            read = stream.next(), if permit.is_some() => {
+            frame = rx.recv() => {
+                let written =
+                    write_batch(&mut ws, frame, &mut rx, config.write_timeout, closed.as_mut());
+                match written.await {
+                    Written::Done => {}
+                    // E.g. the queue overflowed while a write to this client was stuck.
+                    Written::Closed => break,
+                    Written::TimedOut => {
+                        tracing::warn!("slow consumer: a write timed out; disconnecting");
+                        control.close(CloseReason::SlowConsumer);
+                        break;
+                    }
+                }
+            }
+            read = ws.next(), if held.is_none() => {
                 match read {
                     Some(Ok(message)) => {
                         last_inbound = Instant::now();
-                        if let Err(reason) = inbound(message, vsn, limits, &actor, &out, &mut permit) {
-                            control.close(reason);
-                            break;
-                        }
+                        held = Some(Held { message, rated: false, permit: None });
                     }
                     Some(Err(e)) => {
                         if let Some(reason) = read_error(&e) {
@@ -137,7 +226,7 @@ pub(super) async fn run(
     }
     // Tell the client why, unless it is gone or not reading; then stop writing, so that a
     // client that reads sees the end at once.
-    let mut careful = None;
+    let mut careful = false;
     if let Some(reason) = control.reason()
         && *reason != CloseReason::SlowConsumer
     {
@@ -145,20 +234,19 @@ pub(super) async fn run(
             code: CloseCode::from(reason.code()),
             reason: reason.text().into(),
         };
-        let sent = timeout(
+        let sent = timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+        careful = matches!(sent, Ok(Ok(())));
+    } else {
+        let _ = timeout(
             Duration::from_secs(1),
-            sink.send(Message::Close(Some(frame))),
+            futures_util::SinkExt::close(&mut ws),
         )
         .await;
-        if matches!(sent, Ok(Ok(()))) {
-            careful = sink.reunite(stream).ok();
-        }
-    } else {
-        let _ = timeout(Duration::from_secs(1), sink.close()).await;
     }
-    if let Some(ws) = careful.as_mut() {
+    if careful {
         let _ = timeout(Duration::from_secs(1), ws.get_mut().shutdown()).await;
     }
+    drop(held);
     let _ = actor.cast(SocketMsg::Closed);
     // A channel callback that never returns must not keep the actor (and its subscriptions)
     // alive forever: give it a grace period, then kill it (its state's `Drop` cleans up).
@@ -167,7 +255,7 @@ pub(super) async fn run(
         actor.kill();
     }
     shared.metrics_disconnected(control.reason() == Some(&CloseReason::SlowConsumer));
-    careful
+    careful.then_some(ws)
 }
 
 /// Longest a closed connection is drained in [`linger`].
@@ -183,6 +271,7 @@ const LINGER_QUIET: Duration = Duration::from_millis(500);
 /// send fail and reports 1006 (browsers do) without reading the close frame.
 pub(super) async fn linger(mut ws: Ws, max_bytes: usize) {
     let io = ws.get_mut();
+    io.disarm();
     let deadline = Instant::now() + LINGER_FOR;
     let mut buf = vec![0u8; 8 * 1024];
     let mut left = max_bytes;
@@ -196,13 +285,24 @@ pub(super) async fn linger(mut ws: Ws, max_bytes: usize) {
     }
 }
 
-/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+/// How [`write_batch`] ended.
+enum Written {
+    Done,
+    /// The connection is being closed (`closed` completed): the write was abandoned.
+    Closed,
+    /// The client did not take it within the write timeout (or the write failed).
+    TimedOut,
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes once; gives up
+/// when `limit` passes or `closed` completes.
 async fn write_batch(
-    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    sink: &mut Ws,
     first: OutFrame,
     rx: &mut OutboundReceiver,
     limit: Duration,
-) -> bool {
+    closed: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Written {
     let write = async {
         for message in first.into_messages() {
             feed_split(sink, message).await?;
@@ -219,14 +319,18 @@ async fn write_batch(
         }
         sink.flush().await
     };
-    matches!(timeout(limit, write).await, Ok(Ok(())))
+    tokio::select! {
+        biased;
+        written = timeout(limit, write) => match written {
+            Ok(Ok(())) => Written::Done,
+            _ => Written::TimedOut,
+        },
+        () = closed => Written::Closed,
+    }
 }
 
 /// Feeds `message`, as fragments of at most [`MAX_FRAME_OUT`] bytes if it is larger.
-async fn feed_split(
-    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
-    message: Message,
-) -> Result<(), WsError> {
+async fn feed_split(sink: &mut Ws, message: Message) -> Result<(), WsError> {
     let (opcode, last_is_final, data) = match message {
         Message::Text(ref t) if t.len() > MAX_FRAME_OUT => {
             (OpCode::Data(Data::Text), true, message.into_data())
@@ -288,7 +392,7 @@ fn inbound(
     limits: Limits,
     actor: &ActorRef<SocketMsg>,
     out: &Outbound,
-    permit: &mut Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> Result<(), CloseReason> {
     let decoded = match &message {
         Message::Text(text) => protocol::decode_text(vsn, text.as_str()),
@@ -303,7 +407,7 @@ fn inbound(
         return Ok(());
     }
     actor
-        .cast(SocketMsg::Frame(msg, permit.take()))
+        .cast(SocketMsg::Frame(msg, permit))
         .map_err(|_| CloseReason::Internal)
 }
 
@@ -323,6 +427,7 @@ fn heartbeat(msg: &Inbound, vsn: Vsn, out: &Outbound) {
 /// The close reason for a read error, or `None` when the client is simply gone.
 fn read_error(e: &WsError) -> Option<CloseReason> {
     match e {
+        WsError::Io(io) if SlowMessage::is(io) => Some(CloseReason::SlowMessage),
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseReason::TooBig),
         WsError::Capacity(_) => Some(CloseReason::TooBig),
         WsError::Utf8(_) => Some(CloseReason::InvalidUtf8),

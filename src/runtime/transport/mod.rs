@@ -10,10 +10,11 @@
 //! | malformed frame (bad JSON, wrong shape, a V1 frame that is not an object, unknown binary kind) | 1003 |
 //! | topic longer than `max_topic_bytes` (`topic too long`), event longer than 64 bytes (`event too long`), `ref` or `join_ref` longer than 64 bytes of JSON text (`ref too long`, `join_ref too long`) | 1003 |
 //! | invalid UTF-8 in a text frame | 1007 |
+//! | a message started and not finished within `message_timeout` (`message too slow`) | 1008 |
 //! | frame larger than `max_frame_bytes` | 1009 |
 //! | internal error (the socket actor died) | 1011 |
 //! | server shutting down | 1012 |
-//! | slow consumer (outbound queue full) | 1013, or the TCP connection is dropped |
+//! | slow consumer (outbound queue over `outbound_queue` frames or `outbound_queue_bytes`) | 1013, or the TCP connection is dropped |
 //!
 //! A server-initiated close (any code above but 1013) is careful, so that a client still
 //! sending reads the close frame instead of a reset: the close frame is sent, the write side
@@ -23,8 +24,22 @@
 //! Names are checked as soon as a frame is decoded, before it reaches the socket actor: nothing
 //! over a limit is ever stored. (An error reply would have to echo the oversized topic for
 //! phoenix.js to route it, which a client that does not read could pile up in its queue.)
+//!
+//! What one connection can make the server hold or do is bounded:
+//! - inbound, by backpressure: a frame read waits, and the connection reads nothing more,
+//!   while the client is over `max_messages_per_second` (every message counts, heartbeats
+//!   included) or while its frames in flight to the socket actor fill the inbound window: 32
+//!   frames or 1 MiB of frame text (a frame holds its size in KiB, at least 32 KiB and at most
+//!   the whole window; decoded JSON is typically 10–40 times its text). TCP then pushes back on
+//!   the client; nothing is lost. A message whose first byte arrived must be complete within
+//!   `message_timeout` (1008 otherwise), pings between its fragments notwithstanding;
+//! - outbound, by cutting off: more than `outbound_queue` frames or `outbound_queue_bytes`
+//!   bytes waiting for the client make it a slow consumer (1013), even while a write to it is
+//!   stuck.
 
 mod connection;
+mod deadline;
+mod inflow;
 mod origin;
 mod socket_ids;
 mod upgrade;
@@ -54,6 +69,10 @@ pub struct TransportConfig {
     pub idle_timeout: Duration,
     /// Frames queued for a client before it counts as a slow consumer and is disconnected.
     pub outbound_queue: usize,
+    /// Bytes queued for a client (the frames' lengths, shared broadcast bytes included)
+    /// before it counts as a slow consumer and is disconnected. A frame is always taken into
+    /// an empty queue, however large.
+    pub outbound_queue_bytes: usize,
     /// How long one write to a client may take before it counts as a slow consumer.
     pub write_timeout: Duration,
     /// Channels one socket may join at once.
@@ -70,6 +89,19 @@ pub struct TransportConfig {
     /// Live sockets per socket id ([`super::Socket::id`]); beyond it the upgrade is refused
     /// with HTTP 429. 0: no limit. Sockets without an id are not limited.
     pub max_sockets_per_id: usize,
+    /// Messages per second one connection may send, sustained (every WebSocket message
+    /// counts, heartbeats included). Over it the connection stops reading until the rate
+    /// allows (TCP pushes back on the client): nothing is lost, the client only slows down.
+    /// 0: no limit.
+    pub max_messages_per_second: u32,
+    /// Messages one connection may send at once above `max_messages_per_second` (a
+    /// reconnecting client rejoins all its channels together).
+    pub max_messages_burst: u32,
+    /// A message whose first byte arrived must be complete within this, or the connection is
+    /// closed with 1008 (`message too slow`); the clock restarts when the connection stopped
+    /// reading to let its socket actor catch up. Zero: no limit (the idle timeout still
+    /// applies).
+    pub message_timeout: Duration,
 }
 
 /// Longest event name a client may send, in bytes; longer → close 1003 (`event too long`).
@@ -86,12 +118,16 @@ impl Default for TransportConfig {
             max_frame_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             outbound_queue: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             max_channels: 100,
             read_buffer_bytes: 2048,
             close_grace: Duration::from_secs(5),
             max_topic_bytes: 255,
             max_sockets_per_id: 32,
+            max_messages_per_second: 200,
+            max_messages_burst: 500,
+            message_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -105,6 +141,8 @@ pub(crate) enum CloseReason {
     /// A name over its limit: `"topic"`, `"event"`, `"ref"` or `"join_ref"`.
     TooLong(&'static str),
     InvalidUtf8,
+    /// A message took longer than `message_timeout` to arrive.
+    SlowMessage,
     TooBig,
     Internal,
     Shutdown,
@@ -117,6 +155,7 @@ impl CloseReason {
             CloseReason::Disconnected | CloseReason::Idle => 1001,
             CloseReason::Malformed(_) | CloseReason::TooLong(_) => 1003,
             CloseReason::InvalidUtf8 => 1007,
+            CloseReason::SlowMessage => 1008,
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
             CloseReason::Shutdown => 1012,
@@ -135,6 +174,7 @@ impl CloseReason {
             CloseReason::Idle => "idle timeout",
             CloseReason::Malformed(why) => why.as_str(),
             CloseReason::InvalidUtf8 => "invalid UTF-8",
+            CloseReason::SlowMessage => "message too slow",
             CloseReason::TooBig => "frame too large",
             CloseReason::Internal => "internal error",
             CloseReason::Shutdown => "server shutting down",
@@ -173,18 +213,23 @@ impl Control {
     }
 }
 
-/// A connection's bounded outbound queue. It allocates only while frames wait (an idle
-/// connection's queue costs nothing), and gives the memory back once drained.
+/// A connection's bounded outbound queue: at most `capacity` frames and `max_bytes` bytes
+/// (counted inside the queue's lock, from lengths the frames already know: no allocation).
+/// It allocates only while frames wait (an idle connection's queue costs nothing), and gives
+/// the memory back once drained.
 #[derive(Debug)]
 struct Queue {
     state: std::sync::Mutex<QueueState>,
     ready: tokio::sync::Notify,
     capacity: usize,
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct QueueState {
     frames: std::collections::VecDeque<OutFrame>,
+    /// The total length of `frames`.
+    bytes: usize,
     receiver_gone: bool,
 }
 
@@ -228,11 +273,12 @@ impl OutboundReceiver {
     /// The next frame, if one waits.
     pub(crate) fn try_recv(&self) -> Option<OutFrame> {
         let mut state = self.queue.lock();
-        let frame = state.frames.pop_front();
+        let frame = state.frames.pop_front()?;
+        state.bytes = state.bytes.saturating_sub(frame.len());
         if state.frames.is_empty() && state.frames.capacity() > KEEP_QUEUE_CAPACITY {
             state.frames.shrink_to(KEEP_QUEUE_CAPACITY);
         }
-        frame
+        Some(frame)
     }
 }
 
@@ -241,6 +287,7 @@ impl Drop for OutboundReceiver {
         let mut state = self.queue.lock();
         state.receiver_gone = true;
         state.frames = Default::default();
+        state.bytes = 0;
     }
 }
 
@@ -263,6 +310,17 @@ impl OutFrame {
             OutFrame::Fragments(messages) | OutFrame::Batch(messages) => messages,
         }
     }
+
+    /// The bytes it holds (payloads; a broadcast's bytes count in full, though subscribers
+    /// share them: they are what this client keeps alive).
+    fn len(&self) -> usize {
+        match self {
+            OutFrame::One(message) => message.len(),
+            OutFrame::Fragments(messages) | OutFrame::Batch(messages) => {
+                messages.iter().map(Message::len).sum()
+            }
+        }
+    }
 }
 
 /// What happened to a frame given to [`Outbound::send`].
@@ -276,11 +334,13 @@ pub(crate) enum Sent {
 }
 
 impl Outbound {
-    pub(crate) fn new(capacity: usize) -> (Self, OutboundReceiver, Arc<Control>) {
+    /// A queue of at most `capacity` frames and `max_bytes` bytes (both at least 1).
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> (Self, OutboundReceiver, Arc<Control>) {
         let queue = Arc::new(Queue {
             state: std::sync::Mutex::new(QueueState::default()),
             ready: tokio::sync::Notify::new(),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
         });
         let control = Arc::new(Control::default());
         let outbound = Self {
@@ -305,12 +365,17 @@ impl Outbound {
     }
 
     fn enqueue(&self, frame: OutFrame) -> Sent {
+        let len = frame.len();
         {
             let mut state = self.queue.lock();
             if state.receiver_gone {
                 return Sent::Gone;
             }
-            if state.frames.len() >= self.queue.capacity {
+            // Over either bound is a slow consumer, but an empty queue takes any one frame:
+            // a client that keeps up must be able to receive a frame larger than the budget.
+            let over_bytes =
+                state.bytes > 0 && state.bytes.saturating_add(len) > self.queue.max_bytes;
+            if state.frames.len() >= self.queue.capacity || over_bytes {
                 drop(state);
                 if self.control.reason().is_none() {
                     tracing::warn!("slow consumer: outbound queue full; disconnecting");
@@ -319,6 +384,7 @@ impl Outbound {
                 return Sent::Overflow;
             }
             state.frames.push_back(frame);
+            state.bytes += len;
         }
         self.queue.ready.notify_one();
         Sent::Queued
@@ -330,5 +396,52 @@ pub(crate) fn encoded_to_message(encoded: Encoded) -> Message {
     match encoded {
         Encoded::Text(text) => Message::Text(text.into()),
         Encoded::Binary(bytes) => Message::Binary(bytes.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(len: usize) -> Message {
+        Message::Text("x".repeat(len).into())
+    }
+
+    #[test]
+    fn the_queue_holds_at_most_its_bytes_and_counts_what_leaves() {
+        let (out, rx, control) = Outbound::new(1024, 1000);
+        assert_eq!(out.send(text(400)), Sent::Queued);
+        assert_eq!(
+            out.send_batch(vec![text(300), text(200)]),
+            Sent::Queued,
+            "900 bytes"
+        );
+        assert_eq!(rx.queue.lock().bytes, 900);
+        // 900 + 400 would be over: taken out as a frame leaves, the room comes back.
+        assert!(rx.try_recv().is_some());
+        assert_eq!(rx.queue.lock().bytes, 500);
+        assert_eq!(out.send_fragments(vec![text(250), text(250)]), Sent::Queued);
+        assert_eq!(rx.queue.lock().bytes, 1000, "right at the budget");
+        assert!(control.reason().is_none());
+        assert_eq!(out.send(text(1)), Sent::Overflow, "one byte over");
+        assert_eq!(control.reason(), Some(&CloseReason::SlowConsumer));
+        while rx.try_recv().is_some() {}
+        assert_eq!(rx.queue.lock().bytes, 0);
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_frame_larger_than_its_budget() {
+        let (out, rx, control) = Outbound::new(1024, 1000);
+        assert_eq!(out.send(text(5000)), Sent::Queued);
+        assert_eq!(out.send(text(1)), Sent::Overflow);
+        assert!(control.reason().is_some());
+        drop(rx);
+        assert_eq!(out.send(text(1)), Sent::Gone);
+
+        // Frames count too.
+        let (out, _rx, _) = Outbound::new(2, usize::MAX);
+        assert_eq!(out.send(text(1)), Sent::Queued);
+        assert_eq!(out.send(text(1)), Sent::Queued);
+        assert_eq!(out.send(text(1)), Sent::Overflow);
     }
 }

@@ -19,6 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::deadline::Watched;
 use super::{OverLimit, TransportConfig, connection};
 use crate::runtime::RuntimeShared;
 use crate::runtime::mount::ErasedSocket;
@@ -227,6 +228,7 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
         .max_message_size(Some(config.max_frame_bytes));
     let linger_bytes = config.max_frame_bytes.saturating_mul(4).max(1024 * 1024);
     let vsn = checked.vsn;
+    let message_timeout = config.message_timeout;
     let task_shared = shared.clone();
     shared.connections.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -236,9 +238,8 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
                 return;
             }
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
-                .await;
+        let io = Watched::new(TokioIo::new(upgraded), message_timeout);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
         let closed = connection::run(ws, accepted, vsn, task_shared).await;
         // The socket is gone: its id may be used again while the connection drains.
         drop(reservation);

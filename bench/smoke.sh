@@ -37,7 +37,8 @@ address_from() {
 cd "$WORK"
 "$F" seed --users 200 --tokens-out tokens.txt --log warn
 T="--tokens $WORK/tokens.txt"
-"$F" --bind 127.0.0.1:0 --log info >app.log 2>&1 &
+# The rest scenario asks /api/v1/me in a closed loop from one address: no REST rate limit.
+FAWKES_RATE_LIMIT__REQUESTS_PER_IP_PER_SECOND=0 "$F" --bind 127.0.0.1:0 --log info >app.log 2>&1 &
 APP_PID=$!; PIDS+=("$APP_PID")
 "$ECHO" 127.0.0.1:0 >echo.log 2>&1 &
 ECHO_PID=$!; PIDS+=("$ECHO_PID")

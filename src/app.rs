@@ -21,7 +21,7 @@ use crate::mailer::{Mailer, MailerError};
 use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, Sessions};
 use crate::web::{
     self,
-    rate_limit::{LoginLimiter, RegisterLimiter},
+    rate_limit::{LoginLimiter, RegisterLimiter, RequestLimiter},
 };
 
 /// How often expired revocations and idle rate-limit keys are pruned.
@@ -43,6 +43,8 @@ pub struct App {
     pub login_limiter: LoginLimiter,
     /// Registration rate limits.
     pub register_limiter: RegisterLimiter,
+    /// REST request rate limits per client address.
+    pub request_limiter: RequestLimiter,
     /// The server key: app code signs and verifies data with [`SecretKey::sign`] and
     /// [`SecretKey::verify`] (as with `Phoenix.Token`).
     pub key: SecretKey,
@@ -141,6 +143,7 @@ impl Server {
         let app = Arc::new(App {
             login_limiter: LoginLimiter::new(&config.rate_limit),
             register_limiter: RegisterLimiter::new(&config.rate_limit),
+            request_limiter: RequestLimiter::new(&config.rate_limit),
             key,
             pubsub: runtime.pubsub().clone(),
             sessions: runtime.sessions().clone(),
@@ -235,6 +238,7 @@ async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
         }
         app.login_limiter.prune();
         app.register_limiter.prune();
+        app.request_limiter.prune();
         match app.accounts.prune_revocations().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned expired revocations"),

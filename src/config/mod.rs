@@ -271,6 +271,11 @@ pub struct RateLimitConfig {
     pub login_per_email_all_addresses_per_minute: u32,
     /// Registrations per client address per minute.
     pub register_per_ip_per_minute: u32,
+    /// REST requests per client address per second (`/health` and `/ready` excepted), a
+    /// steady rate above which requests get 429; 0: no limit.
+    pub requests_per_ip_per_second: u32,
+    /// REST requests one client address may make at once above that rate.
+    pub requests_burst_per_ip: u32,
 }
 
 /// Which mail transport delivers.
@@ -360,6 +365,8 @@ impl Default for RateLimitConfig {
             login_per_email_per_minute: 10,
             login_per_email_all_addresses_per_minute: 100,
             register_per_ip_per_minute: 20,
+            requests_per_ip_per_second: 100,
+            requests_burst_per_ip: 200,
         }
     }
 }

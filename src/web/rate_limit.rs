@@ -1,5 +1,11 @@
-//! Rate limits (governor GCRA, keyed; a limit of 0 disables that limiter): logins and
-//! registrations.
+//! Rate limits (governor GCRA, keyed; a limit of 0 disables that limiter): REST requests,
+//! logins and registrations, all keyed on the client address as
+//! [`PeerAddr::client`](crate::runtime::PeerAddr::client) gives it (IPv6 by /64).
+//!
+//! Every REST request but `/health` and `/ready` counts against its client address
+//! (`requests_per_ip_per_second`, with a burst of `requests_burst_per_ip`): one address cannot
+//! take more than a bounded share of the API, whatever the route costs (a room post fans out to
+//! every member, a history page reads the database).
 //!
 //! Logins (and password checks of profile changes) are limited three ways, each checked before
 //! any password is hashed and counting every attempt:
@@ -157,6 +163,36 @@ impl LoginLimiter {
     }
 }
 
+/// REST requests per client address.
+pub struct RequestLimiter {
+    by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    clock: DefaultClock,
+}
+
+impl RequestLimiter {
+    /// The limiter for `config`.
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let by_ip = NonZeroU32::new(config.requests_per_ip_per_second).map(|rate| {
+            let burst = NonZeroU32::new(config.requests_burst_per_ip).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst.max(rate)))
+        });
+        Self {
+            by_ip,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Counts one request from `ip`; `Err(wait)` if the address is over its rate.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        check(self.by_ip.as_ref(), &ip, &self.clock)
+    }
+
+    /// Forgets addresses whose limit has fully replenished.
+    pub fn prune(&self) {
+        prune(self.by_ip.as_ref());
+    }
+}
+
 /// Registrations per client address.
 pub struct RegisterLimiter {
     by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -193,6 +229,8 @@ mod tests {
             login_per_email_per_minute: pair,
             login_per_email_all_addresses_per_minute: email,
             register_per_ip_per_minute: 0,
+            requests_per_ip_per_second: 0,
+            requests_burst_per_ip: 0,
         }
     }
 

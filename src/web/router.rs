@@ -92,6 +92,13 @@ impl Router {
         let Some((route, id)) = self.route(&request) else {
             return ApiError::NotFound.into_response();
         };
+        // Probes are cheap and must answer whatever a client does.
+        if !matches!(route, Route::Health | Route::Ready)
+            && let Some(peer) = request.extensions().get::<PeerAddr>()
+            && let Err(wait) = app.request_limiter.check(peer.client())
+        {
+            return ApiError::TooManyRequests(wait).into_response();
+        }
         let id = id.as_str();
         let method = request.method().clone();
         let result = match (route, method) {

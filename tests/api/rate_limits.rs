@@ -102,3 +102,37 @@ async fn many_addresses_together_hit_a_ceiling_with_a_lockout() {
         401
     );
 }
+
+#[tokio::test]
+async fn one_address_gets_a_bounded_share_of_the_api() {
+    let t = TestServer::start_with(|c| {
+        c.rate_limit.requests_per_ip_per_second = 1;
+        c.rate_limit.requests_burst_per_ip = 5;
+    })
+    .await;
+    let (_, token) = t.user("a@example.com").await;
+    let me = |from| t.call_from(from, "GET", "/api/v1/me", Some(&token), None);
+
+    // The burst is served, then the address is refused until its rate allows again.
+    for _ in 0..5 {
+        let resp = me(addr(2)).await;
+        assert_eq!(resp.status, 200, "{}", resp.text);
+    }
+    let mut refused = None;
+    for _ in 0..50 {
+        let resp = me(addr(2)).await;
+        if resp.status == 429 {
+            refused = Some(resp);
+            break;
+        }
+    }
+    let refused = refused.expect("one address is limited");
+    refused.assert_json_error(429);
+    assert!((1..=2).contains(&retry_after(&refused)));
+
+    // Other addresses, and the probes, are not affected.
+    let resp = me(addr(3)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let health = t.call_from(addr(2), "GET", "/health", None, None).await;
+    assert_eq!(health.status, 200);
+}

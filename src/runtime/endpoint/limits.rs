@@ -93,7 +93,7 @@ pub(super) struct Slot {
 
 /// The address connections are counted under: IPv4 (mapped ones too) as is, IPv6 by /64 (one
 /// host usually has a whole /64).
-fn ip_key(ip: IpAddr) -> IpAddr {
+pub(super) fn ip_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & !u128::from(u64::MAX);

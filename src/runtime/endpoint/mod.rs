@@ -46,6 +46,15 @@ pub type FallbackService =
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+impl PeerAddr {
+    /// The client address limits are counted under: an IPv4 address (IPv4-mapped IPv6 ones
+    /// too) as is, an IPv6 address by its /64 prefix (one host usually has a whole /64, so a
+    /// per-address limit keyed on the full address would bind nobody).
+    pub fn client(&self) -> std::net::IpAddr {
+        limits::ip_key(self.0.ip())
+    }
+}
+
 /// Sockets at paths, plus a fallback service. Build with [`super::Runtime::endpoint`].
 pub struct Endpoint {
     shared: Arc<RuntimeShared>,

@@ -38,9 +38,9 @@ where
         }
         return Err(ApiError::Validation(errors));
     };
-    if let Some(PeerAddr(addr)) = peer {
+    if let Some(peer) = peer {
         app.login_limiter
-            .check(addr.ip(), email)
+            .check(peer.client(), email)
             .map_err(ApiError::TooManyRequests)?;
     }
     let session = app.accounts.login(email, password).await?;

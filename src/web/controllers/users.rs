@@ -21,9 +21,9 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if let Some(PeerAddr(addr)) = request.extensions().get::<PeerAddr>() {
+    if let Some(peer) = request.extensions().get::<PeerAddr>() {
         app.register_limiter
-            .check(addr.ip())
+            .check(peer.client())
             .map_err(ApiError::TooManyRequests)?;
     }
     let body = json_body(request).await?;
@@ -97,13 +97,13 @@ where
     let peer = request.extensions().get::<PeerAddr>().copied();
     let body = json_body(request).await?;
     let input = envelope(&body, "user")?;
-    if let Some(PeerAddr(addr)) = peer
+    if let Some(peer) = peer
         && id == claims.user_id
         && input.get("current_password").is_some_and(|p| !p.is_null())
     {
         let me = app.accounts.get_user(id).await?;
         app.login_limiter
-            .check(addr.ip(), &me.email)
+            .check(peer.client(), &me.email)
             .map_err(ApiError::TooManyRequests)?;
     }
     let updated = app

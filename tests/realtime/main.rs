@@ -3,6 +3,7 @@
 
 mod adapter;
 mod broadcast;
+mod churn;
 mod helpers;
 mod interop;
 mod isolation;

@@ -6,8 +6,11 @@
 //! *fastlane*: the topic actor encodes a broadcast once per serializer and puts the same bytes
 //! on every subscriber's outbound queue, without going through the socket actor.
 //!
-//! Topic actors start on the first subscription and stop when the last subscriber leaves. The
-//! map from topic to actor is sharded (`DashMap`); no lock is held across an await.
+//! A topic actor starts with its first subscriber and stops when a removal empties it (an
+//! unsubscribe of an id it never had, or a broadcast, never stops it). The map from topic to
+//! actor is sharded (`DashMap`); no lock is held across an await. A topic actor that fails
+//! (or ends with its supervisor) tells its subscribers: channel joins end with `phx_error` and
+//! phoenix.js rejoins; a [`Subscription`] ends.
 
 mod adapter;
 mod topic;
@@ -18,7 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use ractor::{Actor, ActorCell, ActorRef};
+use dashmap::mapref::entry::Entry;
+use ractor::{ActorCell, ActorId, ActorRef};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,8 +30,9 @@ use tokio_tungstenite::tungstenite::Message;
 use super::protocol::{Payload, Vsn};
 use super::sessions::Sessions;
 use super::socket_actor::SocketMsg;
+use super::supervisor::Slot;
 use super::transport::Outbound;
-use topic::TopicActor;
+use topic::{TopicActor, TopicArgs};
 pub(crate) use topic::TopicMsg;
 
 /// Identifies one subscription (one channel join, one socket id, one [`Subscription`]); also
@@ -36,6 +41,11 @@ pub(crate) use topic::TopicMsg;
 pub struct SubscriberId(u64);
 
 impl SubscriberId {
+    /// The raw id (never 0).
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
+
     #[cfg(test)]
     pub(crate) fn from_raw(raw: u64) -> Self {
         Self(raw)
@@ -74,7 +84,8 @@ struct Inner {
     topics: DashMap<String, ActorRef<TopicMsg>>,
     adapter: Arc<dyn Adapter>,
     sessions: Sessions,
-    supervisor: ActorCell,
+    /// The `topics` supervisor (replaced when it restarts).
+    supervisor: Slot<ActorCell>,
     next_id: AtomicU64,
 }
 
@@ -102,7 +113,8 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next broadcast, or `None` once the PubSub is gone.
+    /// The next broadcast, or `None` once the PubSub is gone or this subscription has ended
+    /// (its topic actor failed, or the topic's presences were lost): subscribe again.
     pub async fn recv(&mut self) -> Option<Arc<Broadcast>> {
         self.rx.recv().await
     }
@@ -120,10 +132,10 @@ impl Drop for Subscription {
 }
 
 impl PubSub {
-    /// A PubSub whose topic actors are supervised by `supervisor`.
-    /// A PubSub for this node, connected to the others through `adapter`.
+    /// A PubSub for this node, connected to the others through `adapter`, whose topic actors
+    /// are supervised by the supervisor in `supervisor`.
     pub(crate) fn new(
-        supervisor: ActorCell,
+        supervisor: Slot<ActorCell>,
         adapter: Arc<dyn Adapter>,
         sessions: Sessions,
     ) -> Self {
@@ -173,7 +185,9 @@ impl PubSub {
     }
 
     /// Adds a subscriber. `first` is put on a fastlane subscriber's queue before any broadcast
-    /// can reach it (the join reply). Returns `false` only if the runtime is shutting down.
+    /// can reach it (the join reply). Returns whether `first` was queued: then the subscriber
+    /// receives the topic's broadcasts or, if its topic actor ends under it, is told
+    /// ([`SocketMsg::SubscriptionLost`]). `false` only while the runtime is down.
     pub(crate) async fn add(
         &self,
         topic: &str,
@@ -181,11 +195,21 @@ impl PubSub {
         delivery: Delivery,
         first: Option<Message>,
     ) -> bool {
-        // A topic actor may be stopping (its last subscriber just left): it refuses, or the
-        // call fails, and we retry on a fresh actor. Each attempt sends its own copy.
+        // The topic's actor may be closing (a removal just emptied it): it refuses, or the
+        // call fails because it has stopped, and we go on with the actor that replaced it or
+        // start one. Each retry needs another actor to have started and emptied meanwhile.
         for _ in 0..16 {
-            let Some(actor) = self.topic_actor(topic).await else {
-                return false;
+            let existing = self.inner.topics.get(topic).map(|a| a.clone());
+            let actor = match existing {
+                Some(actor) => actor,
+                None => match self.start_topic(topic, id, &delivery, &first) {
+                    Ok(None) => return true,
+                    Ok(Some(actor)) => actor,
+                    Err(e) => {
+                        tracing::error!(%topic, error = %e, "could not start a topic actor");
+                        return false;
+                    }
+                },
             };
             match ractor::call!(
                 actor,
@@ -195,11 +219,47 @@ impl PubSub {
                 first.clone()
             ) {
                 Ok(true) => return true,
-                Ok(false) | Err(_) => self.forget(topic, &actor),
+                Ok(false) | Err(_) => self.forget(topic, actor.get_id()),
             }
         }
         tracing::error!(%topic, "could not subscribe after 16 attempts");
         false
+    }
+
+    /// Starts `topic`'s actor with `id` as its first subscriber, unless the topic has an actor
+    /// (returned). Under the map's entry lock, so one topic never has two: `first` is queued
+    /// and the actor enters the map before any broadcast can reach it; its mailbox is handled
+    /// after its `pre_start` has added the subscriber.
+    fn start_topic(
+        &self,
+        topic: &str,
+        id: SubscriberId,
+        delivery: &Delivery,
+        first: &Option<Message>,
+    ) -> Result<Option<ActorRef<TopicMsg>>, ractor::SpawnErr> {
+        match self.inner.topics.entry(topic.to_owned()) {
+            Entry::Occupied(entry) => Ok(Some(entry.get().clone())),
+            Entry::Vacant(entry) => {
+                let args = TopicArgs {
+                    topic: topic.to_owned(),
+                    pubsub: self.clone(),
+                    first: (id, delivery.clone()),
+                };
+                // If it cannot link (its supervisor is restarting), its state tells the
+                // subscriber as it is dropped.
+                let (actor, _) = ractor::ActorRuntime::spawn_linked_instant(
+                    None,
+                    TopicActor,
+                    args,
+                    self.inner.supervisor.get(),
+                )?;
+                if let (Some(frame), Delivery::Fastlane { out, .. }) = (first, delivery) {
+                    out.send(frame.clone());
+                }
+                entry.insert(actor);
+                Ok(None)
+            }
+        }
     }
 
     /// Removes subscriber `id` from `topic`.
@@ -268,35 +328,29 @@ impl PubSub {
         })));
     }
 
-    async fn topic_actor(&self, topic: &str) -> Option<ActorRef<TopicMsg>> {
-        if let Some(actor) = self.inner.topics.get(topic).map(|a| a.clone()) {
-            return Some(actor);
+    /// The actor of `topic`, if it has one.
+    pub(crate) fn topic_actor(&self, topic: &str) -> Option<ActorRef<TopicMsg>> {
+        self.inner.topics.get(topic).map(|a| a.clone())
+    }
+
+    /// `topic`'s presences are lost: every subscription to it ends (channel joins get
+    /// `phx_error` and rejoin, which re-tracks them).
+    pub(crate) fn lost(&self, topic: &str) {
+        if let Some(actor) = self.topic_actor(topic) {
+            let _ = actor.cast(TopicMsg::Lost);
         }
-        let (actor, _) = Actor::spawn_linked(
-            None,
-            TopicActor,
-            (topic.to_owned(), self.clone()),
-            self.inner.supervisor.clone(),
-        )
-        .await
-        .ok()?;
-        // Another task may have won the race: use its actor and retire ours.
-        let winner = self
-            .inner
-            .topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| actor.clone())
-            .clone();
-        if winner.get_id() != actor.get_id() {
-            actor.stop(None);
-        }
-        Some(winner)
+    }
+
+    #[cfg(feature = "testing")]
+    /// The slot of the `topics` supervisor (a restart of it replaces the supervisor there).
+    pub(crate) fn supervisor(&self) -> &Slot<ActorCell> {
+        &self.inner.supervisor
     }
 
     /// Removes `actor` from the map if it is still the one registered for `topic`.
-    pub(crate) fn forget(&self, topic: &str, actor: &ActorRef<TopicMsg>) {
+    pub(crate) fn forget(&self, topic: &str, actor: ActorId) {
         self.inner
             .topics
-            .remove_if(topic, |_, registered| registered.get_id() == actor.get_id());
+            .remove_if(topic, |_, registered| registered.get_id() == actor);
     }
 }

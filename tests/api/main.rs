@@ -14,6 +14,7 @@ mod interop;
 mod lifecycle;
 mod mail;
 mod migrations;
+mod resilience;
 mod rooms;
 mod sessions;
 mod sockets;

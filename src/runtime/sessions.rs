@@ -244,12 +244,15 @@ impl Actor for Registry {
     }
 }
 
+/// A live socket in the journal: its names, its session, when its connect check started.
+type LiveSocket = (Arc<[String]>, Arc<Session>, Instant);
+
 /// What a registry restart rebuilds from: every live socket and the recent disconnects. Kept
 /// by the handle, outside the actor, and written before each message to the actor is sent
 /// (under this lock, so the actor sees messages in journal order).
 #[derive(Default)]
 struct Journal {
-    live: HashMap<ActorId, (Arc<[String]>, Arc<Session>, Instant)>,
+    live: HashMap<ActorId, LiveSocket>,
     /// Recent disconnects: name → when.
     disconnected: HashMap<String, Instant>,
 }
@@ -354,9 +357,10 @@ impl Sessions {
         if journal.missed_disconnect(&names, connected_at) {
             session.disconnect();
         }
-        journal
-            .live
-            .insert(socket, (names.clone().into(), session.clone(), connected_at));
+        journal.live.insert(
+            socket,
+            (names.clone().into(), session.clone(), connected_at),
+        );
         let sent = self.inner.actor.get().cast(SessionsMsg::Register {
             socket,
             names,

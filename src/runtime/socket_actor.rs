@@ -20,9 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use super::channel::{
-    Channel, ChannelContext, Continue, HandleIn, JoinInbox, Reply, StopReason,
-};
+use super::channel::{Channel, ChannelContext, Continue, HandleIn, JoinInbox, Reply, StopReason};
 use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes, crash_payload};
 use super::presence::Presence;
 use super::protocol::{self, Inbound, Payload, Ref, Vsn, events};

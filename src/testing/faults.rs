@@ -47,18 +47,28 @@ async fn fail_in<T: Clone>(
 /// Makes the session registry fail; returns once it has been restarted.
 pub async fn fail_registry(runtime: &Runtime) -> bool {
     let slot = runtime.sessions().slot();
-    fail_in(runtime, slot, |actor| actor.get_id(), |actor| {
-        let _ = actor.cast(crate::runtime::sessions::SessionsMsg::Fail);
-    })
+    fail_in(
+        runtime,
+        slot,
+        |actor| actor.get_id(),
+        |actor| {
+            let _ = actor.cast(crate::runtime::sessions::SessionsMsg::Fail);
+        },
+    )
     .await
 }
 
 /// Makes the presence shard of `topic` fail; returns once it has been restarted.
 pub async fn fail_presence_shard_of(runtime: &Runtime, topic: &str) -> bool {
     let slot = runtime.presence().shard_slot(topic);
-    fail_in(runtime, slot, |shard| shard.get_id(), |shard| {
-        let _ = shard.cast(crate::runtime::presence::PresenceMsg::Fail);
-    })
+    fail_in(
+        runtime,
+        slot,
+        |shard| shard.get_id(),
+        |shard| {
+            let _ = shard.cast(crate::runtime::presence::PresenceMsg::Fail);
+        },
+    )
     .await
 }
 
@@ -80,9 +90,14 @@ pub async fn fail_supervisor(runtime: &Runtime, which: Supervised) -> bool {
         Supervised::Sockets => &runtime.shared.sockets,
         Supervised::Presence => runtime.presence().supervisor(),
     };
-    fail_in(runtime, slot, |cell| cell.get_id(), |cell| {
-        let supervisor: ActorRef<SupervisorMsg> = cell.clone().into();
-        let _ = supervisor.cast(SupervisorMsg::Fail);
-    })
+    fail_in(
+        runtime,
+        slot,
+        |cell| cell.get_id(),
+        |cell| {
+            let supervisor: ActorRef<SupervisorMsg> = cell.clone().into();
+            let _ = supervisor.cast(SupervisorMsg::Fail);
+        },
+    )
     .await
 }

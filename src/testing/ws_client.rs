@@ -111,7 +111,11 @@ impl WsClient {
         event: &str,
         payload: Value,
     ) -> Message {
-        Message::Text(json!([join_ref, msg_ref, topic, event, payload]).to_string().into())
+        Message::Text(
+            json!([join_ref, msg_ref, topic, event, payload])
+                .to_string()
+                .into(),
+        )
     }
 
     /// Sends a V2 frame `[join_ref, ref, topic, event, payload]`.

@@ -17,11 +17,23 @@ use crate::support::TestEndpoint;
 async fn churn(c: &mut WsClient, topic: &str, rounds: usize, burst: usize) -> Vec<String> {
     for round in 0..rounds {
         let join_ref = format!("j{burst}.{round}");
-        c.send_frame(json!(join_ref), json!(join_ref), topic, "phx_join", json!({}))
-            .await;
+        c.send_frame(
+            json!(join_ref),
+            json!(join_ref),
+            topic,
+            "phx_join",
+            json!({}),
+        )
+        .await;
         let leave_ref = format!("l{burst}.{round}");
-        c.send_frame(json!(join_ref), json!(leave_ref), topic, "phx_leave", json!({}))
-            .await;
+        c.send_frame(
+            json!(join_ref),
+            json!(leave_ref),
+            topic,
+            "phx_leave",
+            json!({}),
+        )
+        .await;
     }
     let marker = format!("end{burst}");
     c.send_frame(Value::Null, json!(marker), "lab:marker", "ping", json!({}))

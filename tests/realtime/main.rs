@@ -10,5 +10,6 @@ mod isolation;
 mod presence;
 mod routing;
 mod sessions;
+mod supervision;
 mod support;
 mod transport;

@@ -32,8 +32,8 @@ use super::sessions::Sessions;
 use super::socket_actor::SocketMsg;
 use super::supervisor::Slot;
 use super::transport::Outbound;
-use topic::{TopicActor, TopicArgs};
 pub(crate) use topic::TopicMsg;
+use topic::{TopicActor, TopicArgs};
 
 /// Identifies one subscription (one channel join, one socket id, one [`Subscription`]); also
 /// the owner of presences tracked by that join.

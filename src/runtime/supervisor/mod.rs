@@ -224,17 +224,15 @@ impl Actor for Supervisor {
                 state.permanent.insert(child.get_id(), spec);
                 let _ = reply.send(());
             }
-            SupervisorMsg::Start(spec, reply) => {
-                match (spec.restart)(myself.get_cell()).await {
-                    Ok(child) => {
-                        state.permanent.insert(child.get_id(), spec);
-                        let _ = reply.send(Ok(child));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
+            SupervisorMsg::Start(spec, reply) => match (spec.restart)(myself.get_cell()).await {
+                Ok(child) => {
+                    state.permanent.insert(child.get_id(), spec);
+                    let _ = reply.send(Ok(child));
                 }
-            }
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            },
             #[cfg(feature = "testing")]
             SupervisorMsg::Fail => panic!("fault injected into supervisor {}", self.name),
         }

@@ -126,7 +126,42 @@ impl Channel for RoomChannel {
 
 #[cfg(test)]
 mod tests {
-    use super::tenant_of;
+    use serde_json::json;
+
+    use super::{RoomChannel, RoomState, tenant_of};
+    use crate::runtime::socket_actor::detached_context;
+    use crate::runtime::{Channel, HandleIn, Payload, Runtime, TransportConfig};
+    use crate::web::user_socket::SocketUser;
+
+    #[tokio::test]
+    async fn status_set_without_a_tracked_presence_answers_an_error_instead_of_crashing() {
+        let runtime = Runtime::start(TransportConfig::default())
+            .await
+            .expect("runtime");
+        let user = SocketUser {
+            user_id: 7,
+            jti: "jti".into(),
+            name: "Ann".into(),
+        };
+        let mut ctx = detached_context::<RoomChannel>(&runtime, "room:x", user).await;
+        let mut state = RoomState {
+            online_at: "0".into(),
+        };
+        let payload = Payload::Json(json!({"status": "away"}));
+        let outcome = RoomChannel
+            .handle_in("status:set", payload, &mut state, &mut ctx)
+            .await;
+        match outcome {
+            Ok(HandleIn::Reply(reply)) => {
+                assert_eq!(reply.status, "error");
+                assert_eq!(
+                    reply.response,
+                    Payload::Json(json!({"reason": "not tracked"}))
+                );
+            }
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+    }
 
     #[test]
     fn tenants_come_from_the_topic() {

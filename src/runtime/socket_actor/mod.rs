@@ -11,35 +11,26 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::channel::{Channel, ChannelContext, Continue, HandleIn, JoinInbox, Reply, StopReason};
 use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes, crash_payload};
 use super::presence::Presence;
-use super::protocol::{self, Inbound, Payload, Ref, Vsn, events};
+use super::protocol::{self, Inbound, Ref, Vsn, events};
 use super::pubsub::{Broadcast, Delivery, PubSub, SubscriberId};
 use super::sessions::{Session, Sessions};
 use super::supervisor::Slot;
 use super::transport::{Control, Outbound, encoded_to_message};
 
-/// Pre-encoded payloads at least this large are shared between clients, not copied.
-const SHARE_ABOVE_BYTES: usize = 16 * 1024;
-
-/// Shared JSON text as the bytes of a WebSocket fragment.
-struct SharedText(Arc<str>);
-
-impl AsRef<[u8]> for SharedText {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
+#[cfg(test)]
+mod detached;
+mod output;
+#[cfg(test)]
+pub(crate) use detached::detached_context;
 
 /// Messages a socket actor handles.
 pub(crate) enum SocketMsg {
@@ -296,74 +287,6 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         self.channels
             .get_mut(topic)
             .filter(|j| j.subscriber == subscriber)
-    }
-
-    fn send(&self, encoded: protocol::Encoded) {
-        self.out.send(encoded_to_message(encoded));
-    }
-
-    fn reply(&self, join_ref: &Ref, msg_ref: &Ref, topic: &str, reply: &Reply) {
-        if let Some(frame) = self.reply_frame(join_ref, msg_ref, topic, reply) {
-            self.out.send(frame);
-        }
-    }
-
-    /// A reply as a frame (an error reply if `reply` cannot be encoded).
-    fn reply_frame(
-        &self,
-        join_ref: &Ref,
-        msg_ref: &Ref,
-        topic: &str,
-        reply: &Reply,
-    ) -> Option<Message> {
-        match protocol::encode_reply(
-            self.vsn,
-            join_ref,
-            msg_ref,
-            topic,
-            &reply.status,
-            &reply.response,
-        ) {
-            Ok(encoded) => Some(encoded_to_message(encoded)),
-            Err(e) => {
-                tracing::warn!(%topic, error = %e, "reply not encodable; answering an error");
-                let fallback = Reply::error("reply not encodable");
-                protocol::encode_reply(
-                    self.vsn,
-                    join_ref,
-                    msg_ref,
-                    topic,
-                    &fallback.status,
-                    &fallback.response,
-                )
-                .ok()
-                .map(encoded_to_message)
-            }
-        }
-    }
-
-    fn push_all(&self, join_ref: &Ref, topic: &str, pushes: Vec<(String, Payload)>) {
-        for (event, payload) in pushes {
-            // A large pre-encoded payload (a presence list) goes out as fragments around the
-            // shared bytes: no per-client copy waits in the queue.
-            if let Payload::Encoded(text) = &payload
-                && text.len() >= SHARE_ABOVE_BYTES
-            {
-                let (prefix, suffix) =
-                    protocol::push_frame_parts(self.vsn, join_ref, topic, &event);
-                let shared = Bytes::from_owner(SharedText(text.clone()));
-                self.out.send_fragments(vec![
-                    Message::Frame(Frame::message(prefix, OpCode::Data(Data::Text), false)),
-                    Message::Frame(Frame::message(shared, OpCode::Data(Data::Continue), false)),
-                    Message::Frame(Frame::message(suffix, OpCode::Data(Data::Continue), true)),
-                ]);
-                continue;
-            }
-            match protocol::encode_push(self.vsn, join_ref, topic, &event, &payload) {
-                Ok(encoded) => self.send(encoded),
-                Err(e) => tracing::warn!(%topic, %event, error = %e, "push not encodable; dropped"),
-            }
-        }
     }
 
     /// Routes one client message (protocol §3.2).
@@ -676,38 +599,4 @@ fn error_payload(reason: &StopReason) -> Value {
         StopReason::Error(_) => crash_payload(),
         _ => json!({}),
     }
-}
-
-/// A channel context outside any socket, for unit tests of channel callbacks (its handle's
-/// messages go nowhere).
-#[cfg(test)]
-pub(crate) async fn detached_context<C: Channel>(
-    runtime: &super::Runtime,
-    topic: &str,
-    assigns: C::Assigns,
-) -> ChannelContext<C> {
-    struct Inert;
-    impl Actor for Inert {
-        type Msg = SocketMsg;
-        type State = ();
-        type Arguments = ();
-        async fn pre_start(&self, _: ActorRef<SocketMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-            Ok(())
-        }
-    }
-    let (socket, _) = Actor::spawn(None, Inert, ())
-        .await
-        .expect("an inert actor starts");
-    ContextParts {
-        topic: Arc::from(topic),
-        join_ref: Ref::from_string("1"),
-        assigns: Arc::new(assigns),
-        socket_id: None,
-        pubsub: runtime.pubsub().clone(),
-        presence: runtime.presence().clone(),
-        subscriber: runtime.pubsub().next_id(),
-        socket,
-        inbox: Arc::default(),
-    }
-    .into_context()
 }

@@ -6,8 +6,9 @@
 //! *fastlane*: the topic actor encodes a broadcast once per serializer and puts the same bytes
 //! on every subscriber's outbound queue, without going through the socket actor.
 //!
-//! A topic actor starts with its first subscriber and stops when a removal empties it (an
-//! unsubscribe of an id it never had, or a broadcast, never stops it). The map from topic to
+//! A topic actor starts with its first subscriber and stops when a removal empties it and no
+//! subscription is on its way (an unsubscribe of an id it never had, or a broadcast, never
+//! stops it). The map from topic to
 //! actor is sharded (`DashMap`); no lock is held across an await. A topic actor that fails
 //! (or ends with its supervisor) tells its subscribers: channel joins end with `phx_error` and
 //! phoenix.js rejoins; a [`Subscription`] ends.
@@ -18,7 +19,7 @@ mod topic;
 pub use adapter::{Adapter, InvalidRemote, MemoryAdapter, MemoryBus, RemoteBroadcast};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -80,8 +81,16 @@ pub(crate) enum Delivery {
     Forward(mpsc::UnboundedSender<Arc<Broadcast>>),
 }
 
+/// A topic's actor in the map, with its membership: subscribers plus subscriptions on their
+/// way. The actor leaves the map (and stops) only when that count is zero, checked under the
+/// map's lock, so a subscriber that found it is always served.
+pub(crate) struct TopicEntry {
+    actor: ActorRef<TopicMsg>,
+    members: Arc<AtomicUsize>,
+}
+
 struct Inner {
-    topics: DashMap<String, ActorRef<TopicMsg>>,
+    topics: DashMap<String, TopicEntry>,
     adapter: Arc<dyn Adapter>,
     sessions: Sessions,
     /// The `topics` supervisor (replaced when it restarts).
@@ -195,11 +204,14 @@ impl PubSub {
         delivery: Delivery,
         first: Option<Message>,
     ) -> bool {
-        // The topic's actor may be closing (a removal just emptied it): it refuses, or the
-        // call fails because it has stopped, and we go on with the actor that replaced it or
-        // start one. Each retry needs another actor to have started and emptied meanwhile.
+        // Found in the map, an actor is ours: counted as a member under the map's lock, it
+        // cannot leave the map before our subscription arrives. Only an actor that failed
+        // meanwhile makes us try again (on its successor, or a fresh one).
         for _ in 0..16 {
-            let existing = self.inner.topics.get(topic).map(|a| a.clone());
+            let existing = self.inner.topics.get(topic).map(|entry| {
+                entry.members.fetch_add(1, Ordering::AcqRel);
+                entry.actor.clone()
+            });
             let actor = match existing {
                 Some(actor) => actor,
                 None => match self.start_topic(topic, id, &delivery, &first) {
@@ -238,11 +250,16 @@ impl PubSub {
         first: &Option<Message>,
     ) -> Result<Option<ActorRef<TopicMsg>>, ractor::SpawnErr> {
         match self.inner.topics.entry(topic.to_owned()) {
-            Entry::Occupied(entry) => Ok(Some(entry.get().clone())),
+            Entry::Occupied(entry) => {
+                entry.get().members.fetch_add(1, Ordering::AcqRel);
+                Ok(Some(entry.get().actor.clone()))
+            }
             Entry::Vacant(entry) => {
+                let members = Arc::new(AtomicUsize::new(1));
                 let args = TopicArgs {
                     topic: topic.to_owned(),
                     pubsub: self.clone(),
+                    members: members.clone(),
                     first: (id, delivery.clone()),
                 };
                 // If it cannot link (its supervisor is restarting), its state tells the
@@ -256,7 +273,7 @@ impl PubSub {
                 if let (Some(frame), Delivery::Fastlane { out, .. }) = (first, delivery) {
                     out.send(frame.clone());
                 }
-                entry.insert(actor);
+                entry.insert(TopicEntry { actor, members });
                 Ok(None)
             }
         }
@@ -264,7 +281,7 @@ impl PubSub {
 
     /// Removes subscriber `id` from `topic`.
     pub fn unsubscribe(&self, topic: &str, id: SubscriberId) {
-        if let Some(actor) = self.inner.topics.get(topic).map(|a| a.clone()) {
+        if let Some(actor) = self.topic_actor(topic) {
             let _ = actor.cast(TopicMsg::Unsubscribe(id));
         }
     }
@@ -317,7 +334,7 @@ impl PubSub {
         if event == super::protocol::events::DISCONNECT {
             self.inner.sessions.disconnect(topic);
         }
-        let Some(actor) = self.inner.topics.get(topic).map(|a| a.clone()) else {
+        let Some(actor) = self.topic_actor(topic) else {
             return;
         };
         let _ = actor.cast(TopicMsg::Broadcast(Arc::new(Broadcast {
@@ -330,7 +347,10 @@ impl PubSub {
 
     /// The actor of `topic`, if it has one.
     pub(crate) fn topic_actor(&self, topic: &str) -> Option<ActorRef<TopicMsg>> {
-        self.inner.topics.get(topic).map(|a| a.clone())
+        self.inner
+            .topics
+            .get(topic)
+            .map(|entry| entry.actor.clone())
     }
 
     /// `topic`'s presences are lost: every subscription to it ends (channel joins get
@@ -351,6 +371,17 @@ impl PubSub {
     pub(crate) fn forget(&self, topic: &str, actor: ActorId) {
         self.inner
             .topics
-            .remove_if(topic, |_, registered| registered.get_id() == actor);
+            .remove_if(topic, |_, entry| entry.actor.get_id() == actor);
+    }
+
+    /// Removes `actor` from the map if it is the one registered for `topic` and no
+    /// subscription is on its way to it; whether it did (then it must stop).
+    pub(crate) fn leave_if_unused(&self, topic: &str, actor: ActorId) -> bool {
+        self.inner
+            .topics
+            .remove_if(topic, |_, entry| {
+                entry.actor.get_id() == actor && entry.members.load(Ordering::Acquire) == 0
+            })
+            .is_some()
     }
 }

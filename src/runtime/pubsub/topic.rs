@@ -1,8 +1,10 @@
 //! The topic actor: one per topic with subscribers. It starts with its first subscriber and
-//! stops when a removal empties it; one that ends with subscribers tells them.
+//! stops when a removal empties it and no subscription is on its way; one that ends with
+//! subscribers tells them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_tungstenite::tungstenite::Message;
@@ -33,6 +35,8 @@ pub(crate) struct TopicActor;
 pub(crate) struct TopicArgs {
     pub(crate) topic: String,
     pub(crate) pubsub: PubSub,
+    /// Its membership count in the topic map (see [`super::TopicEntry`]).
+    pub(crate) members: Arc<AtomicUsize>,
     pub(crate) first: (SubscriberId, Delivery),
 }
 
@@ -40,6 +44,7 @@ pub(crate) struct TopicState {
     topic: String,
     pubsub: PubSub,
     myself: ActorId,
+    members: Arc<AtomicUsize>,
     subscribers: HashMap<SubscriberId, Delivery>,
     closing: bool,
 }
@@ -59,6 +64,7 @@ impl Actor for TopicActor {
             topic: args.topic,
             pubsub: args.pubsub,
             myself: myself.get_id(),
+            members: args.members,
             subscribers: HashMap::from([(id, delivery)]),
             closing: false,
         })
@@ -86,17 +92,18 @@ impl Actor for TopicActor {
                 // An id this actor never had (its subscription was on an actor that has
                 // stopped since) changes nothing.
                 if state.subscribers.remove(&id).is_some() {
-                    state.stop_if_empty(&myself);
+                    state.removed(1, &myself);
                 }
             }
             TopicMsg::Broadcast(broadcast) => {
-                if fan_out(state, &broadcast) {
-                    state.stop_if_empty(&myself);
+                let gone = fan_out(state, &broadcast);
+                if gone > 0 {
+                    state.removed(gone, &myself);
                 }
             }
             TopicMsg::Lost => {
-                state.abandon();
-                state.stop_if_empty(&myself);
+                let gone = state.abandon();
+                state.removed(gone, &myself);
             }
             #[cfg(feature = "testing")]
             TopicMsg::Fail => panic!("fault injected into the topic actor of {}", state.topic),
@@ -106,12 +113,15 @@ impl Actor for TopicActor {
 }
 
 impl TopicState {
-    /// Once a removal has emptied it: stop taking subscriptions, leave the map, and stop.
-    /// Subscriptions already queued are refused and retried on a fresh actor.
-    fn stop_if_empty(&mut self, myself: &ActorRef<TopicMsg>) {
-        if self.subscribers.is_empty() && !self.closing {
+    /// `count` subscribers were removed. Once that empties it and no subscription is on its
+    /// way (the map's count, under the map's lock): leave the map and stop.
+    fn removed(&mut self, count: usize, myself: &ActorRef<TopicMsg>) {
+        self.members.fetch_sub(count, Ordering::AcqRel);
+        if self.subscribers.is_empty()
+            && !self.closing
+            && self.pubsub.leave_if_unused(&self.topic, self.myself)
+        {
             self.closing = true;
-            self.pubsub.forget(&self.topic, myself.get_id());
             myself.stop(None);
         }
     }
@@ -119,7 +129,8 @@ impl TopicState {
     /// Ends every subscription: a channel join is told through its socket actor (which ends
     /// it with `phx_error`, so the client rejoins); a [`super::Subscription`] ends (`recv`
     /// gives `None`).
-    fn abandon(&mut self) {
+    fn abandon(&mut self) -> usize {
+        let count = self.subscribers.len();
         let topic: Arc<str> = Arc::from(self.topic.as_str());
         for (subscriber, delivery) in self.subscribers.drain() {
             if let Delivery::Fastlane { socket, .. } = delivery {
@@ -129,6 +140,7 @@ impl TopicState {
                 });
             }
         }
+        count
     }
 }
 
@@ -144,8 +156,8 @@ impl Drop for TopicState {
 }
 
 /// Delivers one broadcast to every subscriber, encoding at most once per serializer. Returns
-/// whether it removed subscribers that are gone.
-fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> bool {
+/// how many subscribers it removed because they are gone.
+fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> usize {
     let mut encoded: [Option<Option<Message>>; 2] = [None, None];
     let mut gone = Vec::new();
     for (id, delivery) in &state.subscribers {
@@ -185,7 +197,7 @@ fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> bool {
             }
         }
     }
-    let removed = !gone.is_empty();
+    let removed = gone.len();
     for id in gone {
         state.subscribers.remove(&id);
     }

@@ -128,6 +128,7 @@ impl Server {
             transport: config.socket.transport()?,
             presence: config.presence.runtime(),
             adapter: None,
+            supervision: Default::default(),
         })
         .await?;
         let listener = TcpListener::bind(config.bind)

@@ -30,7 +30,8 @@
 
 use std::any::Any;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ractor::ActorRef;
 use serde_json::{Value, json};
@@ -168,6 +169,7 @@ pub struct ChannelContext<C: Channel + ?Sized> {
     pub(crate) presence: Presence,
     pub(crate) subscriber: SubscriberId,
     pub(crate) socket: ActorRef<SocketMsg>,
+    pub(crate) inbox: Arc<JoinInbox>,
     pub(crate) pushes: Vec<(String, Payload)>,
 }
 
@@ -253,8 +255,52 @@ impl<C: Channel + ?Sized> ChannelContext<C> {
             socket: self.socket.clone(),
             topic: self.topic.clone(),
             subscriber: self.subscriber,
+            inbox: self.inbox.clone(),
             _message: PhantomData,
         }
+    }
+}
+
+/// Holds the messages a join sends to its own handle while its `join` runs (one per socket:
+/// joins run one at a time). The socket actor handles them right after the join, before its
+/// next message, as Phoenix handles `send(self(), …)` from `join` before the next client
+/// message.
+#[derive(Default)]
+pub(crate) struct JoinInbox {
+    /// The raw id of the join whose `join` is running (0: none).
+    joining: AtomicU64,
+    held: Mutex<Vec<Box<dyn Any + Send>>>,
+}
+
+impl JoinInbox {
+    /// `join` of `subscriber` starts: its own messages are held from now on.
+    pub(crate) fn open(&self, subscriber: SubscriberId) {
+        self.joining.store(subscriber.raw(), Ordering::Release);
+    }
+
+    /// `join` has returned: the held messages, in send order; later ones go to the mailbox.
+    pub(crate) fn close(&self) -> Vec<Box<dyn Any + Send>> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        self.joining.store(0, Ordering::Release);
+        std::mem::take(&mut *held)
+    }
+
+    /// Holds `message` if `subscriber`'s `join` is running; else gives it back.
+    fn hold(
+        &self,
+        subscriber: SubscriberId,
+        message: Box<dyn Any + Send>,
+    ) -> Result<(), Box<dyn Any + Send>> {
+        if self.joining.load(Ordering::Acquire) != subscriber.raw() {
+            return Err(message);
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked again under the lock: `close` may have run in between.
+        if self.joining.load(Ordering::Acquire) != subscriber.raw() {
+            return Err(message);
+        }
+        held.push(message);
+        Ok(())
     }
 }
 
@@ -263,6 +309,7 @@ pub struct ChannelHandle<M> {
     socket: ActorRef<SocketMsg>,
     topic: Arc<str>,
     subscriber: SubscriberId,
+    inbox: Arc<JoinInbox>,
     _message: PhantomData<fn(M)>,
 }
 
@@ -272,6 +319,7 @@ impl<M> Clone for ChannelHandle<M> {
             socket: self.socket.clone(),
             topic: self.topic.clone(),
             subscriber: self.subscriber,
+            inbox: self.inbox.clone(),
             _message: PhantomData,
         }
     }
@@ -280,14 +328,24 @@ impl<M> Clone for ChannelHandle<M> {
 impl<M: Send + 'static> ChannelHandle<M> {
     /// Queues `message` for `handle_info`. Returns `false` if the socket is gone; a message for
     /// a join that has since ended is dropped.
+    ///
+    /// Messages sent while this join's [`Channel::join`] runs (from `join` itself or from any
+    /// task) are handled right after the join succeeds, in send order, before the socket
+    /// handles anything else (a client frame already waiting included), as Phoenix does with
+    /// `send(self(), :after_join)`. If the join is refused or crashes they are dropped.
     pub fn send(&self, message: M) -> bool {
-        self.socket
-            .cast(SocketMsg::Info {
-                topic: self.topic.clone(),
-                subscriber: self.subscriber,
-                message: Box::new(message) as Box<dyn Any + Send>,
-            })
-            .is_ok()
+        let message = Box::new(message) as Box<dyn Any + Send>;
+        match self.inbox.hold(self.subscriber, message) {
+            Ok(()) => true,
+            Err(message) => self
+                .socket
+                .cast(SocketMsg::Info {
+                    topic: self.topic.clone(),
+                    subscriber: self.subscriber,
+                    message,
+                })
+                .is_ok(),
+        }
     }
 }
 
@@ -332,6 +390,11 @@ pub trait Channel: Send + Sync + 'static {
     }
 
     /// Decides a join of `topic` with the client's `payload` (untrusted).
+    ///
+    /// Messages this join sends to its own [`ChannelContext::handle`] while `join` runs are
+    /// handled by [`Channel::handle_info`] right after a successful join, before any later
+    /// client message: track presence and push `presence_state` from there (see
+    /// [`ChannelHandle::send`]).
     fn join(
         &self,
         topic: &str,

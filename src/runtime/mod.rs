@@ -53,28 +53,31 @@
 //! Supervision tree (see `ARCHITECTURE.md`): a root supervisor with four children, `topics`
 //! (one topic actor per topic with subscribers), `sockets` (one socket actor per connection),
 //! `presence` (the presence shards) and the session registry ([`Sessions`]: live sockets by
-//! socket id). Supervisors log a failed child and carry on; a topic or socket actor that
-//! fails takes only its own topic or connection down.
+//! socket id). A failed registry, presence shard or supervisor is restarted (its state rebuilt,
+//! or its dependants told: joins that lost their topic or presences end with `phx_error` and
+//! rejoin); a topic or socket actor that fails takes only its own topic or connection down.
+//! Restarts are bounded ([`SupervisionConfig`]); a root that gives up leaves the runtime
+//! [`Health::Down`] ([`Runtime::health`]).
 
 mod channel;
 mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod mount;
-mod presence;
+pub(crate) mod presence;
 pub mod protocol;
-mod pubsub;
-mod sessions;
+pub(crate) mod pubsub;
+pub(crate) mod sessions;
 mod socket;
 pub(crate) mod socket_actor;
-mod supervisor;
+pub(crate) mod supervisor;
 pub(crate) mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorRef};
+use ractor::ActorCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -96,7 +99,11 @@ pub use transport::{
     CheckOrigin, InvalidOrigin, MAX_EVENT_BYTES, MAX_REF_BYTES, OriginPattern, TransportConfig,
 };
 
-use supervisor::Supervisor;
+pub use supervisor::SupervisionConfig;
+pub use supervisor::tree::Health;
+
+use supervisor::Slot;
+use supervisor::tree::Tree;
 
 /// The supervision tree could not start.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +137,8 @@ pub struct RuntimeConfig {
     pub presence: PresenceConfig,
     /// How broadcasts reach other nodes; `None`: a single node.
     pub adapter: Option<Arc<dyn Adapter>>,
+    /// Restart intensity of the supervisors.
+    pub supervision: SupervisionConfig,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -141,6 +150,7 @@ impl std::fmt::Debug for RuntimeConfig {
                 "adapter",
                 &self.adapter.as_ref().map(|a| a.node_name().to_owned()),
             )
+            .field("supervision", &self.supervision)
             .finish()
     }
 }
@@ -159,7 +169,8 @@ pub(crate) struct RuntimeShared {
     pub(crate) pubsub: PubSub,
     pub(crate) presence: Presence,
     pub(crate) sessions: Sessions,
-    pub(crate) sockets: ActorCell,
+    /// The `sockets` supervisor (replaced when it restarts).
+    pub(crate) sockets: Slot<ActorCell>,
     pub(crate) config: TransportConfig,
     pub(crate) shutdown: CancellationToken,
     pub(crate) connections: TaskTracker,
@@ -200,7 +211,17 @@ impl RuntimeShared {
 #[derive(Clone)]
 pub struct Runtime {
     pub(crate) shared: Arc<RuntimeShared>,
-    root: ActorRef<()>,
+    tree: Arc<Tree>,
+}
+
+/// What the supervisors have done since the runtime started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SupervisionStats {
+    /// Children restarted (or, for topic actors, failures their subscribers were told of).
+    pub restarts: u64,
+    /// Supervisors that gave up after too many restarts (each failed, and its parent
+    /// restarted it or gave up in turn).
+    pub gave_up: u64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -215,34 +236,19 @@ impl Runtime {
     /// Starts the supervision tree (`TransportConfig` converts into a [`RuntimeConfig`]).
     pub async fn start(config: impl Into<RuntimeConfig>) -> Result<Self, StartError> {
         let config = config.into();
-        let failed = |e: ractor::SpawnErr| StartError(e.to_string());
-        let (root, _) = Actor::spawn(None, Supervisor("runtime"), ())
-            .await
-            .map_err(failed)?;
-        let (topics, _) = Actor::spawn_linked(None, Supervisor("topics"), (), root.get_cell())
-            .await
-            .map_err(failed)?;
-        let (sockets, _) = Actor::spawn_linked(None, Supervisor("sockets"), (), root.get_cell())
-            .await
-            .map_err(failed)?;
-        let (presence, _) = Actor::spawn_linked(None, Supervisor("presence"), (), root.get_cell())
-            .await
-            .map_err(failed)?;
         let adapter = config
             .adapter
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryBus::new().adapter("local")));
-        let sessions = Sessions::start(root.get_cell()).await.map_err(failed)?;
-        let pubsub = PubSub::new(topics.get_cell(), adapter, sessions.clone());
-        let presence = Presence::start(&config.presence, pubsub.clone(), presence.get_cell())
+        let tree = supervisor::tree::start(config.supervision, &config.presence, adapter)
             .await
-            .map_err(failed)?;
+            .map_err(|e| StartError(e.to_string()))?;
         Ok(Self {
             shared: Arc::new(RuntimeShared {
-                pubsub,
-                presence,
-                sessions,
-                sockets: sockets.get_cell(),
+                pubsub: tree.pubsub.clone(),
+                presence: tree.presence.clone(),
+                sessions: tree.sessions.clone(),
+                sockets: tree.sockets.clone(),
                 socket_ids: transport::SocketIds::new(config.transport.max_sockets_per_id),
                 config: config.transport,
                 shutdown: CancellationToken::new(),
@@ -253,8 +259,28 @@ impl Runtime {
                 window_full: AtomicU64::new(0),
                 rate_limited: AtomicU64::new(0),
             }),
-            root,
+            tree: Arc::new(tree),
         })
+    }
+
+    /// Whether the supervision tree is running: [`Health::Down`] once the root supervisor has
+    /// given up (logged at error level), [`Health::Stopped`] after [`Runtime::shutdown`].
+    pub fn health(&self) -> Health {
+        self.tree.health.get()
+    }
+
+    /// Restarts and give-ups of the supervisors so far.
+    pub fn supervision_stats(&self) -> SupervisionStats {
+        SupervisionStats {
+            restarts: self.tree.counters.restarts.load(Ordering::Relaxed),
+            gave_up: self.tree.counters.gave_up.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The health slot (fault injection waits on it).
+    #[cfg(feature = "testing")]
+    pub(crate) fn health_slot(&self) -> &Slot<Health> {
+        &self.tree.health
     }
 
     /// The PubSub.
@@ -306,7 +332,11 @@ impl Runtime {
         let drained = tokio::time::timeout(grace, self.shared.connections.wait())
             .await
             .is_ok();
-        self.root.stop(None);
+        if self.tree.health.get().is_up() {
+            self.tree.health.set(Health::Stopped);
+        }
+        self.tree.root.stop(None);
+        self.tree.watch.stop(None);
         drained
     }
 }

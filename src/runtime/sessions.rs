@@ -11,6 +11,12 @@
 //! alone. The registry never waits on a socket, so a channel callback can use it freely (two
 //! users messaging each other at once cannot deadlock on each other's sockets).
 //!
+//! The registry is restarted when it fails. Its handle keeps a journal of the live sockets and
+//! the recent disconnects (written before each message is sent), and the restarted actor is
+//! rebuilt from it before any handle reaches it: names keep working, a disconnect sent while
+//! the registry was down still closes its sockets, and a lookup that hit the failed registry
+//! is answered by its replacement.
+//!
 //! What it is for:
 //! - [`Sessions::push`]: direct delivery. An event goes to every socket with the name that has
 //!   joined a given topic, as if that join's channel had pushed it, and the call returns how
@@ -26,6 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
+
+use super::supervisor::{Child, Slot};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::protocol::{self, Payload, Ref, Vsn};
@@ -128,7 +136,6 @@ pub(crate) enum SessionsMsg {
         socket: ActorId,
         names: Vec<String>,
         session: Arc<Session>,
-        connected_at: Instant,
     },
     Unregister {
         socket: ActorId,
@@ -137,6 +144,11 @@ pub(crate) enum SessionsMsg {
     Lookup(String, RpcReplyPort<Vec<Arc<Session>>>),
     Disconnect(String),
     Names(RpcReplyPort<usize>),
+    /// A restarted registry's first message: every live socket (from the journal).
+    Rebuild(Vec<(ActorId, Arc<[String]>, Arc<Session>)>),
+    /// Fault injection: panic in the handler.
+    #[cfg(feature = "testing")]
+    Fail,
 }
 
 /// How long a disconnect is remembered for sockets still registering: a socket whose connect
@@ -144,34 +156,21 @@ pub(crate) enum SessionsMsg {
 /// closed as it registers (its token may have been revoked in between).
 const REMEMBER_DISCONNECTS: Duration = Duration::from_secs(60);
 
+/// How long a lookup that hit a failed registry waits for its replacement.
+const RESTART_WAIT: Duration = Duration::from_secs(1);
+
 struct Registry;
 
+/// The registry actor's index: name → its live sockets.
 #[derive(Default)]
 struct RegistryState {
-    /// Name → its live sockets.
     names: HashMap<String, HashMap<ActorId, Arc<Session>>>,
-    /// Recent disconnects: name → when.
-    disconnected: HashMap<String, Instant>,
 }
 
 impl RegistryState {
-    fn register(
-        &mut self,
-        socket: ActorId,
-        names: Vec<String>,
-        session: Arc<Session>,
-        connected_at: Instant,
-    ) {
-        let missed = names.iter().any(|name| {
-            self.disconnected
-                .get(name)
-                .is_some_and(|at| *at >= connected_at)
-        });
-        if missed {
-            session.disconnect();
-        }
+    fn register(&mut self, socket: ActorId, names: &[String], session: &Arc<Session>) {
         for name in names {
-            let sockets = self.names.entry(name).or_default();
+            let sockets = self.names.entry(name.clone()).or_default();
             sockets.insert(socket, session.clone());
         }
     }
@@ -187,14 +186,10 @@ impl RegistryState {
         }
     }
 
-    fn disconnect(&mut self, name: String) {
-        for session in self.names.get(&name).into_iter().flat_map(HashMap::values) {
+    fn disconnect(&self, name: &str) {
+        for session in self.names.get(name).into_iter().flat_map(HashMap::values) {
             session.disconnect();
         }
-        let now = Instant::now();
-        self.disconnected
-            .retain(|_, at| now.duration_since(*at) < REMEMBER_DISCONNECTS);
-        self.disconnected.insert(name, now);
     }
 }
 
@@ -222,8 +217,7 @@ impl Actor for Registry {
                 socket,
                 names,
                 session,
-                connected_at,
-            } => state.register(socket, names, session, connected_at),
+            } => state.register(socket, &names, &session),
             SessionsMsg::Unregister { socket, names } => state.unregister(socket, names),
             SessionsMsg::Lookup(name, reply) => {
                 let found = state
@@ -233,26 +227,66 @@ impl Actor for Registry {
                     .unwrap_or_default();
                 let _ = reply.send(found);
             }
-            SessionsMsg::Disconnect(name) => state.disconnect(name),
+            SessionsMsg::Disconnect(name) => state.disconnect(&name),
             SessionsMsg::Names(reply) => {
                 let _ = reply.send(state.names.len());
             }
+            SessionsMsg::Rebuild(live) => {
+                *state = RegistryState::default();
+                for (socket, names, session) in live {
+                    state.register(socket, &names, &session);
+                }
+            }
+            #[cfg(feature = "testing")]
+            SessionsMsg::Fail => panic!("fault injected into the session registry"),
         }
         Ok(())
     }
 }
 
+/// A live socket in the journal: its names, its session, when its connect check started.
+type LiveSocket = (Arc<[String]>, Arc<Session>, Instant);
+
+/// What a registry restart rebuilds from: every live socket and the recent disconnects. Kept
+/// by the handle, outside the actor, and written before each message to the actor is sent
+/// (under this lock, so the actor sees messages in journal order).
+#[derive(Default)]
+struct Journal {
+    live: HashMap<ActorId, LiveSocket>,
+    /// Recent disconnects: name → when.
+    disconnected: HashMap<String, Instant>,
+}
+
+impl Journal {
+    /// Whether a socket whose connect check started at `connected_at` must be closed: one of
+    /// its names was disconnected since.
+    fn missed_disconnect(&self, names: &[String], connected_at: Instant) -> bool {
+        names.iter().any(|name| {
+            self.disconnected
+                .get(name)
+                .is_some_and(|at| *at >= connected_at)
+        })
+    }
+}
+
+struct Inner {
+    /// The registry actor (replaced when it restarts).
+    actor: Slot<ActorRef<SessionsMsg>>,
+    journal: Mutex<Journal>,
+}
+
 /// The session registry handle: cheap to clone, usable anywhere in the server
-/// ([`Runtime::sessions`](super::Runtime::sessions)). See the module docs.
+/// ([`Runtime::sessions`](super::Runtime::sessions)). Every clone reaches the registry actor
+/// of the moment, also after it has been restarted. See the module docs.
 #[derive(Clone)]
 pub struct Sessions {
-    actor: ActorRef<SessionsMsg>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
-            .field("actor", &self.actor.get_id())
+            .field("actor", &self.inner.actor.get().get_id())
             .finish()
     }
 }
@@ -261,7 +295,55 @@ impl Sessions {
     /// Starts the registry actor under `supervisor`.
     pub(crate) async fn start(supervisor: ActorCell) -> Result<Self, SpawnErr> {
         let (actor, _) = Actor::spawn_linked(None, Registry, (), supervisor).await?;
-        Ok(Self { actor })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                actor: Slot::new(actor),
+                journal: Mutex::new(Journal::default()),
+            }),
+        })
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.inner.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The registry actor of the moment.
+    pub(crate) fn current_cell(&self) -> ActorCell {
+        self.inner.actor.get().get_cell()
+    }
+
+    #[cfg(feature = "testing")]
+    /// The slot of the registry actor.
+    pub(crate) fn slot(&self) -> &Slot<ActorRef<SessionsMsg>> {
+        &self.inner.actor
+    }
+
+    /// The registry as a permanent child of its supervisor: a restart starts a fresh actor,
+    /// rebuilds its index from the journal (closing sockets that missed a remembered
+    /// disconnect), and only then lets the handles reach it.
+    pub(crate) fn child(&self) -> Child {
+        let this = self.clone();
+        Child::new("sessions", move |supervisor| {
+            let this = this.clone();
+            Box::pin(async move {
+                let (actor, _) = Actor::spawn_linked(None, Registry, (), supervisor).await?;
+                let journal = this.journal();
+                let mut live = Vec::with_capacity(journal.live.len());
+                for (socket, (names, session, connected_at)) in &journal.live {
+                    if journal.missed_disconnect(names, *connected_at) {
+                        session.disconnect();
+                    }
+                    live.push((*socket, names.clone(), session.clone()));
+                }
+                // First in its mailbox: nothing else can reach it before the slot is set,
+                // which happens under the journal lock that every sender takes.
+                let _ = actor.cast(SessionsMsg::Rebuild(live));
+                this.inner.actor.set(actor.clone());
+                tracing::info!(sockets = journal.live.len(), "session registry rebuilt");
+                drop(journal);
+                Ok(actor.get_cell())
+            })
+        })
     }
 
     pub(crate) fn register(
@@ -271,27 +353,54 @@ impl Sessions {
         session: Arc<Session>,
         connected_at: Instant,
     ) {
-        let sent = self.actor.cast(SessionsMsg::Register {
+        let mut journal = self.journal();
+        if journal.missed_disconnect(&names, connected_at) {
+            session.disconnect();
+        }
+        journal.live.insert(
+            socket,
+            (names.clone().into(), session.clone(), connected_at),
+        );
+        let sent = self.inner.actor.get().cast(SessionsMsg::Register {
             socket,
             names,
             session,
-            connected_at,
         });
         if sent.is_err() {
-            tracing::warn!("session registry unavailable: socket not registered");
+            tracing::warn!("session registry down: socket registered once it restarts");
         }
     }
 
     pub(crate) fn unregister(&self, socket: ActorId, names: Vec<String>) {
-        // Fails only when the registry is gone, and its map with it.
-        let _ = self.actor.cast(SessionsMsg::Unregister { socket, names });
+        let mut journal = self.journal();
+        journal.live.remove(&socket);
+        // Fails only when the registry is gone; its replacement is rebuilt without it.
+        let _ = self
+            .inner
+            .actor
+            .get()
+            .cast(SessionsMsg::Unregister { socket, names });
     }
 
     async fn lookup(&self, name: &str) -> Vec<Arc<Session>> {
-        match ractor::call!(self.actor, SessionsMsg::Lookup, name.to_owned()) {
-            Ok(sessions) => sessions,
-            Err(e) => {
-                tracing::warn!(error = %e, "session registry unavailable: lookup found nothing");
+        let actor = self.inner.actor.get();
+        if let Ok(sessions) = ractor::call!(actor, SessionsMsg::Lookup, name.to_owned()) {
+            return sessions;
+        }
+        // The registry failed: its replacement (rebuilt from the journal) answers.
+        let fresh = self
+            .inner
+            .actor
+            .replacement(|a| a.get_id() == actor.get_id(), RESTART_WAIT)
+            .await;
+        let answer = match fresh {
+            Some(fresh) => ractor::call!(fresh, SessionsMsg::Lookup, name.to_owned()).ok(),
+            None => None,
+        };
+        match answer {
+            Some(sessions) => sessions,
+            None => {
+                tracing::warn!("session registry unavailable: lookup found nothing");
                 Vec::new()
             }
         }
@@ -304,7 +413,7 @@ impl Sessions {
 
     /// How many names have at least one live socket (an empty server has none).
     pub async fn name_count(&self) -> usize {
-        ractor::call!(self.actor, SessionsMsg::Names).unwrap_or_default()
+        ractor::call!(self.inner.actor.get(), SessionsMsg::Names).unwrap_or_default()
     }
 
     /// Pushes `event` to every socket carrying `name` that has joined `topic`, on that join
@@ -326,11 +435,21 @@ impl Sessions {
 
     /// Closes every socket carrying `name` on this node with close code 1001, straight away
     /// (a socket busy in a callback too), including a socket whose connect check started
-    /// before this call and that registers after it.
+    /// before this call and that registers after it, and also while the registry restarts.
     pub fn disconnect(&self, name: &str) {
-        let sent = self.actor.cast(SessionsMsg::Disconnect(name.to_owned()));
+        let mut journal = self.journal();
+        let now = Instant::now();
+        journal
+            .disconnected
+            .retain(|_, at| now.duration_since(*at) < REMEMBER_DISCONNECTS);
+        journal.disconnected.insert(name.to_owned(), now);
+        let sent = self
+            .inner
+            .actor
+            .get()
+            .cast(SessionsMsg::Disconnect(name.to_owned()));
         if sent.is_err() {
-            tracing::warn!(%name, "session registry unavailable: disconnect not carried out");
+            tracing::warn!(%name, "session registry down: its restart carries out the disconnect");
         }
     }
 }

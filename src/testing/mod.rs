@@ -5,10 +5,13 @@
 //! - [`WsClient`] is a real WebSocket client speaking the V2 protocol, for integration tests
 //!   against a server on port 0.
 //!
+//! - [`faults`] makes chosen actors of a runtime's supervision tree fail on purpose.
+//!
 //! Every wait has a deadline ([`DEADLINE`]); nothing sleeps a fixed time.
 
 mod channel_test;
 mod conformance;
+pub mod faults;
 mod frame;
 mod ws_client;
 

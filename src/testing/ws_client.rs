@@ -94,6 +94,30 @@ impl WsClient {
         let _ = self.ws.send(message).await;
     }
 
+    /// Sends several raw messages in one write (they reach the server together, as a client
+    /// that pipelines does).
+    pub async fn send_batch(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            let _ = self.ws.feed(message).await;
+        }
+        let _ = self.ws.flush().await;
+    }
+
+    /// A V2 text frame `[join_ref, ref, topic, event, payload]` (for [`WsClient::send_batch`]).
+    pub fn frame(
+        join_ref: Value,
+        msg_ref: Value,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> Message {
+        Message::Text(
+            json!([join_ref, msg_ref, topic, event, payload])
+                .to_string()
+                .into(),
+        )
+    }
+
     /// Sends a V2 frame `[join_ref, ref, topic, event, payload]`.
     pub async fn send_frame(
         &mut self,
@@ -103,8 +127,8 @@ impl WsClient {
         event: &str,
         payload: Value,
     ) {
-        let text = json!([join_ref, msg_ref, topic, event, payload]).to_string();
-        self.send(Message::Text(text.into())).await;
+        self.send(Self::frame(join_ref, msg_ref, topic, event, payload))
+            .await;
     }
 
     /// Joins `topic`; returns the join_ref and the reply frame.

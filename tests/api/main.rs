@@ -17,6 +17,7 @@ mod limits;
 mod mail;
 mod migrations;
 mod rate_limits;
+mod resilience;
 mod rooms;
 mod sessions;
 mod socket_tokens;

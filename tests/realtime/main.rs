@@ -4,6 +4,7 @@
 mod adapter;
 mod broadcast;
 mod budgets;
+mod churn;
 mod front_door;
 mod half_sent;
 mod helpers;
@@ -13,5 +14,6 @@ mod limits;
 mod presence;
 mod routing;
 mod sessions;
+mod supervision;
 mod support;
 mod transport;

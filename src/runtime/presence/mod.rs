@@ -11,6 +11,13 @@
 //!
 //! `presence_state` is the [`Presence::list`] of a topic, pushed by the channel after its join
 //! (see [`super::ChannelContext::push_presence_state`]).
+//!
+//! A shard that fails loses its topics' presences and pending diffs. It is restarted empty,
+//! and every subscription to the topics it had ends: channel joins get `phx_error` and
+//! phoenix.js rejoins, which re-tracks their presences and pushes a fresh `presence_state`,
+//! so every client's list converges on the new shard's. This is what Phoenix does when a
+//! channel's tracker dies; re-tracking in place would need each join's metas outside the dead
+//! shard, and clients' lists would still hold the metas whose `leaves` died with it.
 
 mod state;
 
@@ -21,10 +28,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use serde_json::Value;
 
 use super::pubsub::{PubSub, SubscriberId};
+use super::supervisor::{Child, Slot, SupervisorMsg};
 use state::TopicPresence;
 
 /// The presence event names phoenix.js listens to.
@@ -65,7 +74,8 @@ pub enum PresenceError {
     /// Metas must be JSON objects (the `phx_ref` goes into them).
     #[error("a presence meta must be a JSON object")]
     MetaNotAnObject,
-    /// The presence shard is gone (the runtime is shutting down).
+    /// The presence shard is gone (it failed and was not replaced in time, or the runtime is
+    /// down).
     #[error("presence unavailable")]
     Unavailable,
 }
@@ -89,12 +99,23 @@ pub(crate) enum PresenceMsg {
     UntrackOwner(String, SubscriberId),
     List(String, RpcReplyPort<Arc<str>>),
     Flush(String),
+    /// Fault injection: panic in the handler.
+    #[cfg(feature = "testing")]
+    Fail,
 }
+
+/// How long a call to a failed shard waits for its replacement before giving up.
+const RESTART_WAIT: Duration = Duration::from_secs(1);
 
 /// The presence handle: cheap to clone.
 #[derive(Clone)]
 pub struct Presence {
-    shards: Arc<[ActorRef<PresenceMsg>]>,
+    /// Each shard's current instance (replaced when it restarts).
+    shards: Arc<[Slot<ActorRef<PresenceMsg>>]>,
+    pubsub: PubSub,
+    window: Duration,
+    /// The `presence` supervisor.
+    supervisor: Slot<ActorCell>,
 }
 
 impl std::fmt::Debug for Presence {
@@ -106,30 +127,105 @@ impl std::fmt::Debug for Presence {
 }
 
 impl Presence {
+    /// Starts the shards under `supervisor`, which restarts each when it fails.
     pub(crate) async fn start(
         config: &PresenceConfig,
         pubsub: PubSub,
-        supervisor: ActorCell,
-    ) -> Result<Self, ractor::SpawnErr> {
+        supervisor: &ActorRef<SupervisorMsg>,
+    ) -> Result<Self, SpawnErr> {
         let mut shards = Vec::new();
         for index in 0..config.shards.max(1) {
-            let args = ShardArgs {
-                pubsub: pubsub.clone(),
-                window: config.window,
-                index: index as u16,
-            };
-            let (shard, _) = Actor::spawn_linked(None, Shard, args, supervisor.clone()).await?;
-            shards.push(shard);
+            let shard = spawn_shard(&pubsub, config.window, index, supervisor.get_cell()).await?;
+            shards.push(Slot::new(shard));
         }
-        Ok(Self {
+        let this = Self {
             shards: shards.into(),
+            pubsub,
+            window: config.window,
+            supervisor: Slot::new(supervisor.get_cell()),
+        };
+        for (index, shard) in this.shards.iter().enumerate() {
+            ractor::call!(
+                supervisor,
+                SupervisorMsg::Adopt,
+                shard.get().get_cell(),
+                this.shard_child(index)
+            )
+            .map_err(|e| SpawnErr::StartupFailed(e.to_string().into()))?;
+        }
+        Ok(this)
+    }
+
+    /// Shard `index` as a permanent child: a restart starts it empty and puts it in its slot.
+    fn shard_child(&self, index: usize) -> Child {
+        let this = self.clone();
+        Child::new(format!("presence shard {index}"), move |parent| {
+            let this = this.clone();
+            Box::pin(async move {
+                let shard = spawn_shard(&this.pubsub, this.window, index, parent).await?;
+                this.shards[index].set(shard.clone());
+                Ok(shard.get_cell())
+            })
         })
     }
 
-    fn shard(&self, topic: &str) -> &ActorRef<PresenceMsg> {
+    /// The `presence` supervisor was restarted as `fresh` (its shards died with the old one):
+    /// start every shard under it.
+    pub(crate) async fn restart_shards(
+        &self,
+        fresh: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), SpawnErr> {
+        self.supervisor.set(fresh.get_cell());
+        for index in 0..self.shards.len() {
+            ractor::call!(fresh, SupervisorMsg::Start, self.shard_child(index))
+                .map_err(|e| e.to_string())
+                .and_then(|started| started.map(|_| ()))
+                .map_err(|e| SpawnErr::StartupFailed(e.into()))?;
+        }
+        Ok(())
+    }
+
+    fn slot(&self, topic: &str) -> &Slot<ActorRef<PresenceMsg>> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         topic.hash(&mut hasher);
         &self.shards[(hasher.finish() % self.shards.len() as u64) as usize]
+    }
+
+    /// The current shard of `topic`.
+    pub(crate) fn shard_of(&self, topic: &str) -> ActorRef<PresenceMsg> {
+        self.slot(topic).get()
+    }
+
+    #[cfg(feature = "testing")]
+    /// The slot of the `presence` supervisor.
+    pub(crate) fn supervisor(&self) -> &Slot<ActorCell> {
+        &self.supervisor
+    }
+
+    #[cfg(feature = "testing")]
+    /// The slot of `topic`'s shard.
+    pub(crate) fn shard_slot(&self, topic: &str) -> &Slot<ActorRef<PresenceMsg>> {
+        self.slot(topic)
+    }
+
+    /// Calls `topic`'s shard; if that shard has failed, once more on its replacement.
+    async fn call<T: Send + 'static>(
+        &self,
+        topic: &str,
+        message: impl Fn(RpcReplyPort<T>) -> PresenceMsg,
+    ) -> Option<T> {
+        let slot = self.slot(topic);
+        let shard = slot.get();
+        if let Ok(CallResult::Success(answer)) = shard.call(&message, None).await {
+            return Some(answer);
+        }
+        let fresh = slot
+            .replacement(|s| s.get_id() == shard.get_id(), RESTART_WAIT)
+            .await?;
+        match fresh.call(message, None).await {
+            Ok(CallResult::Success(answer)) => Some(answer),
+            _ => None,
+        }
     }
 
     /// Tracks `owner` under `key` on `topic` with `meta` (a JSON object); returns its `phx_ref`.
@@ -140,14 +236,10 @@ impl Presence {
         key: &str,
         meta: Value,
     ) -> Result<String, PresenceError> {
-        ractor::call!(
-            self.shard(topic),
-            PresenceMsg::Track,
-            topic.to_owned(),
-            owner,
-            key.to_owned(),
-            meta
-        )
+        self.call(topic, |reply| {
+            PresenceMsg::Track(topic.to_owned(), owner, key.to_owned(), meta.clone(), reply)
+        })
+        .await
         .unwrap_or(Err(PresenceError::Unavailable))
     }
 
@@ -159,20 +251,16 @@ impl Presence {
         key: &str,
         meta: Value,
     ) -> Result<String, PresenceError> {
-        ractor::call!(
-            self.shard(topic),
-            PresenceMsg::Update,
-            topic.to_owned(),
-            owner,
-            key.to_owned(),
-            meta
-        )
+        self.call(topic, |reply| {
+            PresenceMsg::Update(topic.to_owned(), owner, key.to_owned(), meta.clone(), reply)
+        })
+        .await
         .unwrap_or(Err(PresenceError::Unavailable))
     }
 
     /// Stops tracking `owner` under `key`.
     pub fn untrack(&self, topic: &str, owner: SubscriberId, key: &str) {
-        let _ = self.shard(topic).cast(PresenceMsg::Untrack(
+        let _ = self.shard_of(topic).cast(PresenceMsg::Untrack(
             topic.to_owned(),
             owner,
             key.to_owned(),
@@ -182,7 +270,7 @@ impl Presence {
     /// Stops tracking everything `owner` tracks on `topic`.
     pub fn untrack_owner(&self, topic: &str, owner: SubscriberId) {
         let _ = self
-            .shard(topic)
+            .shard_of(topic)
             .cast(PresenceMsg::UntrackOwner(topic.to_owned(), owner));
     }
 
@@ -195,8 +283,9 @@ impl Presence {
 
     /// [`Presence::list`], encoded once per window and shared by every caller.
     pub(crate) async fn list_encoded(&self, topic: &str) -> Arc<str> {
-        ractor::call!(self.shard(topic), PresenceMsg::List, topic.to_owned())
-            .unwrap_or_else(|_| Arc::from("{}"))
+        self.call(topic, |reply| PresenceMsg::List(topic.to_owned(), reply))
+            .await
+            .unwrap_or_else(|| Arc::from("{}"))
     }
 }
 
@@ -204,6 +293,21 @@ struct ShardArgs {
     pubsub: PubSub,
     window: Duration,
     index: u16,
+}
+
+async fn spawn_shard(
+    pubsub: &PubSub,
+    window: Duration,
+    index: usize,
+    supervisor: ActorCell,
+) -> Result<ActorRef<PresenceMsg>, SpawnErr> {
+    let args = ShardArgs {
+        pubsub: pubsub.clone(),
+        window,
+        index: index as u16,
+    };
+    let (shard, _) = Actor::spawn_linked(None, Shard, args, supervisor).await?;
+    Ok(shard)
 }
 
 struct ShardState {
@@ -248,6 +352,17 @@ impl ShardState {
         }
         if presence.is_idle() {
             self.topics.remove(topic);
+        }
+    }
+}
+
+impl Drop for ShardState {
+    /// However the shard ends (failed, or stopped with its supervisor), its topics' presences
+    /// go with it: every subscription to those topics ends, so their joins rejoin and
+    /// re-track (see the module docs).
+    fn drop(&mut self) {
+        for topic in self.topics.keys() {
+            self.args.pubsub.lost(topic);
         }
     }
 }
@@ -329,6 +444,8 @@ impl Actor for Shard {
                 let _ = reply.send(snapshot);
             }
             PresenceMsg::Flush(topic) => state.flush(&topic),
+            #[cfg(feature = "testing")]
+            PresenceMsg::Fail => panic!("fault injected into presence shard {}", state.args.index),
         }
         Ok(())
     }

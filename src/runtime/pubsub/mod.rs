@@ -6,8 +6,12 @@
 //! *fastlane*: the topic actor encodes a broadcast once per serializer and puts the same bytes
 //! on every subscriber's outbound queue, without going through the socket actor.
 //!
-//! Topic actors start on the first subscription and stop when the last subscriber leaves. The
-//! map from topic to actor is sharded (`DashMap`); no lock is held across an await.
+//! A topic actor starts with its first subscriber and stops when a removal empties it and no
+//! subscription is on its way (an unsubscribe of an id it never had, or a broadcast, never
+//! stops it). The map from topic to
+//! actor is sharded (`DashMap`); no lock is held across an await. A topic actor that fails
+//! (or ends with its supervisor) tells its subscribers: channel joins end with `phx_error` and
+//! phoenix.js rejoins; a [`Subscription`] ends.
 
 mod adapter;
 mod topic;
@@ -15,10 +19,11 @@ mod topic;
 pub use adapter::{Adapter, InvalidRemote, MemoryAdapter, MemoryBus, RemoteBroadcast};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
-use ractor::{Actor, ActorCell, ActorRef};
+use dashmap::mapref::entry::Entry;
+use ractor::{ActorCell, ActorId, ActorRef};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,9 +31,10 @@ use tokio_tungstenite::tungstenite::Message;
 use super::protocol::{Payload, Vsn};
 use super::sessions::Sessions;
 use super::socket_actor::SocketMsg;
+use super::supervisor::Slot;
 use super::transport::Outbound;
-use topic::TopicActor;
 pub(crate) use topic::TopicMsg;
+use topic::{TopicActor, TopicArgs};
 
 /// Identifies one subscription (one channel join, one socket id, one [`Subscription`]); also
 /// the owner of presences tracked by that join.
@@ -36,6 +42,11 @@ pub(crate) use topic::TopicMsg;
 pub struct SubscriberId(u64);
 
 impl SubscriberId {
+    /// The raw id (never 0).
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
+
     #[cfg(test)]
     pub(crate) fn from_raw(raw: u64) -> Self {
         Self(raw)
@@ -70,11 +81,20 @@ pub(crate) enum Delivery {
     Forward(mpsc::UnboundedSender<Arc<Broadcast>>),
 }
 
+/// A topic's actor in the map, with its membership: subscribers plus subscriptions on their
+/// way. The actor leaves the map (and stops) only when that count is zero, checked under the
+/// map's lock, so a subscriber that found it is always served.
+pub(crate) struct TopicEntry {
+    actor: ActorRef<TopicMsg>,
+    members: Arc<AtomicUsize>,
+}
+
 struct Inner {
-    topics: DashMap<String, ActorRef<TopicMsg>>,
+    topics: DashMap<String, TopicEntry>,
     adapter: Arc<dyn Adapter>,
     sessions: Sessions,
-    supervisor: ActorCell,
+    /// The `topics` supervisor (replaced when it restarts).
+    supervisor: Slot<ActorCell>,
     next_id: AtomicU64,
 }
 
@@ -102,7 +122,8 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next broadcast, or `None` once the PubSub is gone.
+    /// The next broadcast, or `None` once the PubSub is gone or this subscription has ended
+    /// (its topic actor failed, or the topic's presences were lost): subscribe again.
     pub async fn recv(&mut self) -> Option<Arc<Broadcast>> {
         self.rx.recv().await
     }
@@ -120,10 +141,10 @@ impl Drop for Subscription {
 }
 
 impl PubSub {
-    /// A PubSub whose topic actors are supervised by `supervisor`.
-    /// A PubSub for this node, connected to the others through `adapter`.
+    /// A PubSub for this node, connected to the others through `adapter`, whose topic actors
+    /// are supervised by the supervisor in `supervisor`.
     pub(crate) fn new(
-        supervisor: ActorCell,
+        supervisor: Slot<ActorCell>,
         adapter: Arc<dyn Adapter>,
         sessions: Sessions,
     ) -> Self {
@@ -173,7 +194,9 @@ impl PubSub {
     }
 
     /// Adds a subscriber. `first` is put on a fastlane subscriber's queue before any broadcast
-    /// can reach it (the join reply). Returns `false` only if the runtime is shutting down.
+    /// can reach it (the join reply). Returns whether `first` was queued: then the subscriber
+    /// receives the topic's broadcasts or, if its topic actor ends under it, is told
+    /// ([`SocketMsg::SubscriptionLost`]). `false` only while the runtime is down.
     pub(crate) async fn add(
         &self,
         topic: &str,
@@ -181,11 +204,24 @@ impl PubSub {
         delivery: Delivery,
         first: Option<Message>,
     ) -> bool {
-        // A topic actor may be stopping (its last subscriber just left): it refuses, or the
-        // call fails, and we retry on a fresh actor. Each attempt sends its own copy.
+        // Found in the map, an actor is ours: counted as a member under the map's lock, it
+        // cannot leave the map before our subscription arrives. Only an actor that failed
+        // meanwhile makes us try again (on its successor, or a fresh one).
         for _ in 0..16 {
-            let Some(actor) = self.topic_actor(topic).await else {
-                return false;
+            let existing = self.inner.topics.get(topic).map(|entry| {
+                entry.members.fetch_add(1, Ordering::AcqRel);
+                entry.actor.clone()
+            });
+            let actor = match existing {
+                Some(actor) => actor,
+                None => match self.start_topic(topic, id, &delivery, &first) {
+                    Ok(None) => return true,
+                    Ok(Some(actor)) => actor,
+                    Err(e) => {
+                        tracing::error!(%topic, error = %e, "could not start a topic actor");
+                        return false;
+                    }
+                },
             };
             match ractor::call!(
                 actor,
@@ -195,16 +231,57 @@ impl PubSub {
                 first.clone()
             ) {
                 Ok(true) => return true,
-                Ok(false) | Err(_) => self.forget(topic, &actor),
+                Ok(false) | Err(_) => self.forget(topic, actor.get_id()),
             }
         }
         tracing::error!(%topic, "could not subscribe after 16 attempts");
         false
     }
 
+    /// Starts `topic`'s actor with `id` as its first subscriber, unless the topic has an actor
+    /// (returned). Under the map's entry lock, so one topic never has two: `first` is queued
+    /// and the actor enters the map before any broadcast can reach it; its mailbox is handled
+    /// after its `pre_start` has added the subscriber.
+    fn start_topic(
+        &self,
+        topic: &str,
+        id: SubscriberId,
+        delivery: &Delivery,
+        first: &Option<Message>,
+    ) -> Result<Option<ActorRef<TopicMsg>>, ractor::SpawnErr> {
+        match self.inner.topics.entry(topic.to_owned()) {
+            Entry::Occupied(entry) => {
+                entry.get().members.fetch_add(1, Ordering::AcqRel);
+                Ok(Some(entry.get().actor.clone()))
+            }
+            Entry::Vacant(entry) => {
+                let members = Arc::new(AtomicUsize::new(1));
+                let args = TopicArgs {
+                    topic: topic.to_owned(),
+                    pubsub: self.clone(),
+                    members: members.clone(),
+                    first: (id, delivery.clone()),
+                };
+                // If it cannot link (its supervisor is restarting), its state tells the
+                // subscriber as it is dropped.
+                let (actor, _) = ractor::ActorRuntime::spawn_linked_instant(
+                    None,
+                    TopicActor,
+                    args,
+                    self.inner.supervisor.get(),
+                )?;
+                if let (Some(frame), Delivery::Fastlane { out, .. }) = (first, delivery) {
+                    out.send(frame.clone());
+                }
+                entry.insert(TopicEntry { actor, members });
+                Ok(None)
+            }
+        }
+    }
+
     /// Removes subscriber `id` from `topic`.
     pub fn unsubscribe(&self, topic: &str, id: SubscriberId) {
-        if let Some(actor) = self.inner.topics.get(topic).map(|a| a.clone()) {
+        if let Some(actor) = self.topic_actor(topic) {
             let _ = actor.cast(TopicMsg::Unsubscribe(id));
         }
     }
@@ -257,7 +334,7 @@ impl PubSub {
         if event == super::protocol::events::DISCONNECT {
             self.inner.sessions.disconnect(topic);
         }
-        let Some(actor) = self.inner.topics.get(topic).map(|a| a.clone()) else {
+        let Some(actor) = self.topic_actor(topic) else {
             return;
         };
         let _ = actor.cast(TopicMsg::Broadcast(Arc::new(Broadcast {
@@ -268,35 +345,43 @@ impl PubSub {
         })));
     }
 
-    async fn topic_actor(&self, topic: &str) -> Option<ActorRef<TopicMsg>> {
-        if let Some(actor) = self.inner.topics.get(topic).map(|a| a.clone()) {
-            return Some(actor);
-        }
-        let (actor, _) = Actor::spawn_linked(
-            None,
-            TopicActor,
-            (topic.to_owned(), self.clone()),
-            self.inner.supervisor.clone(),
-        )
-        .await
-        .ok()?;
-        // Another task may have won the race: use its actor and retire ours.
-        let winner = self
-            .inner
+    /// The actor of `topic`, if it has one.
+    pub(crate) fn topic_actor(&self, topic: &str) -> Option<ActorRef<TopicMsg>> {
+        self.inner
             .topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| actor.clone())
-            .clone();
-        if winner.get_id() != actor.get_id() {
-            actor.stop(None);
+            .get(topic)
+            .map(|entry| entry.actor.clone())
+    }
+
+    /// `topic`'s presences are lost: every subscription to it ends (channel joins get
+    /// `phx_error` and rejoin, which re-tracks them).
+    pub(crate) fn lost(&self, topic: &str) {
+        if let Some(actor) = self.topic_actor(topic) {
+            let _ = actor.cast(TopicMsg::Lost);
         }
-        Some(winner)
+    }
+
+    #[cfg(feature = "testing")]
+    /// The slot of the `topics` supervisor (a restart of it replaces the supervisor there).
+    pub(crate) fn supervisor(&self) -> &Slot<ActorCell> {
+        &self.inner.supervisor
     }
 
     /// Removes `actor` from the map if it is still the one registered for `topic`.
-    pub(crate) fn forget(&self, topic: &str, actor: &ActorRef<TopicMsg>) {
+    pub(crate) fn forget(&self, topic: &str, actor: ActorId) {
         self.inner
             .topics
-            .remove_if(topic, |_, registered| registered.get_id() == actor.get_id());
+            .remove_if(topic, |_, entry| entry.actor.get_id() == actor);
+    }
+
+    /// Removes `actor` from the map if it is the one registered for `topic` and no
+    /// subscription is on its way to it; whether it did (then it must stop).
+    pub(crate) fn leave_if_unused(&self, topic: &str, actor: ActorId) -> bool {
+        self.inner
+            .topics
+            .remove_if(topic, |_, entry| {
+                entry.actor.get_id() == actor && entry.members.load(Ordering::Acquire) == 0
+            })
+            .is_some()
     }
 }

@@ -10,7 +10,10 @@
 //!   `message:new` `{"user_id", "body"}` to the room and reply `ok` `{}`; an invalid payload
 //!   gets `error` `{"reason": "invalid", "errors": {...}}` and the channel lives on.
 //! - `status:set` `{"status": text}` (1..32 characters) → updates the user's presence meta
-//!   (`status` added; a new `phx_ref`, the old one as `phx_ref_prev`) and replies `ok` `{}`.
+//!   (`status` added; a new `phx_ref`, the old one as `phx_ref_prev`) and replies `ok` `{}`;
+//!   if the join has no presence to update, `error` `{"reason": "not tracked"}` (the
+//!   presence is tracked before any later client message is handled, so only a presence lost
+//!   with its shard gets this).
 //! - `ping` — replies `ok` with the payload it got (an echo, used by the benchmarks).
 //!
 //! Tenancy: the same channel can serve partitioned topics. Mount it once per prefix, e.g.
@@ -104,8 +107,12 @@ impl Channel for RoomChannel {
                 Some(status) if (1..=MAX_STATUS_CHARS).contains(&status.chars().count()) => {
                     let user = ctx.assigns();
                     let meta = json!({ "online_at": state.online_at, "name": user.name, "status": status });
-                    ctx.update_presence(&user.user_id.to_string(), meta).await?;
-                    HandleIn::Reply(Reply::ok())
+                    // Not tracked (yet, or any more: its presence shard failed): an error
+                    // reply, not a crash.
+                    match ctx.update_presence(&user.user_id.to_string(), meta).await {
+                        Ok(_) => HandleIn::Reply(Reply::ok()),
+                        Err(e) => HandleIn::Reply(Reply::error(&e.to_string())),
+                    }
                 }
                 _ => HandleIn::Reply(invalid(
                     json!({ "status": [format!("should be 1 to {MAX_STATUS_CHARS} character(s)")] }),
@@ -119,7 +126,42 @@ impl Channel for RoomChannel {
 
 #[cfg(test)]
 mod tests {
-    use super::tenant_of;
+    use serde_json::json;
+
+    use super::{RoomChannel, RoomState, tenant_of};
+    use crate::runtime::socket_actor::detached_context;
+    use crate::runtime::{Channel, HandleIn, Payload, Runtime, TransportConfig};
+    use crate::web::user_socket::SocketUser;
+
+    #[tokio::test]
+    async fn status_set_without_a_tracked_presence_answers_an_error_instead_of_crashing() {
+        let runtime = Runtime::start(TransportConfig::default())
+            .await
+            .expect("runtime");
+        let user = SocketUser {
+            user_id: 7,
+            jti: "jti".into(),
+            name: "Ann".into(),
+        };
+        let mut ctx = detached_context::<RoomChannel>(&runtime, "room:x", user).await;
+        let mut state = RoomState {
+            online_at: "0".into(),
+        };
+        let payload = Payload::Json(json!({"status": "away"}));
+        let outcome = RoomChannel
+            .handle_in("status:set", payload, &mut state, &mut ctx)
+            .await;
+        match outcome {
+            Ok(HandleIn::Reply(reply)) => {
+                assert_eq!(reply.status, "error");
+                assert_eq!(
+                    reply.response,
+                    Payload::Json(json!({"reason": "not tracked"}))
+                );
+            }
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+    }
 
     #[test]
     fn tenants_come_from_the_topic() {

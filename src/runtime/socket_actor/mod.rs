@@ -11,34 +11,26 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use super::channel::{Channel, ChannelContext, Continue, HandleIn, Reply, StopReason};
+use super::channel::{Channel, ChannelContext, Continue, HandleIn, JoinInbox, Reply, StopReason};
 use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes, crash_payload};
 use super::presence::Presence;
-use super::protocol::{self, Inbound, Payload, Ref, Vsn, events};
+use super::protocol::{self, Inbound, Ref, Vsn, events};
 use super::pubsub::{Broadcast, Delivery, PubSub, SubscriberId};
 use super::sessions::{Session, Sessions};
+use super::supervisor::Slot;
 use super::transport::{Control, Outbound, encoded_to_message};
 
-/// Pre-encoded payloads at least this large are shared between clients, not copied.
-const SHARE_ABOVE_BYTES: usize = 16 * 1024;
-
-/// Shared JSON text as the bytes of a WebSocket fragment.
-struct SharedText(Arc<str>);
-
-impl AsRef<[u8]> for SharedText {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
+#[cfg(test)]
+mod detached;
+mod output;
+#[cfg(test)]
+pub(crate) use detached::detached_context;
 
 /// Messages a socket actor handles.
 pub(crate) enum SocketMsg {
@@ -57,6 +49,12 @@ pub(crate) enum SocketMsg {
         subscriber: SubscriberId,
         message: Box<dyn Any + Send>,
     },
+    /// The topic actor of the join `subscriber` of `topic` ended under it (it failed, or the
+    /// topic's presences were lost): end the join with `phx_error`, so the client rejoins.
+    SubscriptionLost {
+        topic: Arc<str>,
+        subscriber: SubscriberId,
+    },
     /// The connection is gone: terminate every channel and stop.
     Closed,
 }
@@ -71,6 +69,7 @@ pub(crate) struct ContextParts<A> {
     presence: Presence,
     subscriber: SubscriberId,
     socket: ActorRef<SocketMsg>,
+    inbox: Arc<JoinInbox>,
 }
 
 impl<A: Send + Sync + 'static> ContextParts<A> {
@@ -84,6 +83,7 @@ impl<A: Send + Sync + 'static> ContextParts<A> {
             presence: self.presence,
             subscriber: self.subscriber,
             socket: self.socket,
+            inbox: self.inbox,
             pushes: Vec::new(),
         }
     }
@@ -97,7 +97,8 @@ pub(crate) struct StartArgs {
     pub(crate) pubsub: PubSub,
     pub(crate) presence: Presence,
     pub(crate) sessions: Sessions,
-    pub(crate) supervisor: ActorCell,
+    /// The `sockets` supervisor (its slot: it may have been restarted).
+    pub(crate) supervisor: Slot<ActorCell>,
     pub(crate) max_channels: usize,
 }
 
@@ -112,7 +113,7 @@ pub(crate) trait Startable: Send {
 impl<A: Send + Sync + 'static> Startable for Accepted<A> {
     fn start(self: Box<Self>, args: StartArgs) -> BoxFuture<'static, Started> {
         Box::pin(async move {
-            let supervisor = args.supervisor.clone();
+            let supervisor = args.supervisor.get();
             Actor::spawn_linked(None, SocketActor::<A>::default(), (*self, args), supervisor).await
         })
     }
@@ -134,6 +135,8 @@ pub(crate) struct SocketState<A> {
     routes: Arc<Routes<A>>,
     max_channels: usize,
     channels: HashMap<Arc<str>, Joined<A>>,
+    /// Messages joins send themselves while their `join` runs.
+    inbox: Arc<JoinInbox>,
     /// This socket in the session registry, under its id and disconnect topics.
     registered: Option<Registered>,
 }
@@ -209,6 +212,7 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             routes: accepted.routes,
             max_channels: args.max_channels,
             channels: HashMap::new(),
+            inbox: Arc::default(),
             registered,
         })
     }
@@ -249,6 +253,13 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
                 let outcome = joined.instance.handle_info(message).await;
                 Box::pin(state.after_continue(&topic, outcome)).await;
             }
+            SocketMsg::SubscriptionLost { topic, subscriber } => {
+                if state.member(&topic, subscriber).is_some() {
+                    tracing::error!(%topic, "the topic's subscription was lost; ending the join");
+                    let reason = StopReason::Error("subscription lost".into());
+                    Box::pin(state.stop_channel(&topic, reason, true, None)).await;
+                }
+            }
             SocketMsg::Closed => {
                 Box::pin(state.shutdown()).await;
                 myself.stop(None);
@@ -276,74 +287,6 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         self.channels
             .get_mut(topic)
             .filter(|j| j.subscriber == subscriber)
-    }
-
-    fn send(&self, encoded: protocol::Encoded) {
-        self.out.send(encoded_to_message(encoded));
-    }
-
-    fn reply(&self, join_ref: &Ref, msg_ref: &Ref, topic: &str, reply: &Reply) {
-        if let Some(frame) = self.reply_frame(join_ref, msg_ref, topic, reply) {
-            self.out.send(frame);
-        }
-    }
-
-    /// A reply as a frame (an error reply if `reply` cannot be encoded).
-    fn reply_frame(
-        &self,
-        join_ref: &Ref,
-        msg_ref: &Ref,
-        topic: &str,
-        reply: &Reply,
-    ) -> Option<Message> {
-        match protocol::encode_reply(
-            self.vsn,
-            join_ref,
-            msg_ref,
-            topic,
-            &reply.status,
-            &reply.response,
-        ) {
-            Ok(encoded) => Some(encoded_to_message(encoded)),
-            Err(e) => {
-                tracing::warn!(%topic, error = %e, "reply not encodable; answering an error");
-                let fallback = Reply::error("reply not encodable");
-                protocol::encode_reply(
-                    self.vsn,
-                    join_ref,
-                    msg_ref,
-                    topic,
-                    &fallback.status,
-                    &fallback.response,
-                )
-                .ok()
-                .map(encoded_to_message)
-            }
-        }
-    }
-
-    fn push_all(&self, join_ref: &Ref, topic: &str, pushes: Vec<(String, Payload)>) {
-        for (event, payload) in pushes {
-            // A large pre-encoded payload (a presence list) goes out as fragments around the
-            // shared bytes: no per-client copy waits in the queue.
-            if let Payload::Encoded(text) = &payload
-                && text.len() >= SHARE_ABOVE_BYTES
-            {
-                let (prefix, suffix) =
-                    protocol::push_frame_parts(self.vsn, join_ref, topic, &event);
-                let shared = Bytes::from_owner(SharedText(text.clone()));
-                self.out.send_fragments(vec![
-                    Message::Frame(Frame::message(prefix, OpCode::Data(Data::Text), false)),
-                    Message::Frame(Frame::message(shared, OpCode::Data(Data::Continue), false)),
-                    Message::Frame(Frame::message(suffix, OpCode::Data(Data::Continue), true)),
-                ]);
-                continue;
-            }
-            match protocol::encode_push(self.vsn, join_ref, topic, &event, &payload) {
-                Ok(encoded) => self.send(encoded),
-                Err(e) => tracing::warn!(%topic, %event, error = %e, "push not encodable; dropped"),
-            }
-        }
     }
 
     /// Routes one client message (protocol §3.2).
@@ -448,9 +391,14 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             presence: self.presence.clone(),
             subscriber,
             socket: myself.clone(),
+            inbox: self.inbox.clone(),
         };
         let intercepts = route.intercepts();
-        match route.join(&topic, msg.payload, parts).await {
+        self.inbox.open(subscriber);
+        let outcome = route.join(&topic, msg.payload, parts).await;
+        // Messages the join sent itself meanwhile: handled below if it joined, else dropped.
+        let early = self.inbox.close();
+        match outcome {
             ErasedJoin::Joined {
                 instance,
                 reply,
@@ -501,13 +449,20 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                     registered.session.joined(&topic);
                 }
                 self.channels.insert(
-                    topic,
+                    topic.clone(),
                     Joined {
                         join_ref: msg.join_ref,
                         subscriber,
                         instance,
                     },
                 );
+                for message in early {
+                    let Some(joined) = self.member(&topic, subscriber) else {
+                        break;
+                    };
+                    let outcome = joined.instance.handle_info(message).await;
+                    self.after_continue(&topic, outcome).await;
+                }
             }
             ErasedJoin::Refused(response) => {
                 self.reply(

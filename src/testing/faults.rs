@@ -1,0 +1,103 @@
+//! Fault injection (feature `testing`): makes a chosen actor of a runtime's supervision tree
+//! fail on purpose, with a panic inside its message handler, so its supervisor sees it fail
+//! exactly as it would see a bug. Not compiled into the server.
+//!
+//! Each function returns once the failure has been dealt with: the failed actor has been
+//! replaced (`true`), or, for a failure that made the tree give up, the runtime is down
+//! (`false`; see [`Runtime::health`]).
+
+use ractor::{ActorId, ActorRef};
+
+use super::frame::DEADLINE;
+use crate::runtime::Runtime;
+use crate::runtime::supervisor::{Slot, SupervisorMsg};
+
+/// A child supervisor of the runtime's root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supervised {
+    /// The supervisor of the topic actors.
+    Topics,
+    /// The supervisor of the socket actors (one per connection).
+    Sockets,
+    /// The supervisor of the presence shards.
+    Presence,
+}
+
+/// Fails whatever is in `slot` (with `fail`), then waits until a replacement is in the slot
+/// (`true`) or the runtime is down (`false`).
+async fn fail_in<T: Clone>(
+    runtime: &Runtime,
+    slot: &Slot<T>,
+    id: impl Fn(&T) -> ActorId,
+    fail: impl FnOnce(&T),
+) -> bool {
+    let old = slot.get();
+    let old_id = id(&old);
+    fail(&old);
+    let replaced = slot.replacement(|now| id(now) == old_id, DEADLINE);
+    let down = runtime
+        .health_slot()
+        .replacement(|health| health.is_up(), DEADLINE);
+    tokio::select! {
+        replaced = replaced => replaced.is_some(),
+        _ = down => false,
+    }
+}
+
+/// Makes the session registry fail; returns once it has been restarted.
+pub async fn fail_registry(runtime: &Runtime) -> bool {
+    let slot = runtime.sessions().slot();
+    fail_in(
+        runtime,
+        slot,
+        |actor| actor.get_id(),
+        |actor| {
+            let _ = actor.cast(crate::runtime::sessions::SessionsMsg::Fail);
+        },
+    )
+    .await
+}
+
+/// Makes the presence shard of `topic` fail; returns once it has been restarted.
+pub async fn fail_presence_shard_of(runtime: &Runtime, topic: &str) -> bool {
+    let slot = runtime.presence().shard_slot(topic);
+    fail_in(
+        runtime,
+        slot,
+        |shard| shard.get_id(),
+        |shard| {
+            let _ = shard.cast(crate::runtime::presence::PresenceMsg::Fail);
+        },
+    )
+    .await
+}
+
+/// Makes the topic actor of `topic` fail; returns once it has ended (`false` if the topic has
+/// no actor). Its subscribers are told as its state is dropped, just after.
+pub async fn fail_topic(runtime: &Runtime, topic: &str) -> bool {
+    let Some(actor) = runtime.pubsub().topic_actor(topic) else {
+        return false;
+    };
+    let _ = actor.cast(crate::runtime::pubsub::TopicMsg::Fail);
+    actor.get_cell().wait(Some(DEADLINE)).await.is_ok()
+}
+
+/// Makes a child supervisor of the root fail (its children stop with it); returns once the
+/// root has restarted it.
+pub async fn fail_supervisor(runtime: &Runtime, which: Supervised) -> bool {
+    let slot = match which {
+        Supervised::Topics => runtime.pubsub().supervisor(),
+        Supervised::Sockets => &runtime.shared.sockets,
+        Supervised::Presence => runtime.presence().supervisor(),
+    };
+    fail_in(
+        runtime,
+        slot,
+        |cell| cell.get_id(),
+        |cell| {
+            let supervisor: ActorRef<SupervisorMsg> = cell.clone().into();
+            let _ = supervisor.cast(SupervisorMsg::Fail);
+        },
+    )
+    .await
+}

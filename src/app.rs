@@ -52,6 +52,8 @@ pub struct App {
     pub pubsub: PubSub,
     /// The session registry (live sockets by user, for direct delivery).
     pub sessions: Sessions,
+    /// The realtime runtime (its health is part of `/health` and `/ready`).
+    pub runtime: Runtime,
 }
 
 /// Why the server could not start.
@@ -148,6 +150,7 @@ impl Server {
             key,
             pubsub: runtime.pubsub().clone(),
             sessions: runtime.sessions().clone(),
+            runtime: runtime.clone(),
             chat: crate::chat::Chat::new(db.clone()),
             config,
             db,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use fawkes::app::Server;
 use fawkes::config::{Cli, Command, Config, MigrateAction, generate_secret_key};
+use fawkes::runtime::Health;
 use migration::{Migrator, MigratorTrait};
 
 #[tokio::main]
@@ -70,8 +71,27 @@ async fn serve(config: Config) -> Outcome {
         tracing::info!("shutdown signal received; finishing in-flight requests");
         shutdown.cancel();
     });
+    // The runtime's root supervisor giving up stops the process (with a failure status, so
+    // whatever supervises it starts a fresh one), as an OTP node stops with its application.
+    let runtime = server.runtime().clone();
+    let shutdown = server.shutdown_token();
+    let went_down = tokio::spawn(async move {
+        let health = tokio::select! {
+            health = runtime.stopped() => health,
+            () = shutdown.cancelled() => return None,
+        };
+        let Health::Down { reason } = health else {
+            return None;
+        };
+        tracing::error!(%reason, "the realtime runtime is down; shutting the server down");
+        shutdown.cancel();
+        Some(reason)
+    });
     server.wait().await;
-    Ok(())
+    match went_down.await {
+        Ok(Some(reason)) => Err(format!("the realtime runtime went down: {reason}").into()),
+        _ => Ok(()),
+    }
 }
 
 /// Raises the open-file soft limit to the hard limit before the server derives its connection

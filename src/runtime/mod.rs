@@ -269,6 +269,13 @@ impl Runtime {
         self.tree.health.get()
     }
 
+    /// Resolves when the runtime stops being up — the root supervisor gave up ([`Health::Down`])
+    /// or [`Runtime::shutdown`] ran — with that health. A server binary waits on this to exit
+    /// (and be restarted by its own supervisor, as an OTP node stops when its application does).
+    pub async fn stopped(&self) -> Health {
+        self.tree.health.wait_for(|health| !health.is_up()).await
+    }
+
     /// Restarts and give-ups of the supervisors so far.
     pub fn supervision_stats(&self) -> SupervisionStats {
         SupervisionStats {

@@ -102,7 +102,7 @@ impl Router {
         let id = id.as_str();
         let method = request.method().clone();
         let result = match (route, method) {
-            (Route::Health, Method::GET) => Ok(health::live()),
+            (Route::Health, Method::GET) => health::live(app),
             (Route::Ready, Method::GET) => health::ready(app).await,
             (Route::Users, Method::GET) => users::index(app, request).await,
             (Route::Users, Method::POST) => users::create(app, request).await,

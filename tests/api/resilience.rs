@@ -1,7 +1,9 @@
 //! The app under failures and races: client messages pipelined behind a join, and the
-//! session registry failing under live sockets.
+//! session registry failing under live sockets, and health checks once the runtime is down.
 
 use fawkes::testing::{WsClient, faults};
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::support::TestServer;
@@ -122,4 +124,29 @@ async fn logout_closes_a_socket_after_the_session_registry_failed() {
     assert_eq!(on_phone.closed().await, (1001, "disconnected".to_owned()));
     let h = on_laptop.heartbeat().await;
     on_laptop.reply(&h).await;
+}
+
+/// When the runtime's root supervisor gives up (its children failed more often than its
+/// restart intensity allows), liveness and readiness say so: the process must be restarted.
+#[tokio::test]
+async fn health_and_readiness_fail_once_the_runtime_is_down() {
+    let t = TestServer::start().await;
+    assert_eq!(t.get("/health", None).await.status, 200);
+    assert_eq!(t.get("/ready", None).await.status, 200);
+    let runtime = t.server().runtime();
+    let mut failures = 0;
+    while faults::fail_registry(runtime).await {
+        failures += 1;
+        assert!(failures < 20, "the root never gave up");
+    }
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || async {
+            (!runtime.health().is_up()).then_some(())
+        })
+        .await
+        .is_some()
+    );
+    for path in ["/health", "/ready"] {
+        t.get(path, None).await.assert_json_error(503);
+    }
 }

@@ -39,6 +39,14 @@ impl<T: Clone> Slot<T> {
         self.current.send_replace(value);
     }
 
+    /// Waits for a value for which `ready` is true.
+    pub(crate) async fn wait_for(&self, ready: impl Fn(&T) -> bool) -> T {
+        let mut rx = self.current.subscribe();
+        let found = rx.wait_for(|value| ready(value)).await.map(|v| v.clone());
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        found.unwrap_or_else(|_| self.get())
+    }
+
     /// Waits at most `limit` for an instance for which `stale` is false (one that replaced a
     /// failed one); `None` if none came.
     pub(crate) async fn replacement(

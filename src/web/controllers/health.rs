@@ -1,4 +1,5 @@
-//! `GET /health` (liveness) and `GET /ready` (the database answers).
+//! `GET /health` (liveness: the realtime runtime is up) and `GET /ready` (the runtime is up and
+//! the database answers).
 
 use http::StatusCode;
 use serde_json::json;
@@ -7,19 +8,32 @@ use crate::app::App;
 use crate::web::error::ApiError;
 use crate::web::response::{self, Response};
 
-pub(crate) fn live() -> Response {
-    response::json(StatusCode::OK, &json!({ "status": "ok" }))
+/// 200 while the runtime's supervision tree runs; 503 once its root supervisor has given up
+/// (the process should be restarted: the binary exits by itself).
+pub(crate) fn live(app: &App) -> Result<Response, ApiError> {
+    runtime_up(app)?;
+    Ok(response::json(StatusCode::OK, &json!({ "status": "ok" })))
 }
 
 pub(crate) async fn ready(app: &App) -> Result<Response, ApiError> {
+    runtime_up(app)?;
     match app.db.ping().await {
         Ok(()) => Ok(response::json(
             StatusCode::OK,
-            &json!({ "status": "ok", "database": "ok" }),
+            &json!({ "status": "ok", "database": "ok", "realtime": "ok" }),
         )),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: database unreachable");
             Err(ApiError::Unavailable)
         }
     }
+}
+
+fn runtime_up(app: &App) -> Result<(), ApiError> {
+    let health = app.runtime.health();
+    if health.is_up() {
+        return Ok(());
+    }
+    tracing::warn!(?health, "health check: the realtime runtime is not up");
+    Err(ApiError::Unavailable)
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target briefly, starting from the corpus kept in fuzz/corpus/, and fails on
+# Runs every fuzz target briefly, starting from the inputs kept in fuzz/corpus/ and
+# fuzz/regressions/ (what the fuzzers once found: replayed as every run starts), and fails on
 # any crash (a panic, a broken property, an allocation over the linear bound), hang (one input
 # over 10 s) or memory blow-up (over 2 GiB). Installs the pinned cargo-fuzz when it is missing.
 #
@@ -47,8 +48,12 @@ for target in "${TARGETS[@]}"; do
     found=$(mktemp -d)
     log=$(mktemp)
     mkdir -p "artifacts/$target"
+    inputs=("corpus/$target")
+    if [ -d "regressions/$target" ]; then
+        inputs+=("regressions/$target")
+    fi
     started=$SECONDS
-    if cargo fuzz run --sanitizer none "$target" "$found" "corpus/$target" -- \
+    if cargo fuzz run --sanitizer none "$target" "$found" "${inputs[@]}" -- \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
         -dict="$(dict_for "$target")" -artifact_prefix="artifacts/$target/" \
         -print_final_stats=1 >"$log" 2>&1; then

@@ -196,4 +196,6 @@ pub mod events {
 }
 
 #[cfg(test)]
+mod fuzz_regressions;
+#[cfg(test)]
 mod tests;

@@ -13,9 +13,7 @@ cd "$(dirname "$0")"
 
 SECONDS_PER_TARGET="${1:-40}"
 CARGO_FUZZ_VERSION=0.13.2
-TARGETS=(decode_v1 decode_v2 decode_binary params page_query)
-# upgrade: add it to TARGETS once `fawkes::runtime::fuzzing` lands (and set
-# `default = ["upgrade"]` in fuzz/Cargo.toml).
+TARGETS=(decode_v1 decode_v2 decode_binary params page_query upgrade)
 
 dict_for() {
     case "$1" in

@@ -2,7 +2,7 @@
 //! `vsn`, the upgrade headers), everything but `connect`, through
 //! `fawkes::runtime::fuzzing::upgrade_request`.
 //!
-//! Built only with `--features upgrade` until that function lands (see fuzz/Cargo.toml).
+//! Built with the `upgrade` feature (on by default).
 //!
 //! The input is read as a request head: the first line is `METHOD URI`, each further line a
 //! `name: value` header (a line without `:` is skipped). Parts `http` refuses are dropped, so

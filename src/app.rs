@@ -133,12 +133,10 @@ impl Server {
             supervision: Default::default(),
         })
         .await?;
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let listener = listen(config.bind).map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.bind,
             source,
@@ -230,6 +228,24 @@ impl Server {
         }
         tracing::info!(drained, sockets_closed, mail_flushed, "shutdown complete");
     }
+}
+
+/// Connections the kernel may hold for `accept` (it caps this at `net.core.somaxconn`). Tokio's
+/// `TcpListener::bind` asks for 1,024, which a burst of connections (a reconnect storm, or a
+/// client refused by the connection caps and retrying at once) can fill; the kernel then drops
+/// new SYNs and every client behind them waits a second for its retransmission.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn maintain(app: Arc<App>, shutdown: CancellationToken) {

@@ -6,7 +6,8 @@
 //! - *huge topics* (127.0.0.3): one socket after another joining topics of `topic_bytes` bytes
 //!   as fast as the server takes them;
 //! - *half-open* (127.0.0.4): holds `half_open` TCP connections that send part of an upgrade
-//!   request and then one more header byte every few seconds, reopening any the server closes;
+//!   request and then one more header byte every 2 s, reopening any the server closes or
+//!   refuses after `--half-open-retry-ms`;
 //! - *socket loop* (127.0.0.5): opens sockets with one token in a loop and keeps them.
 //!
 //! Reports the legitimate client's join and `/health` latency in both phases and its failures,
@@ -45,6 +46,8 @@ pub(crate) struct Attack {
     pub(crate) topic_bytes: usize,
     /// Half-open connections to hold.
     pub(crate) half_open: usize,
+    /// How long the half-open attacker waits before reopening a connection the server closed.
+    pub(crate) half_open_retry: Duration,
     /// Most sockets the socket loop keeps open.
     pub(crate) socket_loop_max: usize,
 }
@@ -158,6 +161,7 @@ pub(crate) async fn run(target: &Target, attack: Attack) -> Result<(), String> {
     for _ in 0..attack.half_open {
         attackers.push(tokio::spawn(half_open(
             target.server,
+            attack.half_open_retry,
             stop_attack.clone(),
             seen.clone(),
         )));
@@ -421,7 +425,7 @@ async fn huge_topics(
 
 /// One connection that sends part of an upgrade request, then a header byte every 2 s; reopened
 /// whenever the server closes it.
-async fn half_open(server: SocketAddr, stop: Arc<AtomicBool>, seen: Arc<Seen>) {
+async fn half_open(server: SocketAddr, retry: Duration, stop: Arc<AtomicBool>, seen: Arc<Seen>) {
     while !stop.load(Ordering::Relaxed) {
         let Some(mut stream) = connect_from(server, addr(4)).await else {
             seen.half_open_refused.fetch_add(1, Ordering::Relaxed);
@@ -443,8 +447,10 @@ async fn half_open(server: SocketAddr, stop: Arc<AtomicBool>, seen: Arc<Seen>) {
         }
         seen.half_open_now.fetch_sub(1, Ordering::Relaxed);
         if !stop.load(Ordering::Relaxed) {
+            // Refused or closed: try again after `retry` (a second by default, as a client that
+            // wants to hold connections would; much less is a connection flood).
             seen.half_open_closed.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(retry).await;
         }
     }
 }

@@ -108,6 +108,10 @@ enum Scenario {
         /// Half-open connections the second attacker holds.
         #[arg(long, default_value_t = 1000)]
         half_open: usize,
+        /// Milliseconds before the half-open attacker reopens a connection the server closed
+        /// or refused.
+        #[arg(long, default_value_t = 1000)]
+        half_open_retry_ms: u64,
         /// Most sockets the socket-loop attacker keeps open.
         #[arg(long, default_value_t = 2000)]
         socket_loop_max: usize,
@@ -271,6 +275,7 @@ async fn main() {
             seconds,
             topic_bytes,
             half_open,
+            half_open_retry_ms,
             socket_loop_max,
         } => {
             let attack = abuse::Attack {
@@ -278,6 +283,7 @@ async fn main() {
                 duration: Duration::from_secs(seconds),
                 topic_bytes,
                 half_open,
+                half_open_retry: Duration::from_millis(half_open_retry_ms),
                 socket_loop_max,
             };
             bounded(&target, abuse::run(&target, attack)).await

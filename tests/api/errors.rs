@@ -131,7 +131,7 @@ async fn internal_errors_are_500_without_internals_and_ready_turns_503() {
     let (_, token) = t.user("doomed@example.com").await;
     assert_eq!(
         t.get("/ready", None).await.body,
-        json!({"status": "ok", "database": "ok"})
+        json!({"status": "ok", "database": "ok", "realtime": "ok"})
     );
 
     t.server()

@@ -10,54 +10,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::raw::{get, read_until_closed};
 use crate::support::TestEndpoint;
-
-/// Reads until the server closes `stream` (end of file or reset) and returns what it sent;
-/// `None` if it is still open after `limit`.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(limit, read).await.ok()?;
-    Some(out)
-}
-
-/// `GET path` on `stream` (kept alive); returns the response head and body once whole.
-async fn get(stream: &mut TcpStream, path: &str) -> String {
-    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read = async {
-        loop {
-            let n = stream.read(&mut buf).await.expect("read");
-            assert!(n > 0, "closed before a response");
-            out.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&out).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if body.len() >= length {
-                    return text;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .expect("a response in time")
-}
 
 fn limits(header_read_timeout: Duration, keep_alive_timeout: Duration) -> HttpLimits {
     HttpLimits {

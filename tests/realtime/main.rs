@@ -12,6 +12,7 @@ mod interop;
 mod isolation;
 mod limits;
 mod presence;
+mod raw;
 mod routing;
 mod sessions;
 mod supervision;

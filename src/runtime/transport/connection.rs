@@ -177,6 +177,8 @@ pub(super) async fn run(
                     && until <= now
                 {
                     wait = Wait::Nothing;
+                    // As after a window wait: the server kept a message in progress waiting.
+                    ws.get_mut().resumed();
                 }
                 if held.is_some() {
                     // Not reading is the server's doing: the client is not idle.

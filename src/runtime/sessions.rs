@@ -54,7 +54,15 @@ struct Join {
     join_ref: Ref,
     /// `Some` while the join reply is being queued: pushes wait here, so the client never
     /// sees a push before its join reply, and none is lost once it has the reply.
-    held: Option<Vec<Message>>,
+    held: Option<Held>,
+}
+
+/// Pushes waiting for a join reply, bounded like the outbound queue they are bound for.
+#[derive(Default)]
+struct Held {
+    frames: Vec<Message>,
+    /// Their total length.
+    bytes: usize,
 }
 
 impl Session {
@@ -76,7 +84,7 @@ impl Session {
     pub(crate) fn joining(&self, topic: Arc<str>, join_ref: Ref) {
         let join = Join {
             join_ref,
-            held: Some(Vec::new()),
+            held: Some(Held::default()),
         };
         self.joins().insert(topic, join);
     }
@@ -85,7 +93,7 @@ impl Session {
     pub(crate) fn joined(&self, topic: &str) {
         let mut joins = self.joins();
         let held = joins.get_mut(topic).and_then(|join| join.held.take());
-        for frame in held.into_iter().flatten() {
+        for frame in held.into_iter().flat_map(|held| held.frames) {
             self.out.send(frame);
         }
     }
@@ -121,10 +129,17 @@ impl Session {
             }
         };
         match &mut join.held {
-            Some(held) => {
-                held.push(frame);
+            // Counted against the outbound queue's budget: beyond it, a slow consumer.
+            Some(held)
+                if self
+                    .out
+                    .within_budget(held.frames.len(), held.bytes, frame.len()) =>
+            {
+                held.bytes += frame.len();
+                held.frames.push(frame);
                 true
             }
+            Some(_) => false,
             None => self.out.send(frame) == Sent::Queued,
         }
     }

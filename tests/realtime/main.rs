@@ -10,6 +10,7 @@ mod half_sent;
 mod helpers;
 mod interop;
 mod isolation;
+mod joins;
 mod limits;
 mod presence;
 mod raw;

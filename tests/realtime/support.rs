@@ -132,6 +132,16 @@ impl Channel for Lab {
         ctx: &mut ChannelContext<Self>,
     ) -> Result<JoinOutcome<u64>, ChannelError> {
         let p = payload.as_json().cloned().unwrap_or_default();
+        // Messages to itself first: handled right after the join (dropped if it fails).
+        for message in p["self_send"].as_array().into_iter().flatten() {
+            ctx.handle().send(LabInfo::Push(message.clone()));
+        }
+        if p["track_and_hang"] == true {
+            // Tracks its user, then never returns: the socket actor is killed after
+            // `close_grace` once the connection is gone.
+            ctx.track(ctx.assigns(), json!({})).await?;
+            std::future::pending::<()>().await;
+        }
         if p["panic"] == true {
             panic!("join exploded");
         }

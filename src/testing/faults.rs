@@ -1,6 +1,7 @@
 //! Fault injection (feature `testing`): makes a chosen actor of a runtime's supervision tree
 //! fail on purpose, with a panic inside its message handler, so its supervisor sees it fail
-//! exactly as it would see a bug. Not compiled into the server.
+//! exactly as it would see a bug, or keeps a topic actor busy ([`stall_topic`]). Not compiled
+//! into the server.
 //!
 //! Each function returns once the failure has been dealt with: the failed actor has been
 //! replaced (`true`), or, for a failure that made the tree give up, the runtime is down
@@ -80,6 +81,30 @@ pub async fn fail_topic(runtime: &Runtime, topic: &str) -> bool {
     };
     let _ = actor.cast(crate::runtime::pubsub::TopicMsg::Fail);
     actor.get_cell().wait(Some(DEADLINE)).await.is_ok()
+}
+
+/// A topic actor kept busy by [`stall_topic`]: it handles nothing else (subscriptions and
+/// broadcasts wait in its mailbox) until this is released or dropped.
+#[derive(Debug)]
+pub struct Stalled(tokio::sync::oneshot::Sender<()>);
+
+impl Stalled {
+    /// Lets the topic actor go on with its mailbox.
+    pub fn release(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Keeps the topic actor of `topic` busy until the returned [`Stalled`] is released or
+/// dropped (`None` if the topic has no actor): a join of the topic then waits for its
+/// subscription, as it would behind a topic actor busy fanning out.
+pub fn stall_topic(runtime: &Runtime, topic: &str) -> Option<Stalled> {
+    let actor = runtime.pubsub().topic_actor(topic)?;
+    let (release, until) = tokio::sync::oneshot::channel();
+    actor
+        .cast(crate::runtime::pubsub::TopicMsg::Stall(until))
+        .ok()?;
+    Some(Stalled(release))
 }
 
 /// Makes a child supervisor of the root fail (its children stop with it); returns once the

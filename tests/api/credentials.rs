@@ -1,5 +1,6 @@
 //! Changing the password or e-mail: the current password is required, every other session
-//! ends (tokens refused, sockets closed), the session that made the change lives on, durably.
+//! ends (tokens refused, sockets closed), the session that made the change lives on, sockets
+//! included, durably.
 
 use fawkes::testing::WsClient;
 use serde_json::{Value, json};
@@ -33,12 +34,27 @@ async fn joined_socket(t: &TestServer, token: &str) -> WsClient {
     socket
 }
 
+/// Asserts `socket` is still open and joined: it receives a room message posted by `token`.
+async fn still_receives(t: &TestServer, token: &str, socket: &mut WsClient, body: &str) {
+    let resp = t
+        .post(
+            "/api/v1/rooms/lobby/messages",
+            Some(token),
+            json!({ "body": body }),
+        )
+        .await;
+    assert_eq!(resp.status, 202, "{}", resp.text);
+    let message = socket.event("room:lobby", "message:new").await;
+    assert_eq!(message.payload["body"], body);
+}
+
 #[tokio::test]
 async fn a_password_change_needs_the_current_password_and_ends_every_other_session() {
     let t = TestServer::start().await;
     let (id, _) = t.register("pw@example.com").await;
     let a = t.login("pw@example.com", PASSWORD).await;
     let b = t.login("pw@example.com", PASSWORD).await;
+    let mut a_socket = joined_socket(&t, &a).await;
     let mut b_socket = joined_socket(&t, &b).await;
 
     // Missing, empty, mistyped or wrong current password: 422 on it, and nothing changes.
@@ -69,7 +85,8 @@ async fn a_password_change_needs_the_current_password_and_ends_every_other_sessi
     let h = b_socket.heartbeat().await;
     b_socket.reply(&h).await;
 
-    // The right one: the password changes, A lives on, B is refused everywhere.
+    // The right one: the password changes, A lives on (its socket stays open and joined), B
+    // is refused everywhere.
     let resp = patch(
         &t,
         id,
@@ -82,10 +99,7 @@ async fn a_password_change_needs_the_current_password_and_ends_every_other_sessi
     t.get("/api/v1/me", Some(&b)).await.assert_json_error(401);
     assert_eq!(b_socket.closed().await.0, 1001);
     assert_eq!(WsClient::upgrade_status(&ws_url(&t, &b), &[]).await, 403);
-    // A's sockets may be closed too (every socket of the user is), but A gets back in.
-    let mut a_socket = joined_socket(&t, &a).await;
-    let h = a_socket.heartbeat().await;
-    a_socket.reply(&h).await;
+    still_receives(&t, &a, &mut a_socket, "after the password change").await;
 
     // The new password works at once, also for a token issued within the same second.
     let fresh = t.login("pw@example.com", NEW_PASSWORD).await;
@@ -111,6 +125,7 @@ async fn an_email_change_needs_the_current_password_and_ends_every_other_session
     let (id, _) = t.register("old@example.com").await;
     let a = t.login("old@example.com", PASSWORD).await;
     let b = t.login("old@example.com", PASSWORD).await;
+    let mut a_socket = joined_socket(&t, &a).await;
     let mut b_socket = joined_socket(&t, &b).await;
 
     let resp = patch(&t, id, &a, json!({"email": "new@example.com"})).await;
@@ -152,6 +167,7 @@ async fn an_email_change_needs_the_current_password_and_ends_every_other_session
     t.get("/api/v1/me", Some(&b)).await.assert_json_error(401);
     assert_eq!(b_socket.closed().await.0, 1001);
     assert_eq!(WsClient::upgrade_status(&ws_url(&t, &b), &[]).await, 403);
+    still_receives(&t, &a, &mut a_socket, "after the e-mail change").await;
     t.login("new@example.com", PASSWORD).await;
 }
 

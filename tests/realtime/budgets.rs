@@ -11,7 +11,7 @@ use fawkes::runtime::{
 };
 use fawkes::testing::WsClient;
 use futures_util::SinkExt as _;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -208,6 +208,38 @@ async fn a_subscriber_that_does_not_read_large_broadcasts_is_cut_off_at_the_byte
     );
     assert!(eventually(|| t.runtime.connection_count() == 1).await);
     drop(ws);
+}
+
+#[tokio::test]
+async fn a_subscriber_cut_off_as_a_slow_consumer_reads_its_backlog_then_1013() {
+    let t = TestEndpoint::start_with(TransportConfig {
+        outbound_queue: 8,
+        ..Default::default()
+    })
+    .await;
+    let mut slow = t.client("slow").await;
+    slow.join("lab:burst", json!({})).await;
+    // A burst of broadcasts the client does not read as they come: on this one thread, the
+    // topic actor queues them all before the connection's writer runs, so the queue goes
+    // over its 8 frames (its socket buffers have room: the close frame can be delivered).
+    for i in 0..50 {
+        t.runtime
+            .pubsub()
+            .broadcast("lab:burst", "burst", json!({"i": i}));
+    }
+    // Now it reads: what was queued before the cut, in order, then the code.
+    let (code, reason) = slow.closed().await;
+    assert_eq!((code, reason.as_str()), (1013, "slow consumer"));
+    let backlog: Vec<Value> = slow
+        .unmatched()
+        .iter()
+        .filter(|frame| frame.event == "burst")
+        .map(|frame| frame.payload["i"].clone())
+        .collect();
+    let expected: Vec<Value> = (0..backlog.len()).map(|i| json!(i)).collect();
+    assert_eq!(backlog, expected, "a prefix of the burst, in order");
+    assert_eq!(backlog.len(), 8, "what its queue held when it overflowed");
+    assert_eq!(t.runtime.stats().slow_consumer_disconnects, 1);
 }
 
 #[tokio::test]

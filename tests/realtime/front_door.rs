@@ -1,63 +1,22 @@
 //! The endpoint's front door: deadlines for request heads and idle connections, and the
 //! connection cap, which WebSockets count against until they end.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fawkes::runtime::{HttpLimits, TransportConfig};
+use bytes::Bytes;
+use fawkes::runtime::{HttpBody, HttpLimits, Runtime, TransportConfig};
 use fawkes::testing::WsClient;
+use http_body_util::{BodyExt as _, StreamBody};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
 
+use crate::raw::{get, read_until_closed};
 use crate::support::TestEndpoint;
-
-/// Reads until the server closes `stream` (end of file or reset) and returns what it sent;
-/// `None` if it is still open after `limit`.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(limit, read).await.ok()?;
-    Some(out)
-}
-
-/// `GET path` on `stream` (kept alive); returns the response head and body once whole.
-async fn get(stream: &mut TcpStream, path: &str) -> String {
-    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read = async {
-        loop {
-            let n = stream.read(&mut buf).await.expect("read");
-            assert!(n > 0, "closed before a response");
-            out.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&out).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if body.len() >= length {
-                    return text;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .expect("a response in time")
-}
 
 fn limits(header_read_timeout: Duration, keep_alive_timeout: Duration) -> HttpLimits {
     HttpLimits {
@@ -187,4 +146,70 @@ async fn websockets_hold_a_connection_slot_until_they_end() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(served, "the WebSocket's slot came back when it ended");
+}
+
+/// Chunks of the slow body below.
+const CHUNKS: usize = 8;
+
+/// A response whose body comes a chunk every 250 ms: 2 s in all.
+fn slow_response() -> http::Response<HttpBody> {
+    let chunks = futures_util::stream::unfold(0, |i| async move {
+        if i == CHUNKS {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let chunk = Bytes::from(format!("chunk {i};"));
+        Some((Ok::<_, Infallible>(http_body::Frame::data(chunk)), i + 1))
+    });
+    http::Response::new(
+        StreamBody::new(chunks)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    )
+}
+
+#[tokio::test]
+async fn a_response_body_still_streaming_past_the_keep_alive_timeout_arrives_whole() {
+    // The body outlasts the keep-alive timeout and the grace an idle connection gets to close
+    // (1 s): the connection is not idle while it streams.
+    let runtime = Runtime::start(TransportConfig::default())
+        .await
+        .expect("runtime");
+    let slow = tower::service_fn(|_: http::Request<hyper::body::Incoming>| async {
+        Ok::<_, Infallible>(slow_response())
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    tokio::spawn(
+        runtime
+            .endpoint()
+            .fallback(BoxCloneSyncService::new(slow))
+            .limits(limits(Duration::from_secs(10), Duration::from_millis(300)))
+            .serve(listener, shutdown, Duration::from_secs(1)),
+    );
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // The connection is closed once idle after the body, not before its end.
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("closed once idle");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    for i in 0..CHUNKS {
+        assert!(
+            answer.contains(&format!("chunk {i};")),
+            "chunk {i} missing: {answer}"
+        );
+    }
+    assert!(
+        answer.ends_with("\r\n0\r\n\r\n"),
+        "the body's end: {answer:?}"
+    );
 }

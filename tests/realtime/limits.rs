@@ -2,7 +2,6 @@
 //! oversized frame is refused with a close code the client actually reads, and one socket id
 //! cannot open sockets without end.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use fawkes::runtime::{
@@ -11,10 +10,10 @@ use fawkes::runtime::{
 use fawkes::testing::WsClient;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::raw::upgrade_response;
 use crate::support::{TestEndpoint, eventually};
 
 /// Sends one V2 frame on a fresh connection and returns how the server closed it.
@@ -167,43 +166,6 @@ impl Socket for Anonymous {
     }
 }
 
-/// The raw response to an upgrade request for `path`: status line, headers and body.
-async fn raw_upgrade(addr: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
-         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read_all = async {
-        loop {
-            let n = stream.read(&mut buf).await.expect("read");
-            out.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&out);
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length: ")
-                            .map(str::to_owned)
-                    })
-                    .and_then(|l| l.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if body.len() >= length {
-                    return text.into_owned();
-                }
-            }
-            assert!(n > 0, "closed before a whole response: {text}");
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read_all)
-        .await
-        .expect("a response in time")
-}
-
 #[tokio::test]
 async fn one_socket_id_cannot_open_sockets_without_end() {
     let t = TestEndpoint::start_with(TransportConfig {
@@ -217,7 +179,7 @@ async fn one_socket_id_cannot_open_sockets_without_end() {
     }
     let url = t.url("user=ann&vsn=2.0.0");
     assert_eq!(WsClient::upgrade_status(&url, &[]).await, 429, "the 4th");
-    let refused = raw_upgrade(t.addr, "/socket/websocket?user=ann&vsn=2.0.0").await;
+    let refused = upgrade_response(t.addr, "/socket/websocket?user=ann&vsn=2.0.0").await;
     assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
     assert!(
         refused.contains("application/json")

@@ -157,6 +157,44 @@ async fn a_disconnect_during_the_connect_check_closes_the_socket_once_it_is_up()
     assert_eq!(fresh.reply(&r).await.status(), Some("ok"));
 }
 
+#[tokio::test]
+async fn disconnect_except_spares_the_sockets_that_also_carry_the_kept_name() {
+    let t = TestEndpoint::start().await;
+    let connect = |session: &str, hold: bool| {
+        let hold = if hold { "&hold=1" } else { "" };
+        let url = t.url(&format!("user=ann&session={session}&vsn=2.0.0{hold}"));
+        async move { WsClient::connect(&url).await.expect("connect") }
+    };
+    let mut kept = connect("a", false).await;
+    let mut other = connect("b", false).await;
+    let mut bob = t.client("bob").await;
+    // One more of session b, whose connect check started before the call and registers after.
+    let late = tokio::spawn(connect("b", true));
+    t.hold.arrived.notified().await;
+    t.runtime
+        .sessions()
+        .disconnect_except("test_socket:ann", "test_session:a");
+    t.hold.release.notify_one();
+    let mut late = late.await.expect("task");
+    assert_eq!(other.closed().await, (1001, "disconnected".to_owned()));
+    assert_eq!(late.closed().await, (1001, "disconnected".to_owned()));
+    // Session a's socket and other ids' are open; so is one of session a that registers late.
+    let early = tokio::spawn(connect("a", true));
+    t.hold.arrived.notified().await;
+    t.runtime
+        .sessions()
+        .disconnect_except("test_socket:ann", "test_session:a");
+    t.hold.release.notify_one();
+    let mut early = early.await.expect("task");
+    for c in [&mut kept, &mut bob, &mut early] {
+        let (j, _) = c.join("lab:spared", json!({})).await;
+        let r = c.push(&j, "lab:spared", "echo", json!({})).await;
+        assert_eq!(c.reply(&r).await.status(), Some("ok"));
+    }
+    let sessions = t.runtime.sessions();
+    assert!(eventually_async(|| async { sessions.count("test_socket:ann").await == 2 }).await);
+}
+
 /// Pushes run on other threads while the client joins and leaves over and over: on every
 /// join, pushes come after the join reply and never after the leave reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// Accepts `?user=NAME`; `?refuse=401` refuses with that status; `?hold=1` holds the connect
-/// check until the test releases it (see [`ConnectHold`]).
+/// check until the test releases it (see [`ConnectHold`]); `?session=S` adds the disconnect
+/// topic `test_session:S` (the assigns are then `NAME@S`; the socket id stays
+/// `test_socket:NAME`).
 #[derive(Default)]
 pub struct TestSocket {
     pub hold: ConnectHold,
@@ -45,14 +47,23 @@ impl Socket for TestSocket {
         if let Some(token) = &info.auth_token {
             return Ok(format!("token:{token}"));
         }
-        params
-            .get("user")
-            .map(str::to_owned)
-            .ok_or_else(ConnectError::forbidden)
+        let user = params.get("user").ok_or_else(ConnectError::forbidden)?;
+        Ok(match params.get("session") {
+            Some(session) => format!("{user}@{session}"),
+            None => user.to_owned(),
+        })
     }
 
     fn id(&self, user: &String) -> Option<String> {
-        Some(format!("test_socket:{user}"))
+        let name = user.split_once('@').map_or(user.as_str(), |(name, _)| name);
+        Some(format!("test_socket:{name}"))
+    }
+
+    fn disconnect_topics(&self, user: &String) -> Vec<String> {
+        user.split_once('@')
+            .map(|(_, session)| format!("test_session:{session}"))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -121,6 +132,16 @@ impl Channel for Lab {
         ctx: &mut ChannelContext<Self>,
     ) -> Result<JoinOutcome<u64>, ChannelError> {
         let p = payload.as_json().cloned().unwrap_or_default();
+        // Messages to itself first: handled right after the join (dropped if it fails).
+        for message in p["self_send"].as_array().into_iter().flatten() {
+            ctx.handle().send(LabInfo::Push(message.clone()));
+        }
+        if p["track_and_hang"] == true {
+            // Tracks its user, then never returns: the socket actor is killed after
+            // `close_grace` once the connection is gone.
+            ctx.track(ctx.assigns(), json!({})).await?;
+            std::future::pending::<()>().await;
+        }
         if p["panic"] == true {
             panic!("join exploded");
         }

@@ -1,8 +1,10 @@
 //! What a connection is doing, for its timeouts: requests in progress, and since when it has
 //! had none.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -22,8 +24,8 @@ pub(super) struct Activity {
     pub(super) request_ended: tokio::sync::Notify,
 }
 
-/// A request in progress; when dropped, the connection is idle from then on (unless another
-/// one is in progress).
+/// A request in progress, until its response body has been sent ([`Tracked`]); when dropped,
+/// the connection is idle from then on (unless another one is in progress).
 #[derive(Debug)]
 pub(super) struct InFlight(Arc<Activity>);
 
@@ -74,6 +76,48 @@ impl Activity {
             (false, true) => Check::Idle,
             (false, false) => Check::HeadTimedOut,
         }
+    }
+}
+
+/// A response body that keeps its request in progress until it has been sent (or dropped):
+/// a connection streaming a slow body is not idle.
+#[derive(Debug)]
+pub(super) struct Tracked<B> {
+    body: B,
+    in_flight: Option<InFlight>,
+}
+
+impl<B> Tracked<B> {
+    pub(super) fn new(body: B, in_flight: InFlight) -> Self {
+        Self {
+            body,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            // Its end: the request is over.
+            self.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -48,18 +48,29 @@ impl Default for HttpLimits {
 
 impl HttpLimits {
     /// The cap on open connections: `max_connections`, or, when unset, the open-file soft
-    /// limit less `reserved_fds` (at least half the limit), or no cap when the limit is
-    /// unlimited or unknown.
+    /// limit less `reserved_fds` (half the limit if the reserve takes all of it), or no cap
+    /// when the limit is unlimited or unknown. A derived cap stays below the open-file limit.
     pub fn connection_cap(&self) -> usize {
         self.max_connections
             .unwrap_or_else(|| match open_file_limit() {
                 None => usize::MAX,
-                Some(limit) => {
-                    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                    limit.saturating_sub(self.reserved_fds).max(limit / 2)
-                }
+                Some(limit) => derived_cap(
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                    self.reserved_fds,
+                ),
             })
             .max(1)
+    }
+}
+
+/// The connection cap for an open-file limit of `limit` with `reserved` descriptors kept for
+/// everything else: never more than `limit - reserved`; when the reserve takes the whole limit
+/// (a tiny limit), half of it, so that connections are still served and `accept` still has
+/// descriptors left.
+fn derived_cap(limit: usize, reserved: usize) -> usize {
+    match limit.saturating_sub(reserved) {
+        0 => limit / 2,
+        room => room,
     }
 }
 
@@ -286,7 +297,6 @@ mod tests {
             Some(limit) => {
                 let cap = limits.connection_cap() as u64;
                 assert!(cap < limit, "{cap} under {limit}");
-                assert!(cap >= limit / 2);
             }
             None => assert_eq!(limits.connection_cap(), usize::MAX),
         }
@@ -295,6 +305,27 @@ mod tests {
             ..HttpLimits::default()
         };
         assert_eq!(explicit.connection_cap(), 7);
+    }
+
+    #[test]
+    fn a_small_open_file_limit_keeps_its_reserve() {
+        assert_eq!(derived_cap(1024, 128), 896);
+        // The reserve is more than half the limit: it is still kept whole.
+        assert_eq!(derived_cap(200, 128), 72);
+        assert_eq!(derived_cap(129, 128), 1);
+        // The reserve takes all of it: half the limit, still below it.
+        assert_eq!(derived_cap(128, 128), 64);
+        assert_eq!(derived_cap(100, 128), 50);
+        for limit in 2..600 {
+            for reserved in [0, 1, 64, 128, 256] {
+                let cap = derived_cap(limit, reserved);
+                assert!(cap < limit || reserved == 0, "{limit}, {reserved}: {cap}");
+                assert!(cap >= 1, "{limit}, {reserved}");
+                if limit > reserved {
+                    assert!(cap <= limit - reserved, "{limit}, {reserved}: {cap}");
+                }
+            }
+        }
     }
 
     #[test]

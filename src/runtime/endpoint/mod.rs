@@ -30,7 +30,7 @@ use super::RuntimeShared;
 use super::mount::{ErasedSocket, MountedSocket};
 use super::socket::Socket;
 use super::{SocketMount, transport};
-use activity::{Activity, Check};
+use activity::{Activity, Check, Tracked};
 pub use limits::HttpLimits;
 use limits::{Slot, Slots, Throttle};
 
@@ -256,8 +256,8 @@ async fn serve_connection(
             let (serving, slot) = (serving.clone(), slot.clone());
             async move {
                 let response = serving.endpoint.dispatch(request, peer, slot).await;
-                drop(in_flight);
-                Ok::<_, Infallible>(response)
+                // In progress until its body has been sent, not just its head.
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
             }
         })
     };

@@ -14,6 +14,8 @@
 //! phoenix.js rejoins; a [`Subscription`] ends.
 
 mod adapter;
+#[cfg(test)]
+mod tests;
 mod topic;
 
 pub use adapter::{Adapter, InvalidRemote, MemoryAdapter, MemoryBus, RemoteBroadcast};

@@ -26,6 +26,9 @@ pub(crate) enum TopicMsg {
     /// Fault injection: panic in the handler.
     #[cfg(feature = "testing")]
     Fail,
+    /// Fault injection: stay busy (handle nothing else) until the sender is used or dropped.
+    #[cfg(feature = "testing")]
+    Stall(tokio::sync::oneshot::Receiver<()>),
 }
 
 pub(crate) struct TopicActor;
@@ -107,6 +110,10 @@ impl Actor for TopicActor {
             }
             #[cfg(feature = "testing")]
             TopicMsg::Fail => panic!("fault injected into the topic actor of {}", state.topic),
+            #[cfg(feature = "testing")]
+            TopicMsg::Stall(until) => {
+                let _ = until.await;
+            }
         }
         Ok(())
     }

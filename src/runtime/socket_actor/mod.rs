@@ -13,12 +13,10 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
-use serde_json::{Value, json};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::channel::{Channel, ChannelContext, Continue, HandleIn, JoinInbox, Reply, StopReason};
-use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes, crash_payload};
+use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes};
 use super::presence::Presence;
 use super::protocol::{self, Inbound, Ref, Vsn, events};
 use super::pubsub::{Broadcast, Delivery, PubSub, SubscriberId};
@@ -28,6 +26,7 @@ use super::transport::{Control, Outbound, encoded_to_message};
 
 #[cfg(test)]
 mod detached;
+mod ending;
 mod output;
 #[cfg(test)]
 pub(crate) use detached::detached_context;
@@ -137,6 +136,11 @@ pub(crate) struct SocketState<A> {
     channels: HashMap<Arc<str>, Joined<A>>,
     /// Messages joins send themselves while their `join` runs.
     inbox: Arc<JoinInbox>,
+    /// The join in progress (from its `join` callback until it is recorded in `channels` or
+    /// has failed): if the actor dies meanwhile (killed after `close_grace`, or stopped with
+    /// its supervisor), its state's `Drop` removes what the join may have left: a subscription
+    /// on its way to the topic actor, presences tracked by `join`.
+    joining: Option<(Arc<str>, SubscriberId)>,
     /// This socket in the session registry, under its id and disconnect topics.
     registered: Option<Registered>,
 }
@@ -213,6 +217,7 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             max_channels: args.max_channels,
             channels: HashMap::new(),
             inbox: Arc::default(),
+            joining: None,
             registered,
         })
     }
@@ -395,6 +400,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         };
         let intercepts = route.intercepts();
         self.inbox.open(subscriber);
+        self.joining = Some((topic.clone(), subscriber));
         let outcome = route.join(&topic, msg.payload, parts).await;
         // Messages the join sent itself meanwhile: handled below if it joined, else dropped.
         let early = self.inbox.close();
@@ -428,6 +434,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 }
                 // The topic actor queues the reply before any broadcast can follow it.
                 if !self.pubsub.add(&topic, subscriber, delivery, frame).await {
+                    self.joining = None;
                     self.left(&topic);
                     // Only while shutting down. Never record a join whose reply was not sent.
                     tracing::error!(%topic, "join: could not subscribe; answering join crashed");
@@ -448,6 +455,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 if let Some(registered) = &self.registered {
                     registered.session.joined(&topic);
                 }
+                self.joining = None;
                 self.channels.insert(
                     topic.clone(),
                     Joined {
@@ -465,6 +473,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 }
             }
             ErasedJoin::Refused(response) => {
+                self.joining = None;
                 self.reply(
                     &msg.join_ref,
                     &msg.msg_ref,
@@ -474,6 +483,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 close_replaced(self);
             }
             ErasedJoin::Crashed(error) => {
+                self.joining = None;
                 tracing::error!(%topic, %error, "channel join crashed");
                 self.reply(
                     &msg.join_ref,
@@ -499,104 +509,5 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             }
             Err(crash) => self.crash(topic, &crash),
         }
-    }
-
-    /// Ends a join on purpose (or on request): `terminate`, unsubscribe, and — if `notify` —
-    /// `phx_close` (graceful reason) or `phx_error`, preceded by `reply` (the answer to the
-    /// message that ended it) in the same write. Returns the join_ref it had.
-    async fn stop_channel(
-        &mut self,
-        topic: &Arc<str>,
-        reason: StopReason,
-        notify: bool,
-        reply: Option<Message>,
-    ) -> Option<Ref> {
-        let mut joined = self.channels.remove(topic)?;
-        // Before any reply goes out: no direct push may follow it (phoenix.js has dropped the
-        // channel by then).
-        self.left(topic);
-        self.pubsub.unsubscribe(topic, joined.subscriber);
-        self.presence.untrack_owner(topic, joined.subscriber);
-        // The client is answered before `terminate` runs, as Phoenix does: a slow `terminate`
-        // never delays the reply.
-        if notify {
-            let close = if reason.is_graceful() {
-                protocol::encode_close(self.vsn, &joined.join_ref, topic)
-            } else {
-                protocol::encode_error(self.vsn, &joined.join_ref, topic, &error_payload(&reason))
-            };
-            let close = encoded_to_message(close);
-            // Queued as one batch: the writer sends both in one write.
-            match reply {
-                Some(reply) => self.out.send_batch(vec![reply, close]),
-                None => self.out.send(close),
-            };
-        } else if let Some(reply) = reply {
-            self.out.send(reply);
-        }
-        let outcome = joined.instance.terminate(&reason).await;
-        if let Err(e) = outcome.result {
-            tracing::error!(%topic, error = %e, "channel terminate crashed");
-        }
-        if notify {
-            // Protocol §3.4: what `terminate` pushes goes after the close (phoenix.js ignores it).
-            self.push_all(&joined.join_ref, topic, outcome.pushes);
-        }
-        Some(joined.join_ref)
-    }
-
-    /// A callback failed: drop the join (no `terminate`: its state may be broken) and tell the
-    /// client `phx_error`.
-    fn crash(&mut self, topic: &Arc<str>, error: &str) {
-        tracing::error!(%topic, %error, "channel crashed");
-        let Some(joined) = self.channels.remove(topic) else {
-            return;
-        };
-        self.left(topic);
-        self.pubsub.unsubscribe(topic, joined.subscriber);
-        self.presence.untrack_owner(topic, joined.subscriber);
-        self.send(protocol::encode_error(
-            self.vsn,
-            &joined.join_ref,
-            topic,
-            &crash_payload(),
-        ));
-    }
-
-    /// The connection is gone: terminate every join, drop every subscription.
-    async fn shutdown(&mut self) {
-        let topics: Vec<Arc<str>> = self.channels.keys().cloned().collect();
-        for topic in topics {
-            self.stop_channel(&topic, StopReason::Closed, false, None)
-                .await;
-        }
-        // Dropping the registration unregisters the socket.
-        self.registered = None;
-    }
-
-    /// The join of `topic` has ended: direct pushes no longer reach it.
-    fn left(&self, topic: &str) {
-        if let Some(registered) = &self.registered {
-            registered.session.left(topic);
-        }
-    }
-}
-
-impl<A> Drop for SocketState<A> {
-    /// Covers an actor that ends without `post_stop` (a panic or a kill): its subscriptions
-    /// and presences must not outlive it.
-    fn drop(&mut self) {
-        for (topic, joined) in self.channels.drain() {
-            self.pubsub.unsubscribe(&topic, joined.subscriber);
-            self.presence.untrack_owner(&topic, joined.subscriber);
-        }
-        // `registered` unregisters itself when dropped with the state.
-    }
-}
-
-fn error_payload(reason: &StopReason) -> Value {
-    match reason {
-        StopReason::Error(_) => crash_payload(),
-        _ => json!({}),
     }
 }

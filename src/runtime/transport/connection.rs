@@ -177,6 +177,8 @@ pub(super) async fn run(
                     && until <= now
                 {
                     wait = Wait::Nothing;
+                    // As after a window wait: the server kept a message in progress waiting.
+                    ws.get_mut().resumed();
                 }
                 if held.is_some() {
                     // Not reading is the server's doing: the client is not idle.
@@ -227,21 +229,33 @@ pub(super) async fn run(
     // Tell the client why, unless it is gone or not reading; then stop writing, so that a
     // client that reads sees the end at once.
     let mut careful = false;
-    if let Some(reason) = control.reason()
-        && *reason != CloseReason::SlowConsumer
-    {
-        let frame = CloseFrame {
-            code: CloseCode::from(reason.code()),
-            reason: reason.text().into(),
-        };
-        let sent = timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
-        careful = matches!(sent, Ok(Ok(())));
-    } else {
-        let _ = timeout(
-            Duration::from_secs(1),
-            futures_util::SinkExt::close(&mut ws),
-        )
-        .await;
+    match control.reason() {
+        Some(reason @ CloseReason::SlowConsumer) => {
+            // Best effort and brief: what was queued before the cut, then the code. A client
+            // that does not read has no room for them and is simply dropped.
+            let frame = close_frame(reason);
+            let flush = async {
+                while let Some(queued) = rx.try_recv() {
+                    for message in queued.into_messages() {
+                        feed_split(&mut ws, message).await?;
+                    }
+                }
+                ws.send(Message::Close(Some(frame))).await
+            };
+            let _ = timeout(SLOW_CONSUMER_CLOSE, flush).await;
+        }
+        Some(reason) => {
+            let frame = close_frame(reason);
+            let sent = timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+            careful = matches!(sent, Ok(Ok(())));
+        }
+        None => {
+            let _ = timeout(
+                Duration::from_secs(1),
+                futures_util::SinkExt::close(&mut ws),
+            )
+            .await;
+        }
     }
     if careful {
         let _ = timeout(Duration::from_secs(1), ws.get_mut().shutdown()).await;
@@ -256,6 +270,18 @@ pub(super) async fn run(
     }
     shared.metrics_disconnected(control.reason() == Some(&CloseReason::SlowConsumer));
     careful.then_some(ws)
+}
+
+/// How long the close frame of a slow consumer (1013) may take to be written before the
+/// connection is dropped without it.
+const SLOW_CONSUMER_CLOSE: Duration = Duration::from_millis(200);
+
+/// The close frame telling the client `reason`.
+fn close_frame(reason: &CloseReason) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(reason.code()),
+        reason: reason.text().into(),
+    }
 }
 
 /// Longest a closed connection is drained in [`linger`].

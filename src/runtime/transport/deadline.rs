@@ -66,16 +66,19 @@ impl<T> Watched<T> {
         self.timer = None;
     }
 
-    fn track(&mut self, bytes: &[u8]) {
+    /// Follows `bytes`, just read (`now` tells the time, asked only when needed).
+    fn track(&mut self, bytes: &[u8], now: impl FnOnce() -> Instant) {
         if self.limit.is_none() || bytes.is_empty() {
             return;
         }
-        self.frames.feed(bytes);
+        let finished = self.frames.feed(bytes);
         if self.frames.at_rest() {
             self.started = None;
             self.timer = None;
-        } else if self.started.is_none() {
-            self.started = Some(Instant::now());
+        } else if finished || self.started.is_none() {
+            // Mid-message: the one in progress started in these bytes if an earlier one
+            // ended in them (a read may hold the end of one message and the start of the next).
+            self.started = Some(now());
         }
     }
 
@@ -106,7 +109,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.track(&buf.filled()[before..]);
+                this.track(&buf.filled()[before..], Instant::now);
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.overdue(cx) => {
@@ -170,15 +173,17 @@ impl FrameTracker {
         self.have == 0 && !self.in_payload && !self.fragmented
     }
 
-    /// Follows `bytes`, the next ones of the stream.
-    pub(super) fn feed(&mut self, mut bytes: &[u8]) {
+    /// Follows `bytes`, the next ones of the stream. Returns whether a message ended in them
+    /// (the final frame of a data message, or a control frame outside a fragmented one).
+    pub(super) fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        let mut finished = false;
         while !bytes.is_empty() {
             if self.in_payload {
                 let n = usize::try_from(self.left).map_or(bytes.len(), |l| l.min(bytes.len()));
                 self.left -= n as u64;
                 bytes = &bytes[n..];
                 if self.left == 0 {
-                    self.frame_done();
+                    finished |= self.frame_done();
                 }
                 continue;
             }
@@ -189,10 +194,11 @@ impl FrameTracker {
                 self.left = self.payload_len();
                 self.in_payload = true;
                 if self.left == 0 {
-                    self.frame_done();
+                    finished |= self.frame_done();
                 }
             }
         }
+        finished
     }
 
     /// The header's length, known from its second byte on: 2, a 2- or 8-byte extended
@@ -219,15 +225,20 @@ impl FrameTracker {
         }
     }
 
-    fn frame_done(&mut self) {
+    /// The current frame is complete. Returns whether it ended a message.
+    fn frame_done(&mut self) -> bool {
         let fin = self.head[0] & 0x80 != 0;
         let control = self.head[0] & 0x08 != 0;
-        // Control frames may come between fragments and change nothing.
-        if !control {
-            self.fragmented = !fin;
-        }
         self.have = 0;
         self.in_payload = false;
+        if control {
+            // Control frames may come between fragments and change nothing; outside a
+            // fragmented message each is a whole message.
+            !self.fragmented
+        } else {
+            self.fragmented = !fin;
+            fin
+        }
     }
 }
 
@@ -289,18 +300,50 @@ mod tests {
     #[test]
     fn a_fragmented_message_is_in_progress_until_its_final_fragment_even_across_pings() {
         let mut tracker = FrameTracker::default();
-        tracker.feed(&frame(false, 0x1, b"hel"));
+        assert!(!tracker.feed(&frame(false, 0x1, b"hel")));
         assert!(!tracker.at_rest(), "first fragment");
-        tracker.feed(&frame(true, 0x9, b""));
+        assert!(
+            !tracker.feed(&frame(true, 0x9, b"")),
+            "a ping between fragments ends no message"
+        );
         assert!(!tracker.at_rest(), "a ping between fragments");
-        tracker.feed(&frame(false, 0x0, b"lo"));
-        tracker.feed(&frame(true, 0xA, b"pong"));
+        assert!(!tracker.feed(&frame(false, 0x0, b"lo")));
+        assert!(!tracker.feed(&frame(true, 0xA, b"pong")));
         assert!(!tracker.at_rest());
-        tracker.feed(&frame(true, 0x0, b"!"));
+        assert!(tracker.feed(&frame(true, 0x0, b"!")), "final fragment");
         assert!(tracker.at_rest(), "final fragment");
         // A ping on its own is a whole message.
-        tracker.feed(&frame(true, 0x9, b"hi"));
+        assert!(tracker.feed(&frame(true, 0x9, b"hi")));
         assert!(tracker.at_rest());
+    }
+
+    #[test]
+    fn a_read_that_ends_one_message_and_starts_the_next_restarts_the_clock() {
+        // The reviewer's case: 100-byte whole messages back to back, read in 101-byte chunks
+        // every 25 ms. Every read completes a message, so none is ever older than one read,
+        // though the stream is at rest only once every 100 reads.
+        let message = frame(true, 0x1, &[b'm'; 94]);
+        assert_eq!(message.len(), 100);
+        let stream: Vec<u8> = message.iter().copied().cycle().take(100 * 130).collect();
+        let limit = Duration::from_secs(1);
+        let mut watched = Watched::new((), limit);
+        let t0 = Instant::now();
+        for (i, chunk) in stream.chunks(101).take(120).enumerate() {
+            let now = t0 + Duration::from_millis(25 * i as u64);
+            watched.track(chunk, || now);
+            let age = watched.started.map(|started| now - started);
+            assert!(
+                age.is_none_or(|age| age < limit),
+                "read {i}: the message in progress is {age:?} old"
+            );
+        }
+        // A message still arriving keeps its start: the clock does not restart on bytes alone.
+        let mut watched = Watched::new((), limit);
+        watched.track(&message[..10], || t0);
+        watched.track(&message[10..50], || t0 + limit);
+        assert_eq!(watched.started, Some(t0));
+        watched.track(&message[50..], || t0 + limit);
+        assert_eq!(watched.started, None, "at rest");
     }
 
     #[test]

@@ -14,12 +14,14 @@
 //! | frame larger than `max_frame_bytes` | 1009 |
 //! | internal error (the socket actor died) | 1011 |
 //! | server shutting down | 1012 |
-//! | slow consumer (outbound queue over `outbound_queue` frames or `outbound_queue_bytes`) | 1013, or the TCP connection is dropped |
+//! | slow consumer (outbound queue over `outbound_queue` frames or `outbound_queue_bytes`, or a write over `write_timeout`) | 1013 when the close frame can still be delivered; otherwise the connection is dropped |
 //!
 //! A server-initiated close (any code above but 1013) is careful, so that a client still
 //! sending reads the close frame instead of a reset: the close frame is sent, the write side
 //! is shut down, and whatever the client still sends is read and discarded, for a bounded time
-//! and amount, before the connection is closed.
+//! and amount, before the connection is closed. A slow consumer gets what was queued before
+//! the cut and then 1013 only if its connection takes them within 200 ms: one that does not
+//! read has no room for them, and its connection is simply dropped.
 //!
 //! Names are checked as soon as a frame is decoded, before it reaches the socket actor: nothing
 //! over a limit is ever stored. (An error reply would have to echo the oversized topic for
@@ -34,8 +36,8 @@
 //!   the client; nothing is lost. A message whose first byte arrived must be complete within
 //!   `message_timeout` (1008 otherwise), pings between its fragments notwithstanding;
 //! - outbound, by cutting off: more than `outbound_queue` frames or `outbound_queue_bytes`
-//!   bytes waiting for the client make it a slow consumer (1013), even while a write to it is
-//!   stuck.
+//!   bytes waiting for the client (direct pushes held for a join reply included) make it a
+//!   slow consumer (1013), even while a write to it is stuck.
 
 mod connection;
 mod deadline;
@@ -67,7 +69,8 @@ pub struct TransportConfig {
     /// Close after this long without any frame from the client (phoenix.js heartbeats every
     /// 30 s).
     pub idle_timeout: Duration,
-    /// Frames queued for a client before it counts as a slow consumer and is disconnected.
+    /// Frames queued for a client before it counts as a slow consumer and is disconnected
+    /// (direct pushes held for a join reply count too).
     pub outbound_queue: usize,
     /// Bytes queued for a client (the frames' lengths, shared broadcast bytes included)
     /// before it counts as a slow consumer and is disconnected. A frame is always taken into
@@ -79,8 +82,9 @@ pub struct TransportConfig {
     pub max_channels: usize,
     /// Read buffer per connection, in bytes (tungstenite's default is 128 KiB).
     pub read_buffer_bytes: usize,
-    /// After a connection ends, how long its channels get to finish before the socket actor
-    /// is killed (a callback that never returns).
+    /// After a connection ends (and its close handshake, at most 2 s more), how long its
+    /// channels get to finish before the socket actor is killed (a callback that never
+    /// returns); its state's `Drop` still removes its subscriptions and presences.
     pub close_grace: Duration,
     /// Longest topic name a client may send, in bytes; longer → close 1003 (`topic too long`).
     /// Event names and `ref`/`join_ref` are limited to [`MAX_EVENT_BYTES`] and
@@ -98,9 +102,10 @@ pub struct TransportConfig {
     /// reconnecting client rejoins all its channels together).
     pub max_messages_burst: u32,
     /// A message whose first byte arrived must be complete within this, or the connection is
-    /// closed with 1008 (`message too slow`); the clock restarts when the connection stopped
-    /// reading to let its socket actor catch up. Zero: no limit (the idle timeout still
-    /// applies).
+    /// closed with 1008 (`message too slow`). The clock starts with the message's first byte
+    /// (also when a read holds the end of one message and the start of the next), and restarts
+    /// whenever the server stopped reading (the message rate, or the socket actor catching
+    /// up). Zero: no limit (the idle timeout still applies).
     pub message_timeout: Duration,
 }
 
@@ -237,6 +242,14 @@ impl Queue {
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Whether a frame of `len` bytes fits after `frames` frames of `bytes` bytes. Over either
+    /// bound is a slow consumer, but an empty queue takes any one frame: a client that keeps
+    /// up must be able to receive a frame larger than the budget.
+    fn fits(&self, frames: usize, bytes: usize, len: usize) -> bool {
+        let over_bytes = bytes > 0 && bytes.saturating_add(len) > self.max_bytes;
+        frames < self.capacity && !over_bytes
+    }
 }
 
 /// Frames kept in a drained queue's buffer; beyond this it is released.
@@ -371,16 +384,9 @@ impl Outbound {
             if state.receiver_gone {
                 return Sent::Gone;
             }
-            // Over either bound is a slow consumer, but an empty queue takes any one frame:
-            // a client that keeps up must be able to receive a frame larger than the budget.
-            let over_bytes =
-                state.bytes > 0 && state.bytes.saturating_add(len) > self.queue.max_bytes;
-            if state.frames.len() >= self.queue.capacity || over_bytes {
+            if !self.queue.fits(state.frames.len(), state.bytes, len) {
                 drop(state);
-                if self.control.reason().is_none() {
-                    tracing::warn!("slow consumer: outbound queue full; disconnecting");
-                }
-                self.control.close(CloseReason::SlowConsumer);
+                self.overflow("outbound queue full");
                 return Sent::Overflow;
             }
             state.frames.push_back(frame);
@@ -388,6 +394,30 @@ impl Outbound {
         }
         self.queue.ready.notify_one();
         Sent::Queued
+    }
+
+    /// Whether one more frame of `len` bytes fits in this connection's budget with `frames`
+    /// frames of `bytes` bytes held for it outside its queue (pushes waiting for a join
+    /// reply): they count against the budget with what is queued. If not, the connection is
+    /// closed as a slow consumer.
+    pub(crate) fn within_budget(&self, frames: usize, bytes: usize, len: usize) -> bool {
+        let fits = {
+            let state = self.queue.lock();
+            let queued = (state.frames.len(), state.bytes);
+            self.queue
+                .fits(queued.0 + frames, queued.1.saturating_add(bytes), len)
+        };
+        if !fits {
+            self.overflow("pushes held for a join reply over the outbound budget");
+        }
+        fits
+    }
+
+    fn overflow(&self, what: &str) {
+        if self.control.reason().is_none() {
+            tracing::warn!("slow consumer: {what}; disconnecting");
+        }
+        self.control.close(CloseReason::SlowConsumer);
     }
 }
 
@@ -427,6 +457,28 @@ mod tests {
         assert_eq!(control.reason(), Some(&CloseReason::SlowConsumer));
         while rx.try_recv().is_some() {}
         assert_eq!(rx.queue.lock().bytes, 0);
+    }
+
+    #[test]
+    fn frames_held_outside_the_queue_count_against_its_budget() {
+        let (out, _rx, control) = Outbound::new(4, 1000);
+        assert_eq!(out.send(text(300)), Sent::Queued);
+        assert!(out.within_budget(0, 0, 300), "300 queued + 300");
+        assert!(out.within_budget(1, 300, 400), "right at the byte budget");
+        assert!(
+            out.within_budget(2, 2, 2),
+            "three frames with the queued one"
+        );
+        assert!(control.reason().is_none());
+        assert!(!out.within_budget(3, 3, 1), "one frame over");
+        assert_eq!(control.reason(), Some(&CloseReason::SlowConsumer));
+        let (out, _rx, control) = Outbound::new(4, 1000);
+        assert!(
+            out.within_budget(0, 0, 5000),
+            "nothing waits: any one frame"
+        );
+        assert!(!out.within_budget(1, 5000, 1), "one byte over");
+        assert!(control.reason().is_some());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::web::error::ApiError;
 use crate::web::request::{PageQuery, PeerAddr, json_body, path_id};
 use crate::web::response::{self, Response};
-use crate::web::user_socket::user_socket_id;
+use crate::web::user_socket::{token_topic, user_socket_id};
 
 /// Registers a user from `{"user": {...}}`: 201, `Location`, and the generated password once.
 /// Limited per client address (429 with `Retry-After`), every attempt counted.
@@ -111,9 +111,11 @@ where
         .update_user(claims.user_id, id, input, &claims)
         .await?;
     if updated.sessions_revoked {
-        // Every socket of the user closes (1001); phoenix.js reconnects, and only sockets whose
-        // token is still valid are let back in.
-        app.pubsub.disconnect(&user_socket_id(id));
+        // The user's other sessions' sockets close (1001; their tokens are revoked, so they
+        // are refused on reconnect); the presenting session's stay open. This node's
+        // sockets: the cluster adapter must carry it to the others.
+        app.sessions
+            .disconnect_except(&user_socket_id(id), &token_topic(&claims.jti));
     }
     Ok(response::json(
         StatusCode::OK,

@@ -24,20 +24,24 @@
 //! - [`Sessions::disconnect`]: closes every socket with the name (close code 1001; phoenix.js
 //!   reconnects, and its token is then checked again). [`PubSub::disconnect`](super::PubSub)
 //!   does the same on every node.
+//! - [`Sessions::disconnect_except`]: the same, sparing the sockets that also carry another
+//!   name (a user's sockets but those of the session that changed the password).
 //!
-//! The registry is per node: `push` reaches this node's sockets only.
+//! The registry is per node: `push` and `disconnect_except` reach this node's sockets only.
+
+mod journal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
-
-use super::supervisor::{Child, Slot};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::protocol::{self, Payload, Ref, Vsn};
+use super::supervisor::{Child, Slot};
 use super::transport::{CloseReason, Control, Outbound, Sent, encoded_to_message};
+use journal::Journal;
 
 /// One live socket as the registry sees it. Shared with its socket actor, which records here
 /// the topics it has joined.
@@ -54,7 +58,15 @@ struct Join {
     join_ref: Ref,
     /// `Some` while the join reply is being queued: pushes wait here, so the client never
     /// sees a push before its join reply, and none is lost once it has the reply.
-    held: Option<Vec<Message>>,
+    held: Option<Held>,
+}
+
+/// Pushes waiting for a join reply, bounded like the outbound queue they are bound for.
+#[derive(Default)]
+struct Held {
+    frames: Vec<Message>,
+    /// Their total length.
+    bytes: usize,
 }
 
 impl Session {
@@ -76,7 +88,7 @@ impl Session {
     pub(crate) fn joining(&self, topic: Arc<str>, join_ref: Ref) {
         let join = Join {
             join_ref,
-            held: Some(Vec::new()),
+            held: Some(Held::default()),
         };
         self.joins().insert(topic, join);
     }
@@ -85,7 +97,7 @@ impl Session {
     pub(crate) fn joined(&self, topic: &str) {
         let mut joins = self.joins();
         let held = joins.get_mut(topic).and_then(|join| join.held.take());
-        for frame in held.into_iter().flatten() {
+        for frame in held.into_iter().flat_map(|held| held.frames) {
             self.out.send(frame);
         }
     }
@@ -121,10 +133,17 @@ impl Session {
             }
         };
         match &mut join.held {
-            Some(held) => {
-                held.push(frame);
+            // Counted against the outbound queue's budget: beyond it, a slow consumer.
+            Some(held)
+                if self
+                    .out
+                    .within_budget(held.frames.len(), held.bytes, frame.len()) =>
+            {
+                held.bytes += frame.len();
+                held.frames.push(frame);
                 true
             }
+            Some(_) => false,
             None => self.out.send(frame) == Sent::Queued,
         }
     }
@@ -143,6 +162,8 @@ pub(crate) enum SessionsMsg {
     },
     Lookup(String, RpcReplyPort<Vec<Arc<Session>>>),
     Disconnect(String),
+    /// Disconnect the sockets with the first name that do not also have the second.
+    DisconnectExcept(String, String),
     Names(RpcReplyPort<usize>),
     /// A restarted registry's first message: every live socket (from the journal).
     Rebuild(Vec<(ActorId, Arc<[String]>, Arc<Session>)>),
@@ -150,11 +171,6 @@ pub(crate) enum SessionsMsg {
     #[cfg(feature = "testing")]
     Fail,
 }
-
-/// How long a disconnect is remembered for sockets still registering: a socket whose connect
-/// check started before a disconnect of one of its names, and that registers after it, is
-/// closed as it registers (its token may have been revoked in between).
-const REMEMBER_DISCONNECTS: Duration = Duration::from_secs(60);
 
 /// How long a lookup that hit a failed registry waits for its replacement.
 const RESTART_WAIT: Duration = Duration::from_secs(1);
@@ -189,6 +205,15 @@ impl RegistryState {
     fn disconnect(&self, name: &str) {
         for session in self.names.get(name).into_iter().flat_map(HashMap::values) {
             session.disconnect();
+        }
+    }
+
+    fn disconnect_except(&self, name: &str, keep: &str) {
+        let kept = self.names.get(keep);
+        for (socket, session) in self.names.get(name).into_iter().flatten() {
+            if !kept.is_some_and(|kept| kept.contains_key(socket)) {
+                session.disconnect();
+            }
         }
     }
 }
@@ -228,6 +253,7 @@ impl Actor for Registry {
                 let _ = reply.send(found);
             }
             SessionsMsg::Disconnect(name) => state.disconnect(&name),
+            SessionsMsg::DisconnectExcept(name, keep) => state.disconnect_except(&name, &keep),
             SessionsMsg::Names(reply) => {
                 let _ = reply.send(state.names.len());
             }
@@ -241,31 +267,6 @@ impl Actor for Registry {
             SessionsMsg::Fail => panic!("fault injected into the session registry"),
         }
         Ok(())
-    }
-}
-
-/// A live socket in the journal: its names, its session, when its connect check started.
-type LiveSocket = (Arc<[String]>, Arc<Session>, Instant);
-
-/// What a registry restart rebuilds from: every live socket and the recent disconnects. Kept
-/// by the handle, outside the actor, and written before each message to the actor is sent
-/// (under this lock, so the actor sees messages in journal order).
-#[derive(Default)]
-struct Journal {
-    live: HashMap<ActorId, LiveSocket>,
-    /// Recent disconnects: name → when.
-    disconnected: HashMap<String, Instant>,
-}
-
-impl Journal {
-    /// Whether a socket whose connect check started at `connected_at` must be closed: one of
-    /// its names was disconnected since.
-    fn missed_disconnect(&self, names: &[String], connected_at: Instant) -> bool {
-        names.iter().any(|name| {
-            self.disconnected
-                .get(name)
-                .is_some_and(|at| *at >= connected_at)
-        })
     }
 }
 
@@ -438,16 +439,33 @@ impl Sessions {
     /// before this call and that registers after it, and also while the registry restarts.
     pub fn disconnect(&self, name: &str) {
         let mut journal = self.journal();
-        let now = Instant::now();
-        journal
-            .disconnected
-            .retain(|_, at| now.duration_since(*at) < REMEMBER_DISCONNECTS);
-        journal.disconnected.insert(name.to_owned(), now);
+        journal.disconnects.remember(name, None, Instant::now());
         let sent = self
             .inner
             .actor
             .get()
             .cast(SessionsMsg::Disconnect(name.to_owned()));
+        if sent.is_err() {
+            tracing::warn!(%name, "session registry down: its restart carries out the disconnect");
+        }
+    }
+
+    /// Like [`Sessions::disconnect`], but spares the sockets that also carry `keep`: e.g.
+    /// every socket of a user (`user_socket:42`) but those of the session that changed the
+    /// password (`user_token:<its jti>`). A socket still registering is judged the same way
+    /// (closed if it carries `name` and not `keep`).
+    ///
+    /// This node's sockets only: unlike [`PubSub::disconnect`](super::PubSub::disconnect),
+    /// nothing carries it to other nodes yet (the cluster adapter's issue must).
+    pub fn disconnect_except(&self, name: &str, keep: &str) {
+        let mut journal = self.journal();
+        journal
+            .disconnects
+            .remember(name, Some(keep), Instant::now());
+        let sent = self.inner.actor.get().cast(SessionsMsg::DisconnectExcept(
+            name.to_owned(),
+            keep.to_owned(),
+        ));
         if sent.is_err() {
             tracing::warn!(%name, "session registry down: its restart carries out the disconnect");
         }

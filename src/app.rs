@@ -24,8 +24,9 @@ use crate::web::{
     rate_limit::{LoginLimiter, RegisterLimiter, RequestLimiter},
 };
 
-/// How often expired revocations and idle rate-limit keys are pruned.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+/// How often expired revocations are pruned (a database query; the rate limiters are pruned
+/// every [`web::rate_limit::PRUNE_EVERY`]).
+const PRUNE_REVOCATIONS_EVERY: Duration = Duration::from_secs(600);
 
 /// Everything a request handler can reach.
 pub struct App {
@@ -249,20 +250,24 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(MAINTENANCE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut limiters = tokio::time::interval(web::rate_limit::PRUNE_EVERY);
+    let mut revocations = tokio::time::interval(PRUNE_REVOCATIONS_EVERY);
+    for every in [&mut limiters, &mut revocations] {
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     loop {
         tokio::select! {
-            _ = every.tick() => {}
+            _ = limiters.tick() => {
+                app.login_limiter.prune();
+                app.register_limiter.prune();
+                app.request_limiter.prune();
+            }
+            _ = revocations.tick() => match app.accounts.prune_revocations().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "pruned expired revocations"),
+                Err(e) => tracing::warn!(error = %e, "pruning revocations failed"),
+            },
             () = shutdown.cancelled() => return,
-        }
-        app.login_limiter.prune();
-        app.register_limiter.prune();
-        app.request_limiter.prune();
-        match app.accounts.prune_revocations().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(rows = n, "pruned expired revocations"),
-            Err(e) => tracing::warn!(error = %e, "pruning revocations failed"),
         }
     }
 }

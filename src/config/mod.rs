@@ -271,6 +271,9 @@ pub struct RateLimitConfig {
     pub login_per_email_all_addresses_per_minute: u32,
     /// Registrations per client address per minute.
     pub register_per_ip_per_minute: u32,
+    /// Registrations per minute on the whole node (every address together), so that many
+    /// addresses (an IPv6 /48 is 65,536 keys) cannot register, and mail, without bound.
+    pub register_per_minute: u32,
     /// REST requests per client address per second (`/health` and `/ready` excepted), a
     /// steady rate above which requests get 429; 0: no limit.
     pub requests_per_ip_per_second: u32,
@@ -365,6 +368,7 @@ impl Default for RateLimitConfig {
             login_per_email_per_minute: 10,
             login_per_email_all_addresses_per_minute: 100,
             register_per_ip_per_minute: 20,
+            register_per_minute: 120,
             requests_per_ip_per_second: 100,
             requests_burst_per_ip: 200,
         }

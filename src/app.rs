@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, AccountsError};
-use crate::config::{Config, Environment, SecretKey, SecretKeyError, SecretKeySource};
+use crate::config::{
+    Config, Environment, InvalidSetting, SecretKey, SecretKeyError, SecretKeySource,
+};
 use crate::mailer::{Mailer, MailerError};
 use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, Sessions};
 use crate::web::{
@@ -60,6 +62,9 @@ pub struct App {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A setting the server cannot work with.
+    #[error(transparent)]
+    Config(#[from] InvalidSetting),
     /// No usable secret key.
     #[error(transparent)]
     SecretKey(#[from] SecretKeyError),
@@ -101,6 +106,7 @@ pub struct Server {
 impl Server {
     /// Starts a server for `config` (bind to port 0 for an ephemeral port).
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
         let (key, source) = SecretKey::resolve(&config)?;
         match &source {
             SecretKeySource::Configured => {}

@@ -127,8 +127,8 @@ impl Server {
                  --env prod for anything others can reach"
             );
         }
+        crate::db::migrate(&config.database_url).await?;
         let db = crate::db::connect(&config.database_url, config.database_pool_size).await?;
-        crate::db::migrate_up(&db).await?;
         let mailer = Mailer::new(&config.mail, db.clone(), key.clone())?;
         let accounts = Accounts::new(db.clone(), key.clone(), config.token_ttl(), mailer.clone())
             .await?

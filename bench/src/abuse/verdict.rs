@@ -59,7 +59,7 @@ impl Check {
             Some(false) => "FAILED",
             None => "skipped",
         };
-        format!("check: {:<60} {:<40} {mark}", self.what, self.seen)
+        format!("check: {:<72} {:<24} {mark}", self.what, self.seen)
     }
 }
 

@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, AccountsError};
-use crate::config::{Config, Environment, SecretKey, SecretKeyError, SecretKeySource};
+use crate::config::{
+    Config, Environment, InvalidSetting, SecretKey, SecretKeyError, SecretKeySource,
+};
 use crate::mailer::{Mailer, MailerError};
 use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, Sessions};
 use crate::web::{
@@ -24,8 +26,9 @@ use crate::web::{
     rate_limit::{LoginLimiter, RegisterLimiter, RequestLimiter},
 };
 
-/// How often expired revocations and idle rate-limit keys are pruned.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+/// How often expired revocations are pruned (a database query; the rate limiters are pruned
+/// every [`web::rate_limit::PRUNE_EVERY`]).
+const PRUNE_REVOCATIONS_EVERY: Duration = Duration::from_secs(600);
 
 /// Everything a request handler can reach.
 pub struct App {
@@ -59,6 +62,9 @@ pub struct App {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A setting the server cannot work with.
+    #[error(transparent)]
+    Config(#[from] InvalidSetting),
     /// No usable secret key.
     #[error(transparent)]
     SecretKey(#[from] SecretKeyError),
@@ -100,6 +106,7 @@ pub struct Server {
 impl Server {
     /// Starts a server for `config` (bind to port 0 for an ephemeral port).
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
         let (key, source) = SecretKey::resolve(&config)?;
         match &source {
             SecretKeySource::Configured => {}
@@ -120,8 +127,8 @@ impl Server {
                  --env prod for anything others can reach"
             );
         }
+        crate::db::migrate(&config.database_url).await?;
         let db = crate::db::connect(&config.database_url, config.database_pool_size).await?;
-        crate::db::migrate_up(&db).await?;
         let mailer = Mailer::new(&config.mail, db.clone(), key.clone())?;
         let accounts = Accounts::new(db.clone(), key.clone(), config.token_ttl(), mailer.clone())
             .await?
@@ -249,20 +256,24 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(MAINTENANCE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut limiters = tokio::time::interval(web::rate_limit::PRUNE_EVERY);
+    let mut revocations = tokio::time::interval(PRUNE_REVOCATIONS_EVERY);
+    for every in [&mut limiters, &mut revocations] {
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     loop {
         tokio::select! {
-            _ = every.tick() => {}
+            _ = limiters.tick() => {
+                app.login_limiter.prune();
+                app.register_limiter.prune();
+                app.request_limiter.prune();
+            }
+            _ = revocations.tick() => match app.accounts.prune_revocations().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "pruned expired revocations"),
+                Err(e) => tracing::warn!(error = %e, "pruning revocations failed"),
+            },
             () = shutdown.cancelled() => return,
-        }
-        app.login_limiter.prune();
-        app.register_limiter.prune();
-        app.request_limiter.prune();
-        match app.accounts.prune_revocations().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(rows = n, "pruned expired revocations"),
-            Err(e) => tracing::warn!(error = %e, "pruning revocations failed"),
         }
     }
 }

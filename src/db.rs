@@ -1,7 +1,8 @@
 //! Opening the database and applying migrations.
 //!
 //! SQLite (the default) is opened in WAL mode with foreign keys on, a busy timeout and
-//! `synchronous = NORMAL`, created if missing. PostgreSQL is used as the URL says.
+//! `synchronous = NORMAL`, created if missing. PostgreSQL is used as the URL says. Migrations
+//! run over one connection of their own ([`migrate`]), never over the server's pool.
 
 use std::time::Duration;
 
@@ -31,7 +32,19 @@ pub async fn connect(url: &str, pool_size: u32) -> Result<DatabaseConnection, Db
     Database::connect(options).await
 }
 
-/// Applies every pending migration.
+/// Applies every pending migration on `db`. Give it one connection ([`migrate`] does):
+/// SQLite checks some DDL (`ALTER TABLE … DROP COLUMN`, `CREATE INDEX`) against a
+/// connection's cached schema, so a pooled connection that missed the previous step fails now
+/// and then ("no such column", "index … already exists").
 pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
+}
+
+/// Applies every pending migration to the database at `url` over a connection of its own,
+/// closed afterwards (what the server does at start-up, before it opens its pool).
+pub async fn migrate(url: &str) -> Result<(), DbErr> {
+    let db = connect(url, 1).await?;
+    let migrated = migrate_up(&db).await;
+    let closed = db.close().await;
+    migrated.and(closed)
 }

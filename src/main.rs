@@ -177,8 +177,8 @@ async fn seed(
 ) -> Outcome {
     let started = std::time::Instant::now();
     let key = fawkes::config::SecretKey::resolve(&config)?.0;
+    fawkes::db::migrate(&config.database_url).await?;
     let db = fawkes::db::connect(&config.database_url, 2).await?;
-    fawkes::db::migrate_up(&db).await?;
     let mailer = fawkes::mailer::Mailer::new(&config.mail, db.clone(), key.clone())?;
     let accounts =
         fawkes::accounts::Accounts::new(db.clone(), key, config.token_ttl(), mailer).await?;

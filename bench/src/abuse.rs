@@ -12,7 +12,13 @@
 //!
 //! Reports the legitimate client's join and `/health` latency in both phases and its failures,
 //! what each attacker got, and the server's RSS before, at the end of the attack and after it.
-//! It passes when the legitimate client saw no failure.
+//! The verdict ([`verdict`]) covers both sides, each check printed: the legitimate client saw
+//! no failure, no join of a topic over `--max-topic-bytes` was accepted, the socket loop opened
+//! at most `--max-sockets-per-id` sockets, and (with `--server-pid`) the server's RSS grew by
+//! at most `--max-rss-growth-mib` during the attack. The bounds default to the server's
+//! defaults; an unfixed server, whose legitimate client saw no failure either, fails the rest.
+
+mod verdict;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -50,7 +56,11 @@ pub(crate) struct Attack {
     pub(crate) half_open_retry: Duration,
     /// Most sockets the socket loop keeps open.
     pub(crate) socket_loop_max: usize,
+    /// The bounds the verdict holds the attackers to.
+    pub(crate) bounds: verdict::Bounds,
 }
+
+pub(crate) use verdict::Bounds;
 
 fn addr(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
@@ -229,13 +239,37 @@ pub(crate) async fn run(target: &Target, attack: Attack) -> Result<(), String> {
             a.cpu - b.cpu
         );
     }
-    let failures = joins.failures[0] + joins.failures[1] + health.failures[0] + health.failures[1];
-    if failures == 0 && !joins.latencies[1].is_empty() && !health.latencies[1].is_empty() {
-        println!("result: PASS (the legitimate client saw no failure)");
+    let observed = verdict::Observed {
+        legit_failures: joins.failures[0]
+            + joins.failures[1]
+            + health.failures[0]
+            + health.failures[1],
+        legit_answered_under_attack: !joins.latencies[1].is_empty()
+            && !health.latencies[1].is_empty(),
+        topic_bytes: attack.topic_bytes,
+        huge_joins_sent: seen.huge_joins_sent.load(Ordering::Relaxed),
+        huge_joins_accepted: seen.huge_joins_accepted.load(Ordering::Relaxed),
+        sockets_on_one_token: seen.loop_opened.load(Ordering::Relaxed),
+        rss_growth: match (before, during) {
+            (Some(b), Some(d)) => Some(peak_rss.max(d.rss).saturating_sub(b.rss)),
+            _ => None,
+        },
+    };
+    let checks = verdict::checks(&observed, &attack.bounds);
+    for check in &checks {
+        println!("{}", check.line());
+    }
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.passed == Some(false))
+        .map(|c| c.what.as_str())
+        .collect();
+    if failed.is_empty() {
+        println!("result: PASS (every check held)");
         Ok(())
     } else {
-        println!("result: FAIL ({failures} legitimate probes failed)");
-        Err(format!("{failures} legitimate probes failed"))
+        println!("result: FAIL ({} of {} checks)", failed.len(), checks.len());
+        Err(format!("failed: {}", failed.join("; ")))
     }
 }
 

@@ -115,6 +115,17 @@ enum Scenario {
         /// Most sockets the socket-loop attacker keeps open.
         #[arg(long, default_value_t = 2000)]
         socket_loop_max: usize,
+        /// The server's `socket.max_topic_bytes`: every join of a longer topic must be refused.
+        #[arg(long, default_value_t = 255)]
+        max_topic_bytes: usize,
+        /// The server's `socket.max_sockets_per_id`: the socket loop may open at most this many
+        /// (0: not checked).
+        #[arg(long, default_value_t = 32)]
+        max_sockets_per_id: usize,
+        /// How much the server's resident memory may grow during the attack, in MiB (checked
+        /// with `--server-pid` only).
+        #[arg(long, default_value_t = 256)]
+        max_rss_growth_mib: u64,
     },
     /// Logins (argon2 verifications) at a steady rate as the seeded users.
     Logins {
@@ -277,6 +288,9 @@ async fn main() {
             half_open,
             half_open_retry_ms,
             socket_loop_max,
+            max_topic_bytes,
+            max_sockets_per_id,
+            max_rss_growth_mib,
         } => {
             let attack = abuse::Attack {
                 baseline: Duration::from_secs(baseline_secs),
@@ -285,6 +299,11 @@ async fn main() {
                 half_open,
                 half_open_retry: Duration::from_millis(half_open_retry_ms),
                 socket_loop_max,
+                bounds: abuse::Bounds {
+                    max_topic_bytes,
+                    max_sockets_per_id,
+                    max_rss_growth_mib,
+                },
             };
             bounded(&target, abuse::run(&target, attack)).await
         }

@@ -2,11 +2,8 @@
 //! transport calls it on every text frame of a `vsn=1.0.0` (or version-less) connection.
 //!
 //! Properties: never panics; allocates at most linearly in the frame; a decoded frame
-//! re-encodes through the server's encoders into frames that decode to the same parts.
-//!
-//! Note (issue 9): V1 frames are objects, but the decoder still takes a JSON array in field
-//! order (serde's derived `visit_seq`). Once the fix that refuses arrays lands, build with
-//! `--features v1-objects-only` (or make it the default) to assert that only objects decode.
+//! re-encodes through the server's encoders into frames that decode to the same parts; only
+//! JSON objects decode (V1 frames are objects; feature `v1-objects-only`, on by default).
 
 #![no_main]
 

@@ -5,7 +5,6 @@
 //! Every check panics on failure, which libFuzzer reports as a crash with the input saved.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use fawkes::runtime::protocol::{
@@ -115,53 +114,8 @@ fn sent_join_ref(vsn: Vsn, join_ref: &Ref) -> Ref {
     }
 }
 
-/// Whether serde_json parses floats exactly (its `float_roundtrip` feature, off in Fawkes as
-/// of this writing: fuzz finding 1, see `src/runtime/protocol/fuzz_regressions.rs`). Checked
-/// on a value the best-effort parser gets wrong, so the round-trip checks turn strict by
-/// themselves once the feature is on.
-fn exact_floats() -> bool {
-    static EXACT: OnceLock<bool> = OnceLock::new();
-    *EXACT.get_or_init(|| {
-        let hard = "1.0000000000000001e-28";
-        serde_json::from_str::<f64>(hard).ok() == hard.parse::<f64>().ok()
-    })
-}
-
-/// Floats within this many units in the last place count as equal while parsing is
-/// best-effort: serde_json then rounds the significand and the power of ten separately.
-const FLOAT_SLACK_ULPS: u64 = 4;
-
-fn same_float(a: f64, b: f64) -> bool {
-    if a == b {
-        return true;
-    }
-    if exact_floats() || a.is_sign_negative() != b.is_sign_negative() {
-        return false;
-    }
-    a.to_bits().abs_diff(b.to_bits()) <= FLOAT_SLACK_ULPS
-}
-
-/// JSON equality, with [`same_float`] for floats (integers and everything else exact).
-pub fn same_json(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() && y.is_f64() => same_float(
-            x.as_f64().unwrap_or(f64::NAN),
-            y.as_f64().unwrap_or(f64::NAN),
-        ),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|((kx, vx), (ky, vy))| kx == ky && same_json(vx, vy))
-        }
-        _ => a == b,
-    }
-}
-
-/// Asserts `got` has the parts of `want`, its JSON payload compared with [`same_json`].
+/// Asserts `got` has the parts of `want`. Payloads compare exactly, floats included: serde_json
+/// parses floats exactly (`float_roundtrip`, fuzz finding 1), so a float comes back as sent.
 fn assert_same(got: &Inbound, want: &Inbound, frame: &str) {
     assert_eq!(got.join_ref, want.join_ref, "join_ref changed in {frame:?}");
     assert_eq!(got.msg_ref, want.msg_ref, "ref changed in {frame:?}");
@@ -169,7 +123,7 @@ fn assert_same(got: &Inbound, want: &Inbound, frame: &str) {
     assert_eq!(got.event, want.event, "event changed in {frame:?}");
     match (&got.payload, &want.payload) {
         (Payload::Json(g), Payload::Json(w)) => {
-            assert!(same_json(g, w), "payload changed in {frame:?}: {g} != {w}");
+            assert_eq!(g, w, "payload changed in {frame:?}");
         }
         (g, w) => panic!("payload changed in {frame:?}: {g:?} != {w:?}"),
     }

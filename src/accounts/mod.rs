@@ -9,6 +9,8 @@ mod password;
 mod revocation;
 mod seed;
 mod socket_token;
+#[cfg(test)]
+mod tests;
 mod token;
 
 use std::sync::Arc;
@@ -409,15 +411,11 @@ impl Accounts {
         }
         let txn = self.db.begin().await?;
         let updated = row.update(&txn).await.map_err(email_taken)?;
-        let mut revocation =
+        let revocation =
             Revocations::insert_user_revocation(&txn, id, Some(presenting), self.tokens.ttl())
                 .await?;
         txn.commit().await?;
-        if let Err(e) = Revocations::move_to_now(&self.db, &mut revocation, self.tokens.ttl()).await
-        {
-            tracing::warn!(user_id = id, error = %e, "could not move a revocation past its commit");
-        }
-        self.revocations.remember(&revocation);
+        self.settle(id, revocation).await;
         tracing::info!(user_id = id, "credentials changed; other tokens revoked");
         Ok(Updated {
             user: User::from(updated),
@@ -426,17 +424,41 @@ impl Accounts {
     }
 
     /// Deletes user `id`; only the user themself may. Every token of theirs is revoked in the
-    /// same transaction.
+    /// same transaction, including one a login that read the row just before the commit is
+    /// still issuing.
     pub async fn delete_user(&self, actor: i64, id: i64) -> Result<(), AccountsError> {
+        self.delete_user_then(actor, id, async || {}).await
+    }
+
+    /// [`Accounts::delete_user`], running `before_commit` once the row is deleted and the
+    /// revocation written, before the transaction commits (where a test races a login).
+    async fn delete_user_then(
+        &self,
+        actor: i64,
+        id: i64,
+        before_commit: impl AsyncFnOnce(),
+    ) -> Result<(), AccountsError> {
         self.owned_user(actor, id).await?;
         let txn = self.db.begin().await?;
         user::Entity::delete_by_id(id).exec(&txn).await?;
         let revocation =
             Revocations::insert_user_revocation(&txn, id, None, self.tokens.ttl()).await?;
+        before_commit().await;
         txn.commit().await?;
-        self.revocations.remember(&revocation);
+        self.settle(id, revocation).await;
         tracing::info!(user_id = id, "user deleted");
         Ok(())
+    }
+
+    /// Puts a committed per-user revocation in force: moves its instant past the commit (a
+    /// login stamps its token with the time it read the row, which may be after the instant
+    /// taken inside the transaction yet before the commit) and caches it.
+    async fn settle(&self, user_id: i64, mut revocation: entity::token_revocation::Model) {
+        if let Err(e) = Revocations::move_to_now(&self.db, &mut revocation, self.tokens.ttl()).await
+        {
+            tracing::warn!(user_id, error = %e, "could not move a revocation past its commit");
+        }
+        self.revocations.remember(&revocation);
     }
 
     /// Drops revocations whose tokens have all expired. Returns how many rows went.

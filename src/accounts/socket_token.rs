@@ -18,12 +18,15 @@ use super::{AccessClaims, Accounts, AccountsError};
 /// The purpose socket tokens are signed for.
 const PURPOSE: &str = "fawkes:socket";
 
-/// A socket token and when it stops being accepted.
+/// A socket token, when it was issued and when it stops being accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SocketToken {
     /// The token, for the socket's `token` parameter or phoenix.js `authToken`.
     pub token: String,
-    /// After this instant it is refused (the earlier of its lifetime and its parent's expiry).
+    /// The instant it was signed at (its lifetime counts from here).
+    pub issued_at: DateTime<Utc>,
+    /// After this instant it is refused: `issued_at` plus the socket token lifetime, or its
+    /// parent's expiry if that comes first.
     pub expires_at: DateTime<Utc>,
 }
 
@@ -41,8 +44,9 @@ impl Accounts {
     pub fn issue_socket_token(&self, parent: &AccessClaims) -> Result<SocketToken, AccountsError> {
         let ttl = chrono::Duration::from_std(self.socket_token_ttl)
             .map_err(|e| AccountsError::Internal(e.to_string()))?;
-        // Taken before signing, so the expiry shown is never later than the real one.
-        let expires_at = now()
+        // The instant signed into the token: the expiry shown is the real one.
+        let issued_at = now();
+        let expires_at = issued_at
             .checked_add_signed(ttl)
             .map_or(parent.expires_at, |at| at.min(parent.expires_at));
         let data = Parent {
@@ -54,9 +58,13 @@ impl Accounts {
         let token = self
             .tokens
             .key()
-            .sign(PURPOSE, &data)
+            .sign_at(PURPOSE, &data, issued_at)
             .map_err(|e| AccountsError::Internal(e.to_string()))?;
-        Ok(SocketToken { token, expires_at })
+        Ok(SocketToken {
+            token,
+            issued_at,
+            expires_at,
+        })
     }
 
     /// The access claims a socket may connect with: those of an access token, or of the

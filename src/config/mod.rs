@@ -8,6 +8,7 @@
 mod cli;
 mod secret;
 mod signed;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use cli::{Cli, Command, MigrateAction};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
 pub use signed::{SignError, VerifyError};
+pub use validate::InvalidSetting;
 
 /// The deployment environment, which picks safe defaults and start-up checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -271,6 +273,9 @@ pub struct RateLimitConfig {
     pub login_per_email_all_addresses_per_minute: u32,
     /// Registrations per client address per minute.
     pub register_per_ip_per_minute: u32,
+    /// Registrations per minute on the whole node (every address together), so that many
+    /// addresses (an IPv6 /48 is 65,536 keys) cannot register, and mail, without bound.
+    pub register_per_minute: u32,
     /// REST requests per client address per second (`/health` and `/ready` excepted), a
     /// steady rate above which requests get 429; 0: no limit.
     pub requests_per_ip_per_second: u32,
@@ -365,6 +370,7 @@ impl Default for RateLimitConfig {
             login_per_email_per_minute: 10,
             login_per_email_all_addresses_per_minute: 100,
             register_per_ip_per_minute: 20,
+            register_per_minute: 120,
             requests_per_ip_per_second: 100,
             requests_burst_per_ip: 200,
         }

@@ -59,7 +59,9 @@ impl SecretKey {
         self.sign_at(purpose, data, Utc::now())
     }
 
-    fn sign_at(
+    /// [`SecretKey::sign`] stamped with `signed_at` (the crate's socket tokens show the
+    /// instant they were signed at).
+    pub(crate) fn sign_at(
         &self,
         purpose: &str,
         data: &impl Serialize,

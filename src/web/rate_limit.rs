@@ -17,13 +17,29 @@
 //!   for a minute, doubling with each lockout up to an hour (forgotten an hour after the last
 //!   one ends). A single address never reaches it, since the pair limit stops it first.
 //!
+//! Many addresses together can still keep an e-mail locked (about 11 IPv4 addresses, or one
+//! IPv6 /56, with some 100 requests an hour). So the lockout spares the places the owner logs in
+//! from: an (address, e-mail) pair that logged in with the right password within
+//! [`KNOWN_PAIR_FOR`] is exempt from the across-addresses limit and its lockout (never from the
+//! per-address and per-pair limits). Those pairs are made only by a correct password, kept in a
+//! map of at most [`MAX_KNOWN_PAIRS`] (the oldest goes first) and pruned by the maintenance
+//! task. The owner on an address they have not logged in from lately is still locked out while
+//! an attack lasts.
+//!
+//! Registrations are limited per client address (`register_per_ip_per_minute`) and for the
+//! whole node (`register_per_minute`): per-address keys (an IPv6 /64 each) alone would let a
+//! /48 register, and mail, 65,536 times as much.
+//!
 //! Attempts are counted before the password is checked, successes included: counting only
 //! failures would need a check before the hash and a count after it, and concurrent guesses
 //! would all pass the check before any was counted.
 //!
-//! Memory: every limiter keeps state only for keys seen within about one refill period;
-//! [`LoginLimiter::prune`] and [`RegisterLimiter::prune`] (run by the server's maintenance
-//! task) drop the rest, and a lockout is dropped an hour after it ends.
+//! Memory: a keyed limiter keeps state for a key until its limit has fully refilled (at most a
+//! minute after its last request for the per-minute limits, two seconds for REST requests), and
+//! the server's maintenance task prunes every [`PRUNE_EVERY`]: the maps hold the keys seen in
+//! the last two minutes at most, so they are bounded by the requests the node accepts in that
+//! time (and each key by the e-mail length cut below). A lockout is dropped an hour after it
+//! ends, a known pair [`KNOWN_PAIR_FOR`] after its last login.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -31,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::accounts::MAX_EMAIL_LEN;
 use crate::config::RateLimitConfig;
@@ -42,6 +58,13 @@ pub const FIRST_LOCKOUT: Duration = Duration::from_secs(60);
 pub const MAX_LOCKOUT: Duration = Duration::from_secs(3600);
 /// How long after a lockout ends its count is remembered.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// How often the server prunes the rate limiters (revocations are pruned less often).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How long a correct login keeps its (client address, e-mail) pair exempt from the
+/// across-addresses limit and its lockout.
+pub const KNOWN_PAIR_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most (client address, e-mail) pairs remembered as known (about 200 bytes each).
+pub const MAX_KNOWN_PAIRS: usize = 100_000;
 
 fn keyed<K: Clone + Eq + std::hash::Hash>(per_minute: u32) -> Option<DefaultKeyedRateLimiter<K>> {
     NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
@@ -92,12 +115,75 @@ impl Lockout {
     }
 }
 
+/// (client address, e-mail) pairs that logged in with the right password lately, with the
+/// time of their last login; at most `capacity`.
+struct KnownPairs {
+    pairs: DashMap<(IpAddr, String), Instant>,
+    capacity: usize,
+}
+
+impl KnownPairs {
+    fn new(capacity: usize) -> Self {
+        Self {
+            pairs: DashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Whether `pair` logged in within [`KNOWN_PAIR_FOR`] of `now`.
+    fn contains(&self, pair: &(IpAddr, String), now: Instant) -> bool {
+        self.pairs
+            .get(pair)
+            .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_PAIR_FOR)
+    }
+
+    /// Records a correct login of `pair` at `now`; when full, forgets expired pairs and then,
+    /// if none was, the one with the oldest login.
+    fn insert(&self, pair: (IpAddr, String), now: Instant) {
+        if self.capacity == 0 {
+            return;
+        }
+        if !self.pairs.contains_key(&pair) && self.pairs.len() >= self.capacity {
+            self.prune(now);
+            if self.pairs.len() >= self.capacity {
+                let oldest = self
+                    .pairs
+                    .iter()
+                    .min_by_key(|entry| *entry.value())
+                    .map(|entry| entry.key().clone());
+                if let Some(oldest) = oldest {
+                    self.pairs.remove(&oldest);
+                }
+            }
+        }
+        self.pairs.insert(pair, now);
+    }
+
+    fn prune(&self, now: Instant) {
+        self.pairs
+            .retain(|_, at| now.saturating_duration_since(*at) < KNOWN_PAIR_FOR);
+    }
+}
+
+/// An e-mail as a limiter key: trimmed, lower-cased, and only its first `MAX_EMAIL_LEN + 1`
+/// characters (no account has a longer address, so a key never holds more than a few hundred
+/// bytes however large the request).
+fn email_key(email: &str) -> String {
+    email
+        .trim()
+        .chars()
+        .take(MAX_EMAIL_LEN + 1)
+        .collect::<String>()
+        .to_lowercase()
+}
+
 /// Login limits; see the module docs.
 pub struct LoginLimiter {
     by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     by_ip_and_email: Option<DefaultKeyedRateLimiter<(IpAddr, String)>>,
     by_email: Option<DefaultKeyedRateLimiter<String>>,
     lockouts: DashMap<String, Lockout>,
+    known: KnownPairs,
     clock: DefaultClock,
 }
 
@@ -109,30 +195,24 @@ impl LoginLimiter {
             by_ip_and_email: keyed(config.login_per_email_per_minute),
             by_email: keyed(config.login_per_email_all_addresses_per_minute),
             lockouts: DashMap::new(),
+            known: KnownPairs::new(MAX_KNOWN_PAIRS),
             clock: DefaultClock::default(),
         }
     }
 
     /// Counts one attempt from `ip` for `email` (compared without case); `Err(wait)` if any
-    /// limit is exhausted or the e-mail is locked.
-    ///
-    /// Only the first `MAX_EMAIL_LEN + 1` characters are kept as a key: no account has a
-    /// longer address, and a key never holds more than a few hundred bytes however large the
-    /// request.
+    /// limit is exhausted or the e-mail is locked. A pair known from a recent correct login
+    /// ([`LoginLimiter::succeeded`]) passes the across-addresses limit and the lockout.
     pub fn check(&self, ip: IpAddr, email: &str) -> Result<(), Duration> {
-        let email = email
-            .trim()
-            .chars()
-            .take(MAX_EMAIL_LEN + 1)
-            .collect::<String>()
-            .to_lowercase();
+        let email = email_key(email);
         check(self.by_ip.as_ref(), &ip, &self.clock)?;
-        check(
-            self.by_ip_and_email.as_ref(),
-            &(ip, email.clone()),
-            &self.clock,
-        )?;
+        let pair = (ip, email);
+        check(self.by_ip_and_email.as_ref(), &pair, &self.clock)?;
         let now = Instant::now();
+        if self.known.contains(&pair, now) {
+            return Ok(());
+        }
+        let (_, email) = pair;
         if let Some(lockout) = self.lockouts.get(&email).map(|l| *l)
             && now < lockout.until
         {
@@ -150,8 +230,15 @@ impl LoginLimiter {
         Ok(())
     }
 
-    /// Forgets keys whose limits have fully replenished and lockouts long over (bounded
-    /// memory).
+    /// Records that `ip` logged in as `email` with the right password: that pair is exempt
+    /// from the across-addresses limit and its lockout for [`KNOWN_PAIR_FOR`]. Call it only
+    /// after the password was verified.
+    pub fn succeeded(&self, ip: IpAddr, email: &str) {
+        self.known.insert((ip, email_key(email)), Instant::now());
+    }
+
+    /// Forgets keys whose limits have fully replenished, lockouts long over and pairs not
+    /// seen logging in for [`KNOWN_PAIR_FOR`] (bounded memory).
     pub fn prune(&self) {
         prune(self.by_ip.as_ref());
         prune(self.by_ip_and_email.as_ref());
@@ -160,6 +247,8 @@ impl LoginLimiter {
         self.lockouts
             .retain(|_, lockout| now < lockout.until + FORGET_AFTER);
         self.lockouts.shrink_to_fit();
+        self.known.prune(now);
+        self.known.pairs.shrink_to_fit();
     }
 }
 
@@ -193,9 +282,10 @@ impl RequestLimiter {
     }
 }
 
-/// Registrations per client address.
+/// Registrations per client address and for the whole node.
 pub struct RegisterLimiter {
     by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    node: Option<DefaultDirectRateLimiter>,
     clock: DefaultClock,
 }
 
@@ -204,13 +294,22 @@ impl RegisterLimiter {
     pub fn new(config: &RateLimitConfig) -> Self {
         Self {
             by_ip: keyed(config.register_per_ip_per_minute),
+            node: NonZeroU32::new(config.register_per_minute)
+                .map(|n| RateLimiter::direct(Quota::per_minute(n))),
             clock: DefaultClock::default(),
         }
     }
 
-    /// Counts one registration attempt from `ip`; `Err(wait)` if the limit is exhausted.
+    /// Counts one registration attempt from `ip`; `Err(wait)` if the address's limit or the
+    /// node's is exhausted (an address over its own limit does not use up the node's).
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        check(self.by_ip.as_ref(), &ip, &self.clock)
+        check(self.by_ip.as_ref(), &ip, &self.clock)?;
+        match &self.node {
+            Some(node) => node
+                .check()
+                .map_err(|until| until.wait_time_from(self.clock.now())),
+            None => Ok(()),
+        }
     }
 
     /// Forgets addresses whose limit has fully replenished.
@@ -229,6 +328,7 @@ mod tests {
             login_per_email_per_minute: pair,
             login_per_email_all_addresses_per_minute: email,
             register_per_ip_per_minute: 0,
+            register_per_minute: 0,
             requests_per_ip_per_second: 0,
             requests_burst_per_ip: 0,
         }
@@ -321,5 +421,66 @@ mod tests {
             "pruning forgets only replenished keys"
         );
         assert_eq!(register.check(addr(3)), Ok(()));
+    }
+
+    #[test]
+    fn a_pair_that_logged_in_passes_the_lockout_and_no_other() {
+        let limiter = LoginLimiter::new(&config(0, 3, 4));
+        assert_eq!(limiter.check(addr(2), "owner@example.com"), Ok(()));
+        limiter.succeeded(addr(2), " Owner@Example.com");
+        for i in 3..6 {
+            assert_eq!(limiter.check(addr(i), "owner@example.com"), Ok(()));
+        }
+        assert!(
+            limiter.check(addr(9), "owner@example.com").is_err(),
+            "locked"
+        );
+        assert!(limiter.check(addr(10), "owner@example.com").is_err());
+        // The owner's address passes (its attempts do not count across addresses)...
+        assert_eq!(limiter.check(addr(2), "OWNER@example.com"), Ok(()));
+        assert_eq!(limiter.check(addr(2), "owner@example.com"), Ok(()));
+        // ...but never past its own pair limit,
+        assert!(limiter.check(addr(2), "owner@example.com").is_err());
+        // and the pair is for that e-mail only.
+        limiter.succeeded(addr(11), "other@example.com");
+        assert!(limiter.check(addr(11), "owner@example.com").is_err());
+    }
+
+    #[test]
+    fn known_pairs_expire_and_stay_within_their_capacity() {
+        let known = KnownPairs::new(3);
+        let start = Instant::now();
+        let pair = |i: u8| (addr(i), format!("u{i}@example.com"));
+        for i in 0..3 {
+            known.insert(pair(i), start + Duration::from_secs(u64::from(i)));
+        }
+        assert!(known.contains(&pair(0), start + KNOWN_PAIR_FOR - Duration::from_secs(1)));
+        assert!(!known.contains(&pair(0), start + KNOWN_PAIR_FOR));
+        // Full: the oldest login makes room.
+        known.insert(pair(3), start + Duration::from_secs(3));
+        assert_eq!(known.pairs.len(), 3);
+        assert!(!known.contains(&pair(0), start + Duration::from_secs(3)));
+        assert!(known.contains(&pair(3), start + Duration::from_secs(3)));
+        // A login refreshes its pair; pruning drops the expired ones.
+        known.insert(pair(1), start + KNOWN_PAIR_FOR);
+        known.prune(start + KNOWN_PAIR_FOR + Duration::from_secs(3));
+        let kept: Vec<_> = known.pairs.iter().map(|e| e.key().0).collect();
+        assert_eq!(kept, [addr(1)]);
+    }
+
+    #[test]
+    fn the_node_wide_registration_limit_covers_every_address() {
+        let limiter = RegisterLimiter::new(&RateLimitConfig {
+            register_per_ip_per_minute: 2,
+            register_per_minute: 3,
+            ..config(0, 0, 0)
+        });
+        assert_eq!(limiter.check(addr(2)), Ok(()));
+        assert_eq!(limiter.check(addr(2)), Ok(()));
+        // Over its own limit, an address does not use up the node's.
+        assert!(limiter.check(addr(2)).is_err());
+        assert_eq!(limiter.check(addr(3)), Ok(()));
+        let wait = limiter.check(addr(4)).expect_err("the node's limit");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
     }
 }

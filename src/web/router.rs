@@ -1,8 +1,11 @@
 //! Routes: path patterns (matchit) to a [`Route`], then (route, method) to a controller.
 //!
 //! Development routes (`/dev/*`) exist only when the router is built with them (the `dev`
-//! environment), and even then answer only loopback clients: anyone else gets 404, as if
-//! they did not exist.
+//! environment), and even then answer only loopback clients that did not come through a
+//! proxy: anyone else gets 404, as if they did not exist. Behind a reverse proxy on the same
+//! host every client's connection comes from loopback, so a request carrying `Forwarded`,
+//! `X-Forwarded-For` or `X-Real-IP` (which a proxy adds, and a local developer does not) is
+//! refused too.
 
 use bytes::Bytes;
 use http::Method;
@@ -130,11 +133,13 @@ impl Router {
     }
 
     /// The route of `request` and its path parameter (`id` or `name`, raw), if it has one the
-    /// client may reach: development routes only from a loopback peer.
+    /// client may reach: development routes only from a loopback peer, not through a proxy.
     fn route<B>(&self, request: &http::Request<B>) -> Option<(Route, String)> {
         let matched = self.routes.at(request.uri().path()).ok()?;
         let route = *matched.value;
-        if route == Route::DevMailbox && !is_loopback(request.extensions().get::<PeerAddr>()) {
+        if route == Route::DevMailbox
+            && (!is_loopback(request.extensions().get::<PeerAddr>()) || is_proxied(request))
+        {
             return None;
         }
         let param = matched
@@ -151,6 +156,17 @@ impl Router {
 /// peer is not.
 fn is_loopback(peer: Option<&PeerAddr>) -> bool {
     peer.is_some_and(|PeerAddr(addr)| addr.ip().to_canonical().is_loopback())
+}
+
+/// Headers a reverse proxy adds to say whom it forwards for.
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
+/// Whether `request` says it was forwarded by a proxy (any of [`PROXY_HEADERS`], whatever its
+/// value).
+fn is_proxied<B>(request: &http::Request<B>) -> bool {
+    PROXY_HEADERS
+        .iter()
+        .any(|name| request.headers().contains_key(*name))
 }
 
 #[cfg(test)]
@@ -202,6 +218,25 @@ mod tests {
             router.route(&request("/api/v1/users/7", Some("203.0.113.7:5000"))),
             Some((Route::User, "7".to_owned()))
         );
+    }
+
+    #[test]
+    fn dev_routes_refuse_requests_a_proxy_forwarded() {
+        let router = Router::new(true);
+        for header in PROXY_HEADERS {
+            let mut proxied = request("/dev/mailbox", Some("127.0.0.1:5000"));
+            proxied
+                .headers_mut()
+                .insert(header, http::HeaderValue::from_static("127.0.0.1"));
+            assert_eq!(router.route(&proxied), None, "{header}");
+        }
+        // Other routes do not care.
+        let mut proxied = request("/api/v1/users/7", Some("127.0.0.1:5000"));
+        proxied.headers_mut().insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_static("203.0.113.7"),
+        );
+        assert!(router.route(&proxied).is_some());
     }
 
     #[test]

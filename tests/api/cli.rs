@@ -244,3 +244,43 @@ fn dev_on_a_public_address_logs_an_error_and_serves_dev_routes_to_loopback_only(
     stream.read_to_string(&mut response).expect("read");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
+
+#[test]
+fn a_zero_socket_token_lifetime_refuses_to_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = fawkes(dir.path())
+        .args(["--bind", "127.0.0.1:0"])
+        .env("FAWKES_SOCKET__TOKEN_TTL_SECS", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn fawkes");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let exited = loop {
+        if child.try_wait().expect("wait").is_some() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(exited, "the server started anyway: {text}");
+    assert!(!output.status.success());
+    assert!(
+        text.contains("invalid configuration: socket.token_ttl_secs = 0")
+            && text.contains("FAWKES_SOCKET__TOKEN_TTL_SECS"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("fawkes.db").exists(),
+        "refused before anything was created"
+    );
+}

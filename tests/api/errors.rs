@@ -219,3 +219,25 @@ async fn dev_mailbox_exists_only_in_dev() {
     t.get("/dev/mailbox", None).await.assert_json_error(404);
     assert_eq!(t.get("/health", None).await.status, 200);
 }
+
+#[tokio::test]
+async fn dev_mailbox_refuses_requests_forwarded_by_a_local_proxy() {
+    // `env = dev` on 127.0.0.1 behind a reverse proxy on the same host: every internet client
+    // arrives from loopback, with the proxy's headers.
+    let t = TestServer::start().await;
+    assert_eq!(t.get("/dev/mailbox", None).await.status, 200);
+    for (header, value) in [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-real-ip", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7;proto=https"),
+        ("x-forwarded-for", "127.0.0.1"),
+    ] {
+        let mut request = t.request("GET", "/dev/mailbox", None, None);
+        request.headers_mut().insert(
+            header,
+            http::HeaderValue::from_str(value).expect("header value"),
+        );
+        t.send(request).await.assert_json_error(404);
+    }
+    assert_eq!(t.get("/dev/mailbox", None).await.status, 200);
+}

@@ -99,3 +99,19 @@ async fn sqlite_is_opened_in_wal_mode_with_foreign_keys_and_a_busy_timeout() {
     assert_eq!(pragma("foreign_keys").await, "1");
     assert_eq!(pragma("busy_timeout").await, "5000");
 }
+
+#[tokio::test]
+async fn a_server_refuses_a_zero_that_makes_a_setting_useless() {
+    let db = crate::support::TestDb::new().await;
+    let mut config = crate::support::test_config(&db);
+    config.token_ttl_secs = 0;
+    let error = fawkes::app::Server::start(config)
+        .await
+        .err()
+        .expect("refused to start");
+    assert!(
+        matches!(error, fawkes::app::StartError::Config(_)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("token_ttl_secs = 0"), "{error}");
+}

@@ -104,6 +104,56 @@ async fn many_addresses_together_hit_a_ceiling_with_a_lockout() {
 }
 
 #[tokio::test]
+async fn the_owner_still_logs_in_from_where_they_did_before_while_the_email_is_locked() {
+    let t =
+        TestServer::start_with(|c| c.rate_limit.login_per_email_all_addresses_per_minute = 3).await;
+    let (_, password) = t.register("owner@example.com").await;
+    // The owner logs in from home once (this counts towards the ceiling too).
+    let home = addr(2);
+    let resp = login_from(&t, home, "owner@example.com", &password).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    // Many addresses together exhaust the e-mail's ceiling: it is locked.
+    for last in 10..12 {
+        login_from(&t, addr(last), "owner@example.com", "a wrong guess!")
+            .await
+            .assert_json_error(401);
+    }
+    for last in 12..20 {
+        login_from(&t, addr(last), "owner@example.com", "a wrong guess!")
+            .await
+            .assert_json_error(429);
+    }
+    // The owner, from home, logs in anyway (the e-mail compared without case)...
+    let resp = login_from(&t, home, "Owner@Example.com", &password).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    // ...and a wrong password from there is judged, not locked out...
+    login_from(&t, home, "owner@example.com", "a wrong guess!")
+        .await
+        .assert_json_error(401);
+    // ...while an address that never logged in is refused, even with the right password.
+    let resp = login_from(&t, addr(30), "owner@example.com", &password).await;
+    resp.assert_json_error(429);
+    assert!(retry_after(&resp) >= 1);
+}
+
+#[tokio::test]
+async fn registrations_are_limited_for_the_whole_node() {
+    let t = TestServer::start_with(|c| c.rate_limit.register_per_minute = 3).await;
+    for last in 2..5 {
+        let resp = register_from(&t, addr(last), &format!("n{last}@example.com")).await;
+        assert_eq!(resp.status, 201, "{}", resp.text);
+    }
+    // A fresh address is refused once the node's registrations for the minute are used up,
+    // and nothing is created.
+    let resp = register_from(&t, addr(5), "n5@example.com").await;
+    resp.assert_json_error(429);
+    assert!((1..=60).contains(&retry_after(&resp)));
+    login_from(&t, addr(5), "n5@example.com", "whatever at all")
+        .await
+        .assert_json_error(401);
+}
+
+#[tokio::test]
 async fn one_address_gets_a_bounded_share_of_the_api() {
     let t = TestServer::start_with(|c| {
         c.rate_limit.requests_per_ip_per_second = 1;

@@ -108,10 +108,13 @@ impl Channel for RoomChannel {
                     let user = ctx.assigns();
                     let meta = json!({ "online_at": state.online_at, "name": user.name, "status": status });
                     // Not tracked (yet, or any more: its presence shard failed): an error
-                    // reply, not a crash.
+                    // reply with a stable reason (never the runtime's error text), not a crash.
                     match ctx.update_presence(&user.user_id.to_string(), meta).await {
                         Ok(_) => HandleIn::Reply(Reply::ok()),
-                        Err(e) => HandleIn::Reply(Reply::error(&e.to_string())),
+                        Err(crate::runtime::PresenceError::NotTracked) => {
+                            HandleIn::Reply(Reply::error("not tracked"))
+                        }
+                        Err(_) => HandleIn::Reply(Reply::error("unavailable")),
                     }
                 }
                 _ => HandleIn::Reply(invalid(

@@ -44,6 +44,11 @@ where
             .map_err(ApiError::TooManyRequests)?;
     }
     let session = app.accounts.login(email, password).await?;
+    if let Some(peer) = peer {
+        // Only a correct password gets here: from now on this address may log in as this
+        // e-mail while others have it locked (see `rate_limit`).
+        app.login_limiter.succeeded(peer.client(), email);
+    }
     tracing::Span::current().record("user_id", session.user.id);
     let mut response = response::json(
         StatusCode::OK,

@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::web::error::ApiError;
 use crate::web::response::{self, Response};
 
-/// → 201 `{"data": {"token", "expires_at"}}`, for the caller's session (bearer token).
+/// → 201 `{"data": {"token", "issued_at", "expires_at"}}`, for the caller's session (bearer token).
 pub(crate) async fn create<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
     let claims = authenticate(app, &request)?;
     let token = app.accounts.issue_socket_token(&claims)?;

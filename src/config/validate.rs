@@ -1,0 +1,179 @@
+//! Start-up checks of settings whose zero would make the server useless: a socket token that
+//! expires as it is issued, a timeout every request runs into, a limit nothing fits under.
+//!
+//! Zeros that mean something ("no limit", "off", "one diff per change") are documented with
+//! their settings and accepted; so are the ones the server rounds up to one
+//! (`database_pool_size`, `presence.shards`).
+
+use super::{Config, MailTransportKind};
+
+/// A setting the server cannot work with, named as in `fawkes.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid configuration: {setting} = 0 {consequence}; set it to at least 1 \
+     (fawkes.toml `{setting}`, environment {variable})"
+)]
+pub struct InvalidSetting {
+    /// The setting's key in `fawkes.toml` (e.g. `socket.token_ttl_secs`).
+    pub setting: &'static str,
+    /// What the value would do.
+    pub consequence: &'static str,
+    /// The environment variable that sets it.
+    pub variable: String,
+}
+
+impl InvalidSetting {
+    fn zero(setting: &'static str, consequence: &'static str) -> Self {
+        Self {
+            setting,
+            consequence,
+            variable: format!("FAWKES_{}", setting.replace('.', "__").to_uppercase()),
+        }
+    }
+}
+
+impl Config {
+    /// Refuses a zero where it makes no sense (see the module docs); the first one found is
+    /// reported. [`crate::app::Server::start`] calls it before anything starts.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let smtp = self.mail.transport == MailTransportKind::Smtp;
+        let zeros: [(&'static str, bool, &'static str); 12] = [
+            (
+                "token_ttl_secs",
+                self.token_ttl_secs == 0,
+                "makes every access token expire as it is issued",
+            ),
+            (
+                "socket.token_ttl_secs",
+                self.socket.token_ttl_secs == 0,
+                "makes every socket token expire as it is issued",
+            ),
+            (
+                "http.body_limit_bytes",
+                self.http.body_limit_bytes == 0,
+                "refuses every request body (413), logins included",
+            ),
+            (
+                "http.request_timeout_secs",
+                self.http.request_timeout_secs == 0,
+                "times every request out (408)",
+            ),
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs == 0,
+                "closes every connection before its first request",
+            ),
+            (
+                "socket.max_frame_bytes",
+                self.socket.max_frame_bytes == 0,
+                "refuses every WebSocket frame (1009)",
+            ),
+            (
+                "socket.max_topic_bytes",
+                self.socket.max_topic_bytes == 0,
+                "refuses every topic (1003)",
+            ),
+            (
+                "socket.max_channels",
+                self.socket.max_channels == 0,
+                "refuses every join",
+            ),
+            (
+                "socket.idle_timeout_secs",
+                self.socket.idle_timeout_secs == 0,
+                "closes every socket as idle at once",
+            ),
+            (
+                "socket.write_timeout_secs",
+                self.socket.write_timeout_secs == 0,
+                "times every write to a client out",
+            ),
+            (
+                "socket.read_buffer_bytes",
+                self.socket.read_buffer_bytes == 0,
+                "leaves sockets no buffer to read into",
+            ),
+            (
+                "mail.smtp_timeout_secs",
+                smtp && self.mail.smtp_timeout_secs == 0,
+                "times every SMTP delivery out",
+            ),
+        ];
+        match zeros.into_iter().find(|(_, zero, _)| *zero) {
+            Some((setting, _, consequence)) => Err(InvalidSetting::zero(setting, consequence)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A setting and how to make it zero.
+    type Case = (&'static str, fn(&mut Config));
+
+    #[test]
+    fn the_defaults_are_valid_and_each_useless_zero_is_named() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let cases: [Case; 12] = [
+            ("token_ttl_secs", |c| c.token_ttl_secs = 0),
+            ("socket.token_ttl_secs", |c| c.socket.token_ttl_secs = 0),
+            ("http.body_limit_bytes", |c| c.http.body_limit_bytes = 0),
+            ("http.request_timeout_secs", |c| {
+                c.http.request_timeout_secs = 0
+            }),
+            ("http.header_read_timeout_secs", |c| {
+                c.http.header_read_timeout_secs = 0
+            }),
+            ("socket.max_frame_bytes", |c| c.socket.max_frame_bytes = 0),
+            ("socket.max_topic_bytes", |c| c.socket.max_topic_bytes = 0),
+            ("socket.max_channels", |c| c.socket.max_channels = 0),
+            ("socket.idle_timeout_secs", |c| {
+                c.socket.idle_timeout_secs = 0
+            }),
+            ("socket.write_timeout_secs", |c| {
+                c.socket.write_timeout_secs = 0
+            }),
+            ("socket.read_buffer_bytes", |c| {
+                c.socket.read_buffer_bytes = 0
+            }),
+            ("mail.smtp_timeout_secs", |c| {
+                c.mail.transport = MailTransportKind::Smtp;
+                c.mail.smtp_timeout_secs = 0;
+            }),
+        ];
+        for (setting, make_zero) in cases {
+            let mut config = Config::default();
+            make_zero(&mut config);
+            let error = config.validate().expect_err(setting);
+            assert_eq!(error.setting, setting);
+            let text = error.to_string();
+            assert!(text.contains(&format!("{setting} = 0")), "{text}");
+        }
+        let error = {
+            let mut config = Config::default();
+            config.socket.token_ttl_secs = 0;
+            config.validate().expect_err("zero")
+        };
+        assert_eq!(error.variable, "FAWKES_SOCKET__TOKEN_TTL_SECS");
+    }
+
+    #[test]
+    fn meaningful_zeros_are_accepted() {
+        let mut config = Config::default();
+        config.rate_limit.login_per_ip_per_minute = 0;
+        config.rate_limit.register_per_minute = 0;
+        config.rate_limit.requests_per_ip_per_second = 0;
+        config.http.max_connections = 0;
+        config.http.max_connections_per_ip = 0;
+        config.http.shutdown_timeout_secs = 0;
+        config.socket.max_sockets_per_id = 0;
+        config.socket.max_messages_per_second = 0;
+        config.socket.message_timeout_secs = 0;
+        config.presence.window_ms = 0;
+        config.mail.smtp_timeout_secs = 0; // the outbox never times out
+        config.database_pool_size = 0; // rounded up to one
+        assert_eq!(config.validate(), Ok(()));
+    }
+}

@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use fawkes::runtime::{
+use fawkes_runtime::testing::WsClient;
+use fawkes_runtime::{
     Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, HandleIn, JoinOutcome,
     Params, Payload, Reply, Runtime, Socket, SocketMount, TransportConfig,
 };
-use fawkes::testing::WsClient;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use fawkes::runtime::{
+use fawkes_runtime::{
     Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, HandleIn, JoinOutcome,
     Params, Payload, Reply, Runtime, Socket, SocketMount, TransportConfig,
 };

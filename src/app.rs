@@ -20,7 +20,7 @@ use crate::config::{
     Config, Environment, InvalidSetting, SecretKey, SecretKeyError, SecretKeySource,
 };
 use crate::mailer::{Mailer, MailerError};
-use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, Sessions};
+use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, SocketRegistry};
 use crate::web::{
     self,
     rate_limit::{LoginLimiter, RegisterLimiter, RequestLimiter},
@@ -53,8 +53,8 @@ pub struct App {
     pub key: SecretKey,
     /// The realtime PubSub (broadcasts, socket disconnects).
     pub pubsub: PubSub,
-    /// The session registry (live sockets by user, for direct delivery).
-    pub sessions: Sessions,
+    /// The socket registry (live sockets by user, for direct delivery).
+    pub sessions: SocketRegistry,
     /// The realtime runtime (its health is part of `/health` and `/ready`).
     pub runtime: Runtime,
 }
@@ -154,7 +154,7 @@ impl Server {
             request_limiter: RequestLimiter::new(&config.rate_limit),
             key,
             pubsub: runtime.pubsub().clone(),
-            sessions: runtime.sessions().clone(),
+            sessions: runtime.registry().clone(),
             runtime: runtime.clone(),
             chat: crate::chat::Chat::new(db.clone()),
             config,

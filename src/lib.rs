@@ -13,8 +13,11 @@ pub mod config;
 pub mod db;
 pub mod mailer;
 pub mod rooms;
-pub mod runtime;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod web;
+
+/// The realtime runtime (the `fawkes-runtime` crate), re-exported.
+pub use fawkes_runtime as runtime;
+/// The runtime's test helpers (feature `testing`), re-exported.
+#[cfg(feature = "testing")]
+pub use fawkes_runtime::testing;

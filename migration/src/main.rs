@@ -1,6 +1,6 @@
 //! The stock sea-orm-migration CLI over Fawkes' migrations.
 //!
-//! Run: `DATABASE_URL=sqlite://fawkes.db cargo run -p migration -- status` (or `up`, `down`,
+//! Run: `DATABASE_URL=sqlite://fawkes.db cargo run -p migration --features cli -- status` (or `up`, `down`,
 //! `fresh`, …). `fawkes migrate` does the same through the server's own configuration.
 
 #[tokio::main]

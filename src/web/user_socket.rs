@@ -16,7 +16,7 @@
 use crate::accounts::Accounts;
 use crate::chat::Chat;
 use crate::runtime::{
-    ConnectError, ConnectInfo, Params, Sessions, Socket, SocketMount, TopicPattern,
+    ConnectError, ConnectInfo, Params, Socket, SocketMount, SocketRegistry, TopicPattern,
 };
 use crate::web::channels::chat::{CHAT_TOPIC, ChatChannel};
 use crate::web::channels::conversation::ConversationChannel;
@@ -116,7 +116,7 @@ impl Socket for UserSocket {
 
 /// The app's socket with its [`CHANNELS`]. `sessions` is the runtime's registry, used for
 /// direct delivery.
-pub fn mount(accounts: Accounts, chat: Chat, sessions: Sessions) -> SocketMount<UserSocket> {
+pub fn mount(accounts: Accounts, chat: Chat, sessions: SocketRegistry) -> SocketMount<UserSocket> {
     let mut mount = SocketMount::new(UserSocket { accounts });
     for (pattern, channel) in CHANNELS {
         let mounted = match channel {

@@ -6,8 +6,16 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// `tests/js` of the workspace: beside the app crate's manifest, or one level up from a
+/// member crate's (the runtime's tests include this file too).
 fn js_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let here = manifest.join("tests/js");
+    if here.join("package.json").exists() {
+        here
+    } else {
+        manifest.join("../tests/js")
+    }
 }
 
 static INSTALL: Mutex<bool> = Mutex::new(false);

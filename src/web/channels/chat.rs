@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use crate::accounts::FieldErrors;
 use crate::chat::{Chat, ChatError, Conversation, Message, conversation_topic, validate_text};
 use crate::runtime::{
-    Channel, ChannelContext, ChannelError, HandleIn, JoinOutcome, Payload, PubSub, Reply, Sessions,
+    Channel, ChannelContext, ChannelError, HandleIn, JoinOutcome, Payload, PubSub, Reply,
+    SocketRegistry,
 };
 use crate::web::channels::conversation::MESSAGE_NEW;
 use crate::web::channels::invalid;
@@ -41,7 +42,7 @@ pub const RECEIVE_MSG: &str = "receive_msg";
 /// has joined `room:chat` on this node. Returns how many of those sockets it reached.
 pub async fn deliver(
     pubsub: &PubSub,
-    sessions: &Sessions,
+    sessions: &SocketRegistry,
     conversation: &Conversation,
     message: &Message,
 ) -> usize {
@@ -60,12 +61,12 @@ pub async fn deliver(
 /// The `room:chat` channel.
 pub struct ChatChannel {
     chat: Chat,
-    sessions: Sessions,
+    sessions: SocketRegistry,
 }
 
 impl ChatChannel {
     /// A channel storing through `chat` and delivering through `sessions`.
-    pub fn new(chat: Chat, sessions: Sessions) -> Self {
+    pub fn new(chat: Chat, sessions: SocketRegistry) -> Self {
         Self { chat, sessions }
     }
 

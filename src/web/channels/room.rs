@@ -132,8 +132,8 @@ mod tests {
     use serde_json::json;
 
     use super::{RoomChannel, RoomState, tenant_of};
-    use crate::runtime::socket_actor::detached_context;
     use crate::runtime::{Channel, HandleIn, Payload, Runtime, TransportConfig};
+    use crate::testing::detached_context;
     use crate::web::user_socket::SocketUser;
 
     #[tokio::test]

@@ -1,0 +1,351 @@
+//! The realtime runtime: Phoenix-compatible sockets and channels on a ractor supervision tree.
+//!
+//! What an embedding developer writes: a [`Socket`] (who may connect), [`Channel`]s (what
+//! happens on a topic), a [`SocketMount`] tying them to topic patterns, and an [`Endpoint`]
+//! serving the socket at a path (with any other HTTP service beside it). [`PubSub`] broadcasts
+//! from anywhere.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use fawkes_runtime::*;
+//!
+//! struct UserSocket;
+//! impl Socket for UserSocket {
+//!     type Assigns = String;
+//!     async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<String, ConnectError> {
+//!         params.get("user").map(str::to_owned).ok_or_else(ConnectError::forbidden)
+//!     }
+//! }
+//!
+//! struct Room;
+//! impl Channel for Room {
+//!     type Assigns = String;
+//!     type State = ();
+//!     type Info = ();
+//!     async fn join(&self, _: &str, _: Payload, _: &mut ChannelContext<Self>)
+//!         -> Result<JoinOutcome<()>, ChannelError> {
+//!         Ok(JoinOutcome::ok(()))
+//!     }
+//!     async fn handle_in(&self, event: &str, payload: Payload, _: &mut (), ctx: &mut ChannelContext<Self>)
+//!         -> Result<HandleIn, ChannelError> {
+//!         ctx.broadcast(event, payload); // to everyone in the room
+//!         Ok(HandleIn::Reply(Reply::ok()))
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::start(TransportConfig::default()).await?;
+//! let mount = SocketMount::new(UserSocket).channel("room:*", Room)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! // Any code with the PubSub can broadcast to the room.
+//! runtime.pubsub().broadcast("room:lobby", "news", serde_json::json!({"hello": "world"}));
+//! runtime
+//!     .endpoint()
+//!     .socket("/socket", mount) // ws://127.0.0.1:4000/socket/websocket
+//!     .serve(listener, shutdown, Duration::from_secs(10))
+//!     .await;
+//! runtime.shutdown(Duration::from_secs(10)).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Supervision tree (see `ARCHITECTURE.md`): a root supervisor with four children, `topics`
+//! (one topic actor per topic with subscribers), `sockets` (one socket actor per connection),
+//! `presence` (the presence shards) and the socket registry ([`SocketRegistry`]: live sockets by
+//! socket id). A failed registry, presence shard or supervisor is restarted (its state rebuilt,
+//! or its dependants told: joins that lost their topic or presences end with `phx_error` and
+//! rejoin); a topic or socket actor that fails takes only its own topic or connection down.
+//! Restarts are bounded ([`SupervisionConfig`]); a root that gives up leaves the runtime
+//! [`Health::Down`] ([`Runtime::health`]).
+
+mod channel;
+mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
+pub(crate) mod mount;
+pub(crate) mod presence;
+pub mod protocol;
+pub(crate) mod pubsub;
+pub(crate) mod registry;
+mod socket;
+pub(crate) mod socket_actor;
+pub(crate) mod supervisor;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub(crate) mod transport;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ractor::ActorCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use channel::{
+    Channel, ChannelContext, ChannelError, ChannelHandle, Continue, HandleIn, JoinOutcome, Reply,
+    StopReason,
+};
+pub use endpoint::{Body as HttpBody, Endpoint, FallbackService, HttpLimits, PeerAddr};
+pub use mount::{InvalidPattern, SocketMount, TopicPattern};
+pub use presence::{Presence, PresenceConfig, PresenceError, events as presence_events};
+pub use protocol::Payload;
+pub use pubsub::{
+    Adapter, Broadcast, InvalidRemote, MemoryAdapter, MemoryBus, PubSub, RemoteBroadcast,
+    SubscriberId, Subscription,
+};
+pub use registry::SocketRegistry;
+pub use socket::{ConnectError, ConnectInfo, Params, Socket};
+pub use transport::{
+    CheckOrigin, InvalidOrigin, MAX_EVENT_BYTES, MAX_REF_BYTES, OriginPattern, TransportConfig,
+};
+
+pub use supervisor::SupervisionConfig;
+pub use supervisor::tree::Health;
+
+use supervisor::Slot;
+use supervisor::tree::Tree;
+
+/// The supervision tree could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("the runtime could not start: {0}")]
+pub struct StartError(String);
+
+/// Counters since the runtime started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open WebSocket connections.
+    pub connections: usize,
+    /// Connections accepted so far.
+    pub connections_total: u64,
+    /// Connections closed because the client stopped reading (outbound queue over its frames
+    /// or bytes, or a write timed out).
+    pub slow_consumer_disconnects: u64,
+    /// Times a connection stopped reading because its frames in flight to its socket actor
+    /// filled the inbound window (32 frames or 1 MiB of frame text).
+    pub inbound_window_full: u64,
+    /// Times a connection stopped reading because its client sent faster than
+    /// `max_messages_per_second` allows.
+    pub rate_limited: u64,
+}
+
+/// Everything a runtime is configured with.
+#[derive(Clone, Default)]
+pub struct RuntimeConfig {
+    /// WebSocket transport.
+    pub transport: TransportConfig,
+    /// Presence.
+    pub presence: PresenceConfig,
+    /// How broadcasts reach other nodes; `None`: a single node.
+    pub adapter: Option<Arc<dyn Adapter>>,
+    /// Restart intensity of the supervisors.
+    pub supervision: SupervisionConfig,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("transport", &self.transport)
+            .field("presence", &self.presence)
+            .field(
+                "adapter",
+                &self.adapter.as_ref().map(|a| a.node_name().to_owned()),
+            )
+            .field("supervision", &self.supervision)
+            .finish()
+    }
+}
+
+impl From<TransportConfig> for RuntimeConfig {
+    fn from(transport: TransportConfig) -> Self {
+        Self {
+            transport,
+            ..Default::default()
+        }
+    }
+}
+
+/// State shared by every connection of a runtime.
+pub(crate) struct RuntimeShared {
+    pub(crate) pubsub: PubSub,
+    pub(crate) presence: Presence,
+    pub(crate) registry: SocketRegistry,
+    /// The `sockets` supervisor (replaced when it restarts).
+    pub(crate) sockets: Slot<ActorCell>,
+    pub(crate) config: TransportConfig,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) connections: TaskTracker,
+    /// Live sockets per socket id (`max_sockets_per_id`).
+    pub(crate) socket_ids: Arc<transport::SocketIds>,
+    connected: AtomicUsize,
+    connected_total: AtomicU64,
+    slow_consumers: AtomicU64,
+    window_full: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+impl RuntimeShared {
+    pub(crate) fn metrics_connected(&self) {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        self.connected_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counted only when a connection has to wait, never on the way of a frame that goes on.
+    pub(crate) fn metrics_window_full(&self) {
+        self.window_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counted only when a connection has to wait.
+    pub(crate) fn metrics_rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn metrics_disconnected(&self, slow_consumer: bool) {
+        self.connected.fetch_sub(1, Ordering::Relaxed);
+        if slow_consumer {
+            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A running runtime: supervisors, PubSub, and the connections it serves.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) shared: Arc<RuntimeShared>,
+    tree: Arc<Tree>,
+}
+
+/// What the supervisors have done since the runtime started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SupervisionStats {
+    /// Children restarted (or, for topic actors, failures their subscribers were told of).
+    pub restarts: u64,
+    /// Supervisors that gave up after too many restarts (each failed, and its parent
+    /// restarted it or gave up in turn).
+    pub gave_up: u64,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("connections", &self.connection_count())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Starts the supervision tree (`TransportConfig` converts into a [`RuntimeConfig`]).
+    pub async fn start(config: impl Into<RuntimeConfig>) -> Result<Self, StartError> {
+        let config = config.into();
+        let adapter = config
+            .adapter
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryBus::new().adapter("local")));
+        let tree = supervisor::tree::start(config.supervision, &config.presence, adapter)
+            .await
+            .map_err(|e| StartError(e.to_string()))?;
+        Ok(Self {
+            shared: Arc::new(RuntimeShared {
+                pubsub: tree.pubsub.clone(),
+                presence: tree.presence.clone(),
+                registry: tree.registry.clone(),
+                sockets: tree.sockets.clone(),
+                socket_ids: transport::SocketIds::new(config.transport.max_sockets_per_id),
+                config: config.transport,
+                shutdown: CancellationToken::new(),
+                connections: TaskTracker::new(),
+                connected: AtomicUsize::new(0),
+                connected_total: AtomicU64::new(0),
+                slow_consumers: AtomicU64::new(0),
+                window_full: AtomicU64::new(0),
+                rate_limited: AtomicU64::new(0),
+            }),
+            tree: Arc::new(tree),
+        })
+    }
+
+    /// Whether the supervision tree is running: [`Health::Down`] once the root supervisor has
+    /// given up (logged at error level), [`Health::Stopped`] after [`Runtime::shutdown`].
+    pub fn health(&self) -> Health {
+        self.tree.health.get()
+    }
+
+    /// Resolves when the runtime stops being up — the root supervisor gave up ([`Health::Down`])
+    /// or [`Runtime::shutdown`] ran — with that health. A server binary waits on this to exit
+    /// (and be restarted by its own supervisor, as an OTP node stops when its application does).
+    pub async fn stopped(&self) -> Health {
+        self.tree.health.wait_for(|health| !health.is_up()).await
+    }
+
+    /// Restarts and give-ups of the supervisors so far.
+    pub fn supervision_stats(&self) -> SupervisionStats {
+        SupervisionStats {
+            restarts: self.tree.counters.restarts.load(Ordering::Relaxed),
+            gave_up: self.tree.counters.gave_up.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The health slot (fault injection waits on it).
+    #[cfg(feature = "testing")]
+    pub(crate) fn health_slot(&self) -> &Slot<Health> {
+        &self.tree.health
+    }
+
+    /// The PubSub.
+    pub fn pubsub(&self) -> &PubSub {
+        &self.shared.pubsub
+    }
+
+    /// The presence tracker.
+    pub fn presence(&self) -> &Presence {
+        &self.shared.presence
+    }
+
+    /// The socket registry: live sockets by socket id, for direct pushes and disconnects.
+    pub fn registry(&self) -> &SocketRegistry {
+        &self.shared.registry
+    }
+
+    /// The transport settings.
+    pub fn config(&self) -> &TransportConfig {
+        &self.shared.config
+    }
+
+    /// Open WebSocket connections.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// Counters: connections, slow-consumer disconnects, reads held back.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.connection_count(),
+            connections_total: self.shared.connected_total.load(Ordering::Relaxed),
+            slow_consumer_disconnects: self.shared.slow_consumers.load(Ordering::Relaxed),
+            inbound_window_full: self.shared.window_full.load(Ordering::Relaxed),
+            rate_limited: self.shared.rate_limited.load(Ordering::Relaxed),
+        }
+    }
+
+    /// An endpoint builder serving sockets of this runtime.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::new(self.shared.clone())
+    }
+
+    /// Closes every connection with code 1012 (clients reconnect), waits up to `grace` for
+    /// them to finish, then stops the supervision tree. Returns whether all finished in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.shared.shutdown.cancel();
+        self.shared.connections.close();
+        let drained = tokio::time::timeout(grace, self.shared.connections.wait())
+            .await
+            .is_ok();
+        if self.tree.health.get().is_up() {
+            self.tree.health.set(Health::Stopped);
+        }
+        self.tree.root.stop(None);
+        self.tree.watch.stop(None);
+        drained
+    }
+}

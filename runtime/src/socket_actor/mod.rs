@@ -1,0 +1,513 @@
+//! The socket actor: one per connection. Crate-private; users see [`super::Socket`] and
+//! [`super::Channel`].
+//!
+//! It owns the connection's joined channels (topic → join) and routes every decoded client
+//! message by the rules of the Phoenix protocol (heartbeats are answered by the transport
+//! before they get here). Channel callbacks run inside this actor, one at a time, each guarded
+//! so that a panic or `Err` ends only that join. Broadcasts reach the client without passing
+//! through here (fastlane), except intercepted events.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+use tokio::task::JoinHandle;
+
+use super::channel::{Channel, ChannelContext, Continue, HandleIn, JoinInbox, Reply, StopReason};
+use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes};
+use super::presence::Presence;
+use super::protocol::{self, Inbound, Ref, Vsn, events};
+use super::pubsub::{Broadcast, Delivery, PubSub, SubscriberId};
+use super::registry::{LiveSocket, SocketRegistry};
+use super::supervisor::Slot;
+use super::transport::{Control, Outbound, encoded_to_message};
+
+#[cfg(any(test, feature = "testing"))]
+mod detached;
+mod ending;
+mod output;
+#[cfg(any(test, feature = "testing"))]
+pub use detached::detached_context;
+
+/// Messages a socket actor handles.
+pub(crate) enum SocketMsg {
+    /// A decoded client message, with the transport's inbound-window permit (released when
+    /// the message has been handled).
+    Frame(Inbound, Option<tokio::sync::OwnedSemaphorePermit>),
+    /// An intercepted broadcast for the join `subscriber` of `topic`.
+    Intercepted {
+        topic: Arc<str>,
+        subscriber: SubscriberId,
+        broadcast: Arc<Broadcast>,
+    },
+    /// A typed message for `handle_info` of the join `subscriber` of `topic`.
+    Info {
+        topic: Arc<str>,
+        subscriber: SubscriberId,
+        message: Box<dyn Any + Send>,
+    },
+    /// The topic actor of the join `subscriber` of `topic` ended under it (it failed, or the
+    /// topic's presences were lost): end the join with `phx_error`, so the client rejoins.
+    SubscriptionLost {
+        topic: Arc<str>,
+        subscriber: SubscriberId,
+    },
+    /// The connection is gone: terminate every channel and stop.
+    Closed,
+}
+
+/// What a new channel context is built from.
+pub(crate) struct ContextParts<A> {
+    topic: Arc<str>,
+    join_ref: Ref,
+    assigns: Arc<A>,
+    socket_id: Option<Arc<str>>,
+    pubsub: PubSub,
+    presence: Presence,
+    subscriber: SubscriberId,
+    socket: ActorRef<SocketMsg>,
+    inbox: Arc<JoinInbox>,
+}
+
+impl<A: Send + Sync + 'static> ContextParts<A> {
+    pub(crate) fn into_context<C: Channel<Assigns = A>>(self) -> ChannelContext<C> {
+        ChannelContext {
+            topic: self.topic,
+            join_ref: self.join_ref,
+            assigns: self.assigns,
+            socket_id: self.socket_id,
+            pubsub: self.pubsub,
+            presence: self.presence,
+            subscriber: self.subscriber,
+            socket: self.socket,
+            inbox: self.inbox,
+            pushes: Vec::new(),
+        }
+    }
+}
+
+/// Everything a socket actor needs besides the accepted connection.
+pub(crate) struct StartArgs {
+    pub(crate) vsn: Vsn,
+    pub(crate) out: Outbound,
+    pub(crate) control: Arc<Control>,
+    pub(crate) pubsub: PubSub,
+    pub(crate) presence: Presence,
+    pub(crate) registry: SocketRegistry,
+    /// The `sockets` supervisor (its slot: it may have been restarted).
+    pub(crate) supervisor: Slot<ActorCell>,
+    pub(crate) max_channels: usize,
+}
+
+/// A started socket actor and its task.
+pub(crate) type Started = Result<(ActorRef<SocketMsg>, JoinHandle<()>), SpawnErr>;
+
+/// An accepted connection that can start its socket actor.
+pub(crate) trait Startable: Send {
+    fn start(self: Box<Self>, args: StartArgs) -> BoxFuture<'static, Started>;
+}
+
+impl<A: Send + Sync + 'static> Startable for Accepted<A> {
+    fn start(self: Box<Self>, args: StartArgs) -> BoxFuture<'static, Started> {
+        Box::pin(async move {
+            let supervisor = args.supervisor.get();
+            Actor::spawn_linked(None, SocketActor::<A>::default(), (*self, args), supervisor).await
+        })
+    }
+}
+
+struct Joined<A> {
+    join_ref: Ref,
+    subscriber: SubscriberId,
+    instance: Box<dyn ErasedInstance<A>>,
+}
+
+pub(crate) struct SocketState<A> {
+    vsn: Vsn,
+    out: Outbound,
+    pubsub: PubSub,
+    presence: Presence,
+    assigns: Arc<A>,
+    socket_id: Option<Arc<str>>,
+    routes: Arc<Routes<A>>,
+    max_channels: usize,
+    channels: HashMap<Arc<str>, Joined<A>>,
+    /// Messages joins send themselves while their `join` runs.
+    inbox: Arc<JoinInbox>,
+    /// The join in progress (from its `join` callback until it is recorded in `channels` or
+    /// has failed): if the actor dies meanwhile (killed after `close_grace`, or stopped with
+    /// its supervisor), its state's `Drop` removes what the join may have left: a subscription
+    /// on its way to the topic actor, presences tracked by `join`.
+    joining: Option<(Arc<str>, SubscriberId)>,
+    /// This socket in the socket registry, under its id and disconnect topics.
+    registered: Option<Registered>,
+}
+
+/// A socket's registration in the socket registry.
+struct Registered {
+    registry: SocketRegistry,
+    socket: ractor::ActorId,
+    names: Vec<String>,
+    session: Arc<LiveSocket>,
+}
+
+impl Drop for Registered {
+    /// However the socket ends, its names stop pointing at it (and pushes already holding its
+    /// session find no join).
+    fn drop(&mut self) {
+        self.session.clear();
+        self.registry
+            .unregister(self.socket, std::mem::take(&mut self.names));
+    }
+}
+
+pub(crate) struct SocketActor<A>(std::marker::PhantomData<fn() -> A>);
+
+impl<A> Default for SocketActor<A> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
+    type Msg = SocketMsg;
+    type State = SocketState<A>;
+    type Arguments = (Accepted<A>, StartArgs);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SocketMsg>,
+        (accepted, args): Self::Arguments,
+    ) -> Result<SocketState<A>, ActorProcessingErr> {
+        let names: Vec<String> = accepted
+            .id
+            .iter()
+            .chain(&accepted.disconnect_topics)
+            .cloned()
+            .collect();
+        let registered = (!names.is_empty()).then(|| {
+            let session = Arc::new(LiveSocket::new(
+                args.out.clone(),
+                args.control.clone(),
+                args.vsn,
+            ));
+            args.registry.register(
+                myself.get_id(),
+                names.clone(),
+                session.clone(),
+                accepted.connected_at,
+            );
+            Registered {
+                registry: args.registry.clone(),
+                socket: myself.get_id(),
+                names,
+                session,
+            }
+        });
+        Ok(SocketState {
+            vsn: args.vsn,
+            out: args.out,
+            pubsub: args.pubsub,
+            presence: args.presence,
+            assigns: accepted.assigns,
+            socket_id: accepted.id.map(Arc::from),
+            routes: accepted.routes,
+            max_channels: args.max_channels,
+            channels: HashMap::new(),
+            inbox: Arc::default(),
+            joining: None,
+            registered,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SocketMsg>,
+        message: SocketMsg,
+        state: &mut SocketState<A>,
+    ) -> Result<(), ActorProcessingErr> {
+        // The larger futures are boxed: the actor's loop future is sized for its largest state
+        // and lives as long as the connection, so keeping routing inline cost ~5 KB per idle
+        // connection. Boxed, that memory exists only while a message is being handled.
+        match message {
+            SocketMsg::Frame(inbound, _permit) => Box::pin(state.route(&myself, inbound)).await,
+            SocketMsg::Intercepted {
+                topic,
+                subscriber,
+                broadcast,
+            } => {
+                let Some(joined) = state.member(&topic, subscriber) else {
+                    return Ok(());
+                };
+                let outcome = joined
+                    .instance
+                    .handle_out(&broadcast.event, broadcast.payload.clone())
+                    .await;
+                Box::pin(state.after_continue(&topic, outcome)).await;
+            }
+            SocketMsg::Info {
+                topic,
+                subscriber,
+                message,
+            } => {
+                let Some(joined) = state.member(&topic, subscriber) else {
+                    return Ok(());
+                };
+                let outcome = joined.instance.handle_info(message).await;
+                Box::pin(state.after_continue(&topic, outcome)).await;
+            }
+            SocketMsg::SubscriptionLost { topic, subscriber } => {
+                if state.member(&topic, subscriber).is_some() {
+                    tracing::error!(%topic, "the topic's subscription was lost; ending the join");
+                    let reason = StopReason::Error("subscription lost".into());
+                    Box::pin(state.stop_channel(&topic, reason, true, None)).await;
+                }
+            }
+            SocketMsg::Closed => {
+                Box::pin(state.shutdown()).await;
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SocketMsg>,
+        state: &mut SocketState<A>,
+    ) -> Result<(), ActorProcessingErr> {
+        // Normally empty by now; covers a stop for any other reason.
+        Box::pin(state.shutdown()).await;
+        Ok(())
+    }
+}
+
+impl<A: Send + Sync + 'static> SocketState<A> {
+    /// The join `(topic, join_ref)` if it is still the current one.
+    /// The join `subscriber` of `topic`, if it is still live (a replaced or ended join's
+    /// messages are dropped; join_refs chosen by clients are not trusted to be unique).
+    fn member(&mut self, topic: &str, subscriber: SubscriberId) -> Option<&mut Joined<A>> {
+        self.channels
+            .get_mut(topic)
+            .filter(|j| j.subscriber == subscriber)
+    }
+
+    /// Routes one client message (protocol §3.2).
+    async fn route(&mut self, myself: &ActorRef<SocketMsg>, msg: Inbound) {
+        let joined = self.channels.contains_key(msg.topic.as_str());
+        match (msg.event.as_str(), joined) {
+            (events::JOIN, false) => self.join(myself, msg, None).await,
+            (events::JOIN, true) => {
+                let topic: Arc<str> = Arc::from(msg.topic.as_str());
+                let old = self
+                    .stop_channel(&topic, StopReason::DuplicateJoin, false, None)
+                    .await;
+                self.join(myself, msg, old).await;
+            }
+            (events::LEAVE, true) => {
+                let topic: Arc<str> = Arc::from(msg.topic.as_str());
+                let Some(recorded) = self.current_join_ref(&topic, &msg.join_ref) else {
+                    return;
+                };
+                let reply = self.reply_frame(&recorded, &msg.msg_ref, &topic, &Reply::ok());
+                self.stop_channel(&topic, StopReason::Left, true, reply)
+                    .await;
+            }
+            (_, true) => {
+                let topic: Arc<str> = Arc::from(msg.topic.as_str());
+                let Some(recorded) = self.current_join_ref(&topic, &msg.join_ref) else {
+                    return;
+                };
+                let Some(joined) = self.channels.get_mut(&topic) else {
+                    return;
+                };
+                let outcome = joined.instance.handle_in(&msg.event, msg.payload).await;
+                self.push_all(&recorded, &topic, outcome.pushes);
+                match outcome.result {
+                    Ok(HandleIn::NoReply) => {}
+                    Ok(HandleIn::Reply(reply)) => {
+                        self.reply(&recorded, &msg.msg_ref, &topic, &reply)
+                    }
+                    Ok(HandleIn::Stop(reason, reply)) => {
+                        let reply = reply
+                            .and_then(|r| self.reply_frame(&recorded, &msg.msg_ref, &topic, &r));
+                        self.stop_channel(&topic, reason, true, reply).await;
+                    }
+                    Err(crash) => self.crash(&topic, &crash),
+                }
+            }
+            (events::LEAVE, false) => {
+                self.reply(&msg.join_ref, &msg.msg_ref, &msg.topic, &Reply::ok())
+            }
+            (_, false) => self.reply(
+                &Ref::NULL,
+                &msg.msg_ref,
+                &msg.topic,
+                &Reply::error("unmatched topic"),
+            ),
+        }
+    }
+
+    /// The recorded join_ref if the message's join_ref is null or equal to it; stale → `None`.
+    fn current_join_ref(&self, topic: &str, join_ref: &Ref) -> Option<Ref> {
+        let recorded = &self.channels.get(topic)?.join_ref;
+        (join_ref.is_null() || join_ref == recorded).then(|| recorded.clone())
+    }
+
+    /// Joins `msg.topic`. `replaced` is the join_ref of a join this one replaces: its
+    /// `phx_close` goes out right after this join's reply.
+    async fn join(&mut self, myself: &ActorRef<SocketMsg>, msg: Inbound, replaced: Option<Ref>) {
+        let topic: Arc<str> = Arc::from(msg.topic.as_str());
+        let close_replaced = |state: &Self| {
+            if let Some(old) = &replaced {
+                state.send(protocol::encode_close(state.vsn, old, &topic));
+            }
+        };
+        let Some(route) = self.routes.find(&topic).cloned() else {
+            tracing::debug!(%topic, "join refused: unmatched topic");
+            self.reply(
+                &Ref::NULL,
+                &msg.msg_ref,
+                &topic,
+                &Reply::error("unmatched topic"),
+            );
+            close_replaced(self);
+            return;
+        };
+        if self.channels.len() >= self.max_channels {
+            self.reply(
+                &msg.join_ref,
+                &msg.msg_ref,
+                &topic,
+                &Reply::error("too many channels joined"),
+            );
+            close_replaced(self);
+            return;
+        }
+        let subscriber = self.pubsub.next_id();
+        let parts = ContextParts {
+            topic: topic.clone(),
+            join_ref: msg.join_ref.clone(),
+            assigns: self.assigns.clone(),
+            socket_id: self.socket_id.clone(),
+            pubsub: self.pubsub.clone(),
+            presence: self.presence.clone(),
+            subscriber,
+            socket: myself.clone(),
+            inbox: self.inbox.clone(),
+        };
+        let intercepts = route.intercepts();
+        self.inbox.open(subscriber);
+        self.joining = Some((topic.clone(), subscriber));
+        let outcome = route.join(&topic, msg.payload, parts).await;
+        // Messages the join sent itself meanwhile: handled below if it joined, else dropped.
+        let early = self.inbox.close();
+        match outcome {
+            ErasedJoin::Joined {
+                instance,
+                reply,
+                pushes,
+            } => {
+                let reply = Reply::ok_with(reply);
+                let frame = protocol::encode_reply(
+                    self.vsn,
+                    &msg.join_ref,
+                    &msg.msg_ref,
+                    &topic,
+                    &reply.status,
+                    &reply.response,
+                )
+                .map(encoded_to_message)
+                .ok();
+                let delivery = Delivery::Fastlane {
+                    out: self.out.clone(),
+                    vsn: self.vsn,
+                    intercepts,
+                    socket: myself.clone(),
+                };
+                if let Some(registered) = &self.registered {
+                    registered
+                        .session
+                        .joining(topic.clone(), msg.join_ref.clone());
+                }
+                // The topic actor queues the reply before any broadcast can follow it.
+                if !self.pubsub.add(&topic, subscriber, delivery, frame).await {
+                    self.joining = None;
+                    self.left(&topic);
+                    // Only while shutting down. Never record a join whose reply was not sent.
+                    tracing::error!(%topic, "join: could not subscribe; answering join crashed");
+                    let mut instance = instance;
+                    let _ = instance.terminate(&StopReason::Closed).await;
+                    self.presence.untrack_owner(&topic, subscriber);
+                    self.reply(
+                        &msg.join_ref,
+                        &msg.msg_ref,
+                        &topic,
+                        &Reply::error("join crashed"),
+                    );
+                    close_replaced(self);
+                    return;
+                }
+                close_replaced(self);
+                self.push_all(&msg.join_ref, &topic, pushes);
+                if let Some(registered) = &self.registered {
+                    registered.session.joined(&topic);
+                }
+                self.joining = None;
+                self.channels.insert(
+                    topic.clone(),
+                    Joined {
+                        join_ref: msg.join_ref,
+                        subscriber,
+                        instance,
+                    },
+                );
+                for message in early {
+                    let Some(joined) = self.member(&topic, subscriber) else {
+                        break;
+                    };
+                    let outcome = joined.instance.handle_info(message).await;
+                    self.after_continue(&topic, outcome).await;
+                }
+            }
+            ErasedJoin::Refused(response) => {
+                self.joining = None;
+                self.reply(
+                    &msg.join_ref,
+                    &msg.msg_ref,
+                    &topic,
+                    &Reply::error_with(response),
+                );
+                close_replaced(self);
+            }
+            ErasedJoin::Crashed(error) => {
+                self.joining = None;
+                tracing::error!(%topic, %error, "channel join crashed");
+                self.reply(
+                    &msg.join_ref,
+                    &msg.msg_ref,
+                    &topic,
+                    &Reply::error("join crashed"),
+                );
+                close_replaced(self);
+            }
+        }
+    }
+
+    /// After `handle_info`/`handle_out`: send pushes, then stop or crash if asked.
+    async fn after_continue(&mut self, topic: &Arc<str>, outcome: Outcome<Continue>) {
+        let Some(join_ref) = self.channels.get(topic).map(|j| j.join_ref.clone()) else {
+            return;
+        };
+        self.push_all(&join_ref, topic, outcome.pushes);
+        match outcome.result {
+            Ok(Continue::Continue) => {}
+            Ok(Continue::Stop(reason)) => {
+                self.stop_channel(topic, reason, true, None).await;
+            }
+            Err(crash) => self.crash(topic, &crash),
+        }
+    }
+}

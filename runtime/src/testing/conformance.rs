@@ -1,0 +1,118 @@
+//! The shared conformance suite for PubSub adapters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::frame::DEADLINE;
+use crate::Runtime;
+use crate::protocol::Payload;
+
+/// Checks that a PubSub adapter keeps the contract of [`crate::Adapter`]: runs two
+/// nodes (runtimes) with adapters made by `make(node_name)` and panics on the first violation.
+/// Every adapter — in-memory now, Redis later — must pass it.
+pub async fn adapter_conformance(make: impl Fn(&str) -> Arc<dyn crate::Adapter>) {
+    use crate::{RuntimeConfig, Subscription};
+
+    async fn next(sub: &mut Subscription, what: &str) -> (String, Payload) {
+        match tokio::time::timeout(DEADLINE, sub.recv()).await {
+            Ok(Some(b)) => (b.event.clone(), b.payload.clone()),
+            _ => panic!("adapter conformance: expected {what} within {DEADLINE:?}"),
+        }
+    }
+    let node = |name: &str| RuntimeConfig {
+        adapter: Some(make(name)),
+        ..Default::default()
+    };
+    let a = Runtime::start(node("node-a")).await.expect("node a");
+    let b = Runtime::start(node("node-b")).await.expect("node b");
+    let (pa, pb) = (a.pubsub().clone(), b.pubsub().clone());
+    assert_eq!(
+        pa.node_name(),
+        "node-a",
+        "1. a node is named by its adapter"
+    );
+    assert_ne!(pa.node_name(), pb.node_name());
+
+    let mut on_a = pa.subscribe("conformance:1").await;
+    let mut on_b = pb.subscribe("conformance:1").await;
+    let mut elsewhere = pb.subscribe("conformance:2").await;
+
+    pa.broadcast("conformance:1", "hello", json!({"n": 1}));
+    assert_eq!(
+        next(&mut on_b, "the broadcast on the other node").await,
+        ("hello".into(), Payload::Json(json!({"n": 1})))
+    );
+    assert_eq!(
+        next(&mut on_a, "the broadcast on its own node").await.0,
+        "hello"
+    );
+    pa.broadcast("conformance:1", "sentinel", json!({}));
+    assert_eq!(
+        next(&mut on_a, "the sentinel").await.0,
+        "sentinel",
+        "3. no node receives its own broadcast twice"
+    );
+    assert_eq!(next(&mut on_b, "the sentinel").await.0, "sentinel");
+
+    pa.local_broadcast("conformance:1", "local", json!({}));
+    pa.broadcast("conformance:1", "after-local", json!({}));
+    assert_eq!(
+        next(&mut on_b, "the next broadcast").await.0,
+        "after-local",
+        "local_broadcast stays on its node"
+    );
+    assert_eq!(next(&mut on_a, "the local broadcast").await.0, "local");
+    assert_eq!(next(&mut on_a, "the next broadcast").await.0, "after-local");
+
+    for i in 0..200 {
+        pa.broadcast("conformance:1", "seq", json!({"i": i}));
+    }
+    for i in 0..200 {
+        let (event, payload) = next(&mut on_b, "an ordered broadcast").await;
+        assert_eq!(
+            (event.as_str(), payload),
+            ("seq", Payload::Json(json!({"i": i}))),
+            "4. per-topic order"
+        );
+        next(&mut on_a, "an ordered broadcast").await;
+    }
+
+    pa.broadcast_from(on_a.id(), "conformance:1", "not-for-a", json!({}));
+    pa.broadcast("conformance:1", "for-all", json!({}));
+    assert_eq!(
+        next(&mut on_b, "broadcast_from on the other node").await.0,
+        "not-for-a"
+    );
+    assert_eq!(
+        next(&mut on_a, "the next broadcast").await.0,
+        "for-all",
+        "broadcast_from skips only its sender"
+    );
+    next(&mut on_b, "for-all").await;
+
+    let bytes = Payload::Binary(vec![0u8, 1, 254, 255].into());
+    pb.broadcast("conformance:1", "blob", bytes.clone());
+    assert_eq!(
+        next(&mut on_a, "a binary payload").await,
+        ("blob".into(), bytes),
+        "binary payloads cross intact"
+    );
+    next(&mut on_b, "a binary payload").await;
+
+    pb.broadcast("conformance:2", "other-topic", json!({}));
+    assert_eq!(
+        next(&mut elsewhere, "the other topic").await.0,
+        "other-topic"
+    );
+    pa.broadcast("conformance:1", "last", json!({}));
+    assert_eq!(
+        next(&mut on_b, "last").await.0,
+        "last",
+        "topics are independent"
+    );
+
+    a.shutdown(Duration::from_secs(1)).await;
+    b.shutdown(Duration::from_secs(1)).await;
+}

@@ -1,0 +1,21 @@
+//! The realtime runtime over real WebSockets: routing rules, failure isolation, transport
+//! limits, broadcasts, and the shipped test helpers.
+
+mod adapter;
+mod broadcast;
+mod budgets;
+mod churn;
+mod front_door;
+mod half_sent;
+mod helpers;
+mod interop;
+mod isolation;
+mod joins;
+mod limits;
+mod presence;
+mod raw;
+mod registry;
+mod routing;
+mod supervision;
+mod support;
+mod transport;

@@ -1,4 +1,4 @@
-//! Routes: path patterns (matchit) to a [`Route`], then (route, method) to a controller.
+//! Routes: path patterns (matchit) to a `Route`, then (route, method) to a controller.
 //!
 //! Development routes (`/dev/*`) exist only when the router is built with them (the `dev`
 //! environment), and even then answer only loopback clients that did not come through a

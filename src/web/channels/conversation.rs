@@ -2,7 +2,7 @@
 //!
 //! Join payload: `{"last_seen_id": n}` (optional, a non-negative integer). The join reply is
 //! `{"messages": [...], "has_more": bool}` with the messages after `n`, oldest first, at most
-//! [`MAX_HISTORY`](crate::chat::MAX_HISTORY); when `has_more` is true the client pages on with
+//! [`crate::chat::MAX_HISTORY`]; when `has_more` is true the client pages on with
 //! `GET /api/v1/conversations/{id}/messages?after=`. Without `last_seen_id` the reply is `{}`.
 //! Anyone else's join is refused with `{"reason": "unauthorized"}` (also for an unknown or
 //! malformed id); a malformed `last_seen_id` with `{"reason": "invalid"}`.

@@ -120,6 +120,8 @@ pub struct Updated {
     /// Whether the password or e-mail changed, so every other token of the user was revoked
     /// (their sockets should be closed).
     pub sessions_revoked: bool,
+    /// The e-mail address before the change (the same as `user.email` unless it changed).
+    pub previous_email: String,
 }
 
 /// The result of a registration.
@@ -385,6 +387,7 @@ impl Accounts {
                 "is invalid",
             )));
         }
+        let previous_email = current.email.clone();
         let mut row: user::ActiveModel = current.into();
         if let Some(v) = params.name {
             row.name = Set(v);
@@ -407,6 +410,7 @@ impl Accounts {
             return Ok(Updated {
                 user: User::from(updated),
                 sessions_revoked: false,
+                previous_email,
             });
         }
         let txn = self.db.begin().await?;
@@ -420,6 +424,7 @@ impl Accounts {
         Ok(Updated {
             user: User::from(updated),
             sessions_revoked: true,
+            previous_email,
         })
     }
 

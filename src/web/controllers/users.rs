@@ -82,7 +82,9 @@ pub(crate) async fn me<B>(app: &App, request: http::Request<B>) -> Result<Respon
 
 /// Changes the caller's own profile from `{"user": {...}}`; anyone else's → 403. A new
 /// `password` or `email` needs `current_password` (its check counts as a login attempt for the
-/// rate limits) and revokes every other token of the user, closing their sockets.
+/// rate limits) and revokes every other token of the user, closing their sockets; the
+/// addresses known from correct logins as the user's (exempt from the login lockout) are
+/// forgotten.
 pub(crate) async fn update<B>(
     app: &App,
     request: http::Request<B>,
@@ -116,6 +118,10 @@ where
         // sockets: the cluster adapter must carry it to the others.
         app.sessions
             .disconnect_except(&user_socket_id(id), &token_topic(&claims.jti));
+        // The addresses that logged in with the old credentials are no longer the owner's
+        // usual ones as far as the login lockout knows.
+        app.login_limiter.forget(&updated.previous_email);
+        app.login_limiter.forget(&updated.user.email);
     }
     Ok(response::json(
         StatusCode::OK,

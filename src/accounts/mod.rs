@@ -225,10 +225,23 @@ impl Accounts {
     /// Registers a user from untrusted `input` (the `"user"` object). Without a password, one
     /// is generated, returned once, and mailed to the user.
     pub async fn register(&self, input: &Value) -> Result<Registered, AccountsError> {
+        self.register_admitted(input, || Ok::<_, AccountsError>(()))
+            .await
+    }
+
+    /// [`Accounts::register`], asking `admit` once `input` is valid, before any password is
+    /// hashed or anything stored: a budget that only valid registrations should use (an
+    /// invalid body costs nothing) is charged there, and its error returned as is.
+    pub async fn register_admitted<E: From<AccountsError>>(
+        &self,
+        input: &Value,
+        admit: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Registered, E> {
         let (params, errors) = UserParams::cast(input);
         params
             .validate_create(errors)
             .map_err(AccountsError::Invalid)?;
+        admit()?;
         let generated = params.password.is_none().then(password::generate);
         let clear = params
             .password

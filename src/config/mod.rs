@@ -274,7 +274,8 @@ pub struct RateLimitConfig {
     /// Registrations per client address per minute.
     pub register_per_ip_per_minute: u32,
     /// Registrations per minute on the whole node (every address together), so that many
-    /// addresses (an IPv6 /48 is 65,536 keys) cannot register, and mail, without bound.
+    /// addresses (an IPv6 /48 is 65,536 keys) cannot register, and mail, without bound. Only
+    /// requests with a valid body count (invalid ones cannot use it up for everyone).
     pub register_per_minute: u32,
     /// REST requests per client address per second (`/health` and `/ready` excepted), a
     /// steady rate above which requests get 429; 0: no limit.

@@ -30,7 +30,8 @@
 //!
 //! Registrations are limited per client address (`register_per_ip_per_minute`) and for the
 //! whole node (`register_per_minute`): per-address keys (an IPv6 /64 each) alone would let a
-//! /48 register, and mail, 65,536 times as much.
+//! /48 register, and mail, 65,536 times as much. Every attempt counts against the address;
+//! only valid requests against the node (invalid bodies cannot use it up for everyone).
 //!
 //! Attempts are counted before the password is checked, successes included: counting only
 //! failures would need a check before the hash and a count after it, and concurrent guesses
@@ -350,10 +351,16 @@ impl RegisterLimiter {
         }
     }
 
-    /// Counts one registration attempt from `ip`; `Err(wait)` if the address's limit or the
-    /// node's is exhausted (an address over its own limit does not use up the node's).
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        check(self.by_ip.as_ref(), &ip, &self.clock)?;
+    /// Counts one registration attempt from `ip` against the address's limit (every attempt,
+    /// valid or not); `Err(wait)` if it is exhausted.
+    pub fn check_address(&self, ip: IpAddr) -> Result<(), Duration> {
+        check(self.by_ip.as_ref(), &ip, &self.clock)
+    }
+
+    /// Counts one registration against the node's limit; `Err(wait)` if it is exhausted. Call
+    /// it only for a valid request that passed [`RegisterLimiter::check_address`]: invalid
+    /// bodies, and addresses over their own limit, do not use up everyone's registrations.
+    pub fn check_node(&self) -> Result<(), Duration> {
         match &self.node {
             Some(node) => node
                 .check()
@@ -463,14 +470,15 @@ mod tests {
             register_per_ip_per_minute: 2,
             ..config(0, 0, 0)
         });
-        assert_eq!(register.check(addr(2)), Ok(()));
-        assert_eq!(register.check(addr(2)), Ok(()));
+        assert_eq!(register.check_address(addr(2)), Ok(()));
+        assert_eq!(register.check_address(addr(2)), Ok(()));
         register.prune();
         assert!(
-            register.check(addr(2)).is_err(),
+            register.check_address(addr(2)).is_err(),
             "pruning forgets only replenished keys"
         );
-        assert_eq!(register.check(addr(3)), Ok(()));
+        assert_eq!(register.check_address(addr(3)), Ok(()));
+        assert_eq!(register.check_node(), Ok(()), "no node-wide limit");
     }
 
     #[test]
@@ -576,12 +584,18 @@ mod tests {
             register_per_minute: 3,
             ..config(0, 0, 0)
         });
-        assert_eq!(limiter.check(addr(2)), Ok(()));
-        assert_eq!(limiter.check(addr(2)), Ok(()));
+        // As the controller calls them: the address first, the node only when admitted.
+        let register = |ip| {
+            limiter
+                .check_address(ip)
+                .and_then(|()| limiter.check_node())
+        };
+        assert_eq!(register(addr(2)), Ok(()));
+        assert_eq!(register(addr(2)), Ok(()));
         // Over its own limit, an address does not use up the node's.
-        assert!(limiter.check(addr(2)).is_err());
-        assert_eq!(limiter.check(addr(3)), Ok(()));
-        let wait = limiter.check(addr(4)).expect_err("the node's limit");
+        assert!(register(addr(2)).is_err());
+        assert_eq!(register(addr(3)), Ok(()));
+        let wait = register(addr(4)).expect_err("the node's limit");
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
     }
 }

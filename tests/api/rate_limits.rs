@@ -191,6 +191,26 @@ async fn registrations_are_limited_for_the_whole_node() {
 }
 
 #[tokio::test]
+async fn invalid_registrations_do_not_use_up_the_nodes_budget() {
+    let t = TestServer::start_with(|c| c.rate_limit.register_per_minute = 3).await;
+    // Many invalid bodies (a bad e-mail, a missing name) from a few addresses, each within its
+    // own limit: far more than the node's budget.
+    for last in 2..5 {
+        for i in 0..5 {
+            let resp = register_from(&t, addr(last), &format!("not an e-mail {i}")).await;
+            resp.assert_json_error(422);
+        }
+        let nameless = json!({"user": {"subname": "S", "email": "x@example.com", "job": "J"}});
+        t.call_from(addr(last), "POST", "/api/v1/users", None, Some(nameless))
+            .await
+            .assert_json_error(422);
+    }
+    // A valid registration from another address is still served.
+    let resp = register_from(&t, addr(5), "valid@example.com").await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+}
+
+#[tokio::test]
 async fn one_address_gets_a_bounded_share_of_the_api() {
     let t = TestServer::start_with(|c| {
         c.rate_limit.requests_per_ip_per_second = 1;

@@ -468,15 +468,18 @@ impl Accounts {
         Ok(())
     }
 
-    /// Puts a committed per-user revocation in force: moves its instant past the commit (a
-    /// login stamps its token with the time it read the row, which may be after the instant
-    /// taken inside the transaction yet before the commit) and caches it.
+    /// Puts a committed per-user revocation in force: caches it at once (no token it covers
+    /// may pass while the next write waits for the database), then moves its instant past the
+    /// commit (a login stamps its token with the time it read the row, which may be after the
+    /// instant taken inside the transaction yet before the commit) and caches it again.
     async fn settle(&self, user_id: i64, mut revocation: entity::token_revocation::Model) {
-        if let Err(e) = Revocations::move_to_now(&self.db, &mut revocation, self.tokens.ttl()).await
-        {
-            tracing::warn!(user_id, error = %e, "could not move a revocation past its commit");
-        }
         self.revocations.remember(&revocation);
+        match Revocations::move_to_now(&self.db, &mut revocation, self.tokens.ttl()).await {
+            Ok(()) => self.revocations.remember(&revocation),
+            Err(e) => {
+                tracing::warn!(user_id, error = %e, "could not move a revocation past its commit");
+            }
+        }
     }
 
     /// Drops revocations whose tokens have all expired. Returns how many rows went.

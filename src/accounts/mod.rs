@@ -120,6 +120,8 @@ pub struct Updated {
     /// Whether the password or e-mail changed, so every other token of the user was revoked
     /// (their sockets should be closed).
     pub sessions_revoked: bool,
+    /// The e-mail address before the change (the same as `user.email` unless it changed).
+    pub previous_email: String,
 }
 
 /// The result of a registration.
@@ -223,10 +225,23 @@ impl Accounts {
     /// Registers a user from untrusted `input` (the `"user"` object). Without a password, one
     /// is generated, returned once, and mailed to the user.
     pub async fn register(&self, input: &Value) -> Result<Registered, AccountsError> {
+        self.register_admitted(input, || Ok::<_, AccountsError>(()))
+            .await
+    }
+
+    /// [`Accounts::register`], asking `admit` once `input` is valid, before any password is
+    /// hashed or anything stored: a budget that only valid registrations should use (an
+    /// invalid body costs nothing) is charged there, and its error returned as is.
+    pub async fn register_admitted<E: From<AccountsError>>(
+        &self,
+        input: &Value,
+        admit: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Registered, E> {
         let (params, errors) = UserParams::cast(input);
         params
             .validate_create(errors)
             .map_err(AccountsError::Invalid)?;
+        admit()?;
         let generated = params.password.is_none().then(password::generate);
         let clear = params
             .password
@@ -385,6 +400,7 @@ impl Accounts {
                 "is invalid",
             )));
         }
+        let previous_email = current.email.clone();
         let mut row: user::ActiveModel = current.into();
         if let Some(v) = params.name {
             row.name = Set(v);
@@ -407,6 +423,7 @@ impl Accounts {
             return Ok(Updated {
                 user: User::from(updated),
                 sessions_revoked: false,
+                previous_email,
             });
         }
         let txn = self.db.begin().await?;
@@ -420,6 +437,7 @@ impl Accounts {
         Ok(Updated {
             user: User::from(updated),
             sessions_revoked: true,
+            previous_email,
         })
     }
 
@@ -450,15 +468,18 @@ impl Accounts {
         Ok(())
     }
 
-    /// Puts a committed per-user revocation in force: moves its instant past the commit (a
-    /// login stamps its token with the time it read the row, which may be after the instant
-    /// taken inside the transaction yet before the commit) and caches it.
+    /// Puts a committed per-user revocation in force: caches it at once (no token it covers
+    /// may pass while the next write waits for the database), then moves its instant past the
+    /// commit (a login stamps its token with the time it read the row, which may be after the
+    /// instant taken inside the transaction yet before the commit) and caches it again.
     async fn settle(&self, user_id: i64, mut revocation: entity::token_revocation::Model) {
-        if let Err(e) = Revocations::move_to_now(&self.db, &mut revocation, self.tokens.ttl()).await
-        {
-            tracing::warn!(user_id, error = %e, "could not move a revocation past its commit");
-        }
         self.revocations.remember(&revocation);
+        match Revocations::move_to_now(&self.db, &mut revocation, self.tokens.ttl()).await {
+            Ok(()) => self.revocations.remember(&revocation),
+            Err(e) => {
+                tracing::warn!(user_id, error = %e, "could not move a revocation past its commit");
+            }
+        }
     }
 
     /// Drops revocations whose tokens have all expired. Returns how many rows went.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use cli::{Cli, Command, MigrateAction};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
 pub use signed::{SignError, VerifyError};
-pub use validate::InvalidSetting;
+pub use validate::{InvalidSetting, MIN_OUTBOUND_QUEUE_BYTES};
 
 /// The deployment environment, which picks safe defaults and start-up checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -137,7 +137,8 @@ pub struct SocketConfig {
     pub idle_timeout_secs: u64,
     /// Frames queued for one client before it is disconnected as a slow consumer.
     pub outbound_queue: usize,
-    /// Bytes queued for one client before it is disconnected as a slow consumer.
+    /// Bytes queued for one client before it is disconnected as a slow consumer; at least
+    /// [`MIN_OUTBOUND_QUEUE_BYTES`].
     pub outbound_queue_bytes: usize,
     /// Seconds one write to a client may take before it counts as a slow consumer.
     pub write_timeout_secs: u64,
@@ -274,7 +275,8 @@ pub struct RateLimitConfig {
     /// Registrations per client address per minute.
     pub register_per_ip_per_minute: u32,
     /// Registrations per minute on the whole node (every address together), so that many
-    /// addresses (an IPv6 /48 is 65,536 keys) cannot register, and mail, without bound.
+    /// addresses (an IPv6 /48 is 65,536 keys) cannot register, and mail, without bound. Only
+    /// requests with a valid body count (invalid ones cannot use it up for everyone).
     pub register_per_minute: u32,
     /// REST requests per client address per second (`/health` and `/ready` excepted), a
     /// steady rate above which requests get 429; 0: no limit.

@@ -1,5 +1,6 @@
 //! Start-up checks of settings whose zero would make the server useless: a socket token that
-//! expires as it is issued, a timeout every request runs into, a limit nothing fits under.
+//! expires as it is issued, a timeout every request runs into, a limit nothing fits under; and
+//! of `socket.outbound_queue_bytes`, which must be at least [`MIN_OUTBOUND_QUEUE_BYTES`].
 //!
 //! Zeros that mean something ("no limit", "off", "one diff per change") are documented with
 //! their settings and accepted; so are the ones the server rounds up to one
@@ -7,34 +8,51 @@
 
 use super::{Config, MailTransportKind};
 
+/// The smallest `socket.outbound_queue_bytes` accepted. The budget counts every frame waiting
+/// for a client (only a frame arriving at an empty queue is taken whatever its size), so below
+/// a few dozen ordinary messages a client on a normal link is cut off as a slow consumer (1013)
+/// by a join's reply and its presence list, or a short burst of broadcasts.
+pub const MIN_OUTBOUND_QUEUE_BYTES: usize = 64 * 1024;
+
 /// A setting the server cannot work with, named as in `fawkes.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid configuration: {setting} = 0 {consequence}; set it to at least 1 \
+    "invalid configuration: {setting} = {value} {consequence}; set it to at least {minimum} \
      (fawkes.toml `{setting}`, environment {variable})"
 )]
 pub struct InvalidSetting {
     /// The setting's key in `fawkes.toml` (e.g. `socket.token_ttl_secs`).
     pub setting: &'static str,
+    /// The value refused.
+    pub value: u64,
     /// What the value would do.
     pub consequence: &'static str,
+    /// The smallest value accepted.
+    pub minimum: u64,
     /// The environment variable that sets it.
     pub variable: String,
 }
 
 impl InvalidSetting {
     fn zero(setting: &'static str, consequence: &'static str) -> Self {
+        Self::below(setting, 0, 1, consequence)
+    }
+
+    fn below(setting: &'static str, value: u64, minimum: u64, consequence: &'static str) -> Self {
         Self {
             setting,
+            value,
             consequence,
+            minimum,
             variable: format!("FAWKES_{}", setting.replace('.', "__").to_uppercase()),
         }
     }
 }
 
 impl Config {
-    /// Refuses a zero where it makes no sense (see the module docs); the first one found is
-    /// reported. [`crate::app::Server::start`] calls it before anything starts.
+    /// Refuses a zero where it makes no sense, and an outbound budget under
+    /// [`MIN_OUTBOUND_QUEUE_BYTES`] (see the module docs); the first one found is reported.
+    /// [`crate::app::Server::start`] calls it before anything starts.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let smtp = self.mail.transport == MailTransportKind::Smtp;
         let zeros: [(&'static str, bool, &'static str); 12] = [
@@ -99,10 +117,18 @@ impl Config {
                 "times every SMTP delivery out",
             ),
         ];
-        match zeros.into_iter().find(|(_, zero, _)| *zero) {
-            Some((setting, _, consequence)) => Err(InvalidSetting::zero(setting, consequence)),
-            None => Ok(()),
+        if let Some((setting, _, consequence)) = zeros.into_iter().find(|(_, zero, _)| *zero) {
+            return Err(InvalidSetting::zero(setting, consequence));
         }
+        if self.socket.outbound_queue_bytes < MIN_OUTBOUND_QUEUE_BYTES {
+            return Err(InvalidSetting::below(
+                "socket.outbound_queue_bytes",
+                self.socket.outbound_queue_bytes as u64,
+                MIN_OUTBOUND_QUEUE_BYTES as u64,
+                "cuts off sockets as slow consumers (1013) for a few queued messages",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -157,6 +183,26 @@ mod tests {
             config.validate().expect_err("zero")
         };
         assert_eq!(error.variable, "FAWKES_SOCKET__TOKEN_TTL_SECS");
+    }
+
+    #[test]
+    fn an_outbound_budget_under_the_floor_is_refused() {
+        for bytes in [0, 1, 4096, MIN_OUTBOUND_QUEUE_BYTES - 1] {
+            let mut config = Config::default();
+            config.socket.outbound_queue_bytes = bytes;
+            let error = config.validate().expect_err("under the floor");
+            assert_eq!(error.setting, "socket.outbound_queue_bytes");
+            assert_eq!(error.variable, "FAWKES_SOCKET__OUTBOUND_QUEUE_BYTES");
+            let text = error.to_string();
+            assert!(
+                text.contains(&format!("socket.outbound_queue_bytes = {bytes} "))
+                    && text.contains("at least 65536"),
+                "{text}"
+            );
+        }
+        let mut config = Config::default();
+        config.socket.outbound_queue_bytes = MIN_OUTBOUND_QUEUE_BYTES;
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

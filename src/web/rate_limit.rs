@@ -21,14 +21,17 @@
 //! IPv6 /56, with some 100 requests an hour). So the lockout spares the places the owner logs in
 //! from: an (address, e-mail) pair that logged in with the right password within
 //! [`KNOWN_PAIR_FOR`] is exempt from the across-addresses limit and its lockout (never from the
-//! per-address and per-pair limits). Those pairs are made only by a correct password, kept in a
-//! map of at most [`MAX_KNOWN_PAIRS`] (the oldest goes first) and pruned by the maintenance
-//! task. The owner on an address they have not logged in from lately is still locked out while
-//! an attack lasts.
+//! per-address and per-pair limits). Those pairs are made only by a correct password, at most
+//! [`MAX_KNOWN_PAIRS_PER_EMAIL`] per e-mail (a new address replaces that e-mail's oldest), at
+//! most [`MAX_KNOWN_PAIRS`] in all (when full, no new pair is learnt until the maintenance
+//! task prunes expired ones: a login never evicts another e-mail's pairs), and forgotten when
+//! the account's password or e-mail changes ([`LoginLimiter::forget`]). The owner on an
+//! address they have not logged in from lately is still locked out while an attack lasts.
 //!
 //! Registrations are limited per client address (`register_per_ip_per_minute`) and for the
 //! whole node (`register_per_minute`): per-address keys (an IPv6 /64 each) alone would let a
-//! /48 register, and mail, 65,536 times as much.
+//! /48 register, and mail, 65,536 times as much. Every attempt counts against the address;
+//! only valid requests against the node (invalid bodies cannot use it up for everyone).
 //!
 //! Attempts are counted before the password is checked, successes included: counting only
 //! failures would need a check before the hash and a count after it, and concurrent guesses
@@ -43,6 +46,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -63,8 +67,11 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How long a correct login keeps its (client address, e-mail) pair exempt from the
 /// across-addresses limit and its lockout.
 pub const KNOWN_PAIR_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Most (client address, e-mail) pairs remembered as known (about 200 bytes each).
+/// Most (client address, e-mail) pairs remembered as known (about 200 bytes each); when full,
+/// no new pair is learnt until expired ones are pruned.
 pub const MAX_KNOWN_PAIRS: usize = 100_000;
+/// Most addresses remembered as known for one e-mail; a new one replaces the e-mail's oldest.
+pub const MAX_KNOWN_PAIRS_PER_EMAIL: usize = 8;
 
 fn keyed<K: Clone + Eq + std::hash::Hash>(per_minute: u32) -> Option<DefaultKeyedRateLimiter<K>> {
     NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
@@ -116,52 +123,89 @@ impl Lockout {
 }
 
 /// (client address, e-mail) pairs that logged in with the right password lately, with the
-/// time of their last login; at most `capacity`.
+/// time of their last login, by e-mail: at most [`MAX_KNOWN_PAIRS_PER_EMAIL`] per e-mail (a new
+/// address replaces that e-mail's oldest) and `capacity` in all. When full, new pairs are not
+/// learnt until pruning frees room: no insert ever evicts another e-mail's pairs (whoever owns
+/// many accounts could otherwise flush everyone else's) or scans the whole map.
 struct KnownPairs {
-    pairs: DashMap<(IpAddr, String), Instant>,
+    by_email: DashMap<String, Vec<(IpAddr, Instant)>>,
+    /// Pairs held in all (slots are taken before a pair is added and given back when it goes).
+    len: AtomicUsize,
     capacity: usize,
 }
 
 impl KnownPairs {
     fn new(capacity: usize) -> Self {
         Self {
-            pairs: DashMap::new(),
+            by_email: DashMap::new(),
+            len: AtomicUsize::new(0),
             capacity,
         }
     }
 
     /// Whether `pair` logged in within [`KNOWN_PAIR_FOR`] of `now`.
-    fn contains(&self, pair: &(IpAddr, String), now: Instant) -> bool {
-        self.pairs
-            .get(pair)
-            .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_PAIR_FOR)
+    fn contains(&self, (ip, email): &(IpAddr, String), now: Instant) -> bool {
+        self.by_email.get(email).is_some_and(|pairs| {
+            pairs.iter().any(|(known, at)| {
+                known == ip && now.saturating_duration_since(*at) < KNOWN_PAIR_FOR
+            })
+        })
     }
 
-    /// Records a correct login of `pair` at `now`; when full, forgets expired pairs and then,
-    /// if none was, the one with the oldest login.
-    fn insert(&self, pair: (IpAddr, String), now: Instant) {
+    /// Records a correct login of `pair` at `now`: refreshes the pair if known; otherwise adds
+    /// it, in place of the e-mail's oldest pair if it has [`MAX_KNOWN_PAIRS_PER_EMAIL`], and
+    /// not at all if the map is full.
+    fn insert(&self, (ip, email): (IpAddr, String), now: Instant) {
         if self.capacity == 0 {
             return;
         }
-        if !self.pairs.contains_key(&pair) && self.pairs.len() >= self.capacity {
-            self.prune(now);
-            if self.pairs.len() >= self.capacity {
-                let oldest = self
-                    .pairs
-                    .iter()
-                    .min_by_key(|entry| *entry.value())
-                    .map(|entry| entry.key().clone());
-                if let Some(oldest) = oldest {
-                    self.pairs.remove(&oldest);
-                }
-            }
+        let mut pairs = self.by_email.entry(email).or_default();
+        if let Some(known) = pairs.iter_mut().find(|(known, _)| *known == ip) {
+            known.1 = now;
+            return;
         }
-        self.pairs.insert(pair, now);
+        if pairs.len() >= MAX_KNOWN_PAIRS_PER_EMAIL {
+            if let Some(oldest) = pairs.iter_mut().min_by_key(|(_, at)| *at) {
+                *oldest = (ip, now);
+            }
+            return;
+        }
+        let slot = self
+            .len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.capacity).then_some(n + 1)
+            });
+        if slot.is_ok() {
+            pairs.push((ip, now));
+        } else if pairs.is_empty() {
+            // Full: nothing learnt, and no empty entry left behind.
+            let email = pairs.key().clone();
+            drop(pairs);
+            self.by_email.remove_if(&email, |_, pairs| pairs.is_empty());
+        }
     }
 
+    /// Forgets every pair of `email` (a key as [`email_key`] makes it).
+    fn forget(&self, email: &str) {
+        if let Some((_, pairs)) = self.by_email.remove(email) {
+            self.len.fetch_sub(pairs.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets the pairs not seen logging in for [`KNOWN_PAIR_FOR`].
     fn prune(&self, now: Instant) {
-        self.pairs
-            .retain(|_, at| now.saturating_duration_since(*at) < KNOWN_PAIR_FOR);
+        self.by_email.retain(|_, pairs| {
+            let before = pairs.len();
+            pairs.retain(|(_, at)| now.saturating_duration_since(*at) < KNOWN_PAIR_FOR);
+            self.len.fetch_sub(before - pairs.len(), Ordering::Relaxed);
+            !pairs.is_empty()
+        });
+    }
+
+    /// Pairs held in all.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
     }
 }
 
@@ -237,6 +281,13 @@ impl LoginLimiter {
         self.known.insert((ip, email_key(email)), Instant::now());
     }
 
+    /// Forgets the addresses known for `email` (compared without case): call it when the
+    /// account's password or e-mail changes, so that the addresses that logged in with the old
+    /// credentials are no longer exempt from the lockout.
+    pub fn forget(&self, email: &str) {
+        self.known.forget(&email_key(email));
+    }
+
     /// Forgets keys whose limits have fully replenished, lockouts long over and pairs not
     /// seen logging in for [`KNOWN_PAIR_FOR`] (bounded memory).
     pub fn prune(&self) {
@@ -248,7 +299,7 @@ impl LoginLimiter {
             .retain(|_, lockout| now < lockout.until + FORGET_AFTER);
         self.lockouts.shrink_to_fit();
         self.known.prune(now);
-        self.known.pairs.shrink_to_fit();
+        self.known.by_email.shrink_to_fit();
     }
 }
 
@@ -300,10 +351,16 @@ impl RegisterLimiter {
         }
     }
 
-    /// Counts one registration attempt from `ip`; `Err(wait)` if the address's limit or the
-    /// node's is exhausted (an address over its own limit does not use up the node's).
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        check(self.by_ip.as_ref(), &ip, &self.clock)?;
+    /// Counts one registration attempt from `ip` against the address's limit (every attempt,
+    /// valid or not); `Err(wait)` if it is exhausted.
+    pub fn check_address(&self, ip: IpAddr) -> Result<(), Duration> {
+        check(self.by_ip.as_ref(), &ip, &self.clock)
+    }
+
+    /// Counts one registration against the node's limit; `Err(wait)` if it is exhausted. Call
+    /// it only for a valid request that passed [`RegisterLimiter::check_address`]: invalid
+    /// bodies, and addresses over their own limit, do not use up everyone's registrations.
+    pub fn check_node(&self) -> Result<(), Duration> {
         match &self.node {
             Some(node) => node
                 .check()
@@ -413,14 +470,15 @@ mod tests {
             register_per_ip_per_minute: 2,
             ..config(0, 0, 0)
         });
-        assert_eq!(register.check(addr(2)), Ok(()));
-        assert_eq!(register.check(addr(2)), Ok(()));
+        assert_eq!(register.check_address(addr(2)), Ok(()));
+        assert_eq!(register.check_address(addr(2)), Ok(()));
         register.prune();
         assert!(
-            register.check(addr(2)).is_err(),
+            register.check_address(addr(2)).is_err(),
             "pruning forgets only replenished keys"
         );
-        assert_eq!(register.check(addr(3)), Ok(()));
+        assert_eq!(register.check_address(addr(3)), Ok(()));
+        assert_eq!(register.check_node(), Ok(()), "no node-wide limit");
     }
 
     #[test]
@@ -447,25 +505,76 @@ mod tests {
     }
 
     #[test]
-    fn known_pairs_expire_and_stay_within_their_capacity() {
+    fn known_pairs_expire_and_a_full_map_learns_nothing_new_until_pruned() {
         let known = KnownPairs::new(3);
         let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
         let pair = |i: u8| (addr(i), format!("u{i}@example.com"));
         for i in 0..3 {
-            known.insert(pair(i), start + Duration::from_secs(u64::from(i)));
+            known.insert(pair(i), at(u64::from(i)));
         }
         assert!(known.contains(&pair(0), start + KNOWN_PAIR_FOR - Duration::from_secs(1)));
         assert!(!known.contains(&pair(0), start + KNOWN_PAIR_FOR));
-        // Full: the oldest login makes room.
-        known.insert(pair(3), start + Duration::from_secs(3));
-        assert_eq!(known.pairs.len(), 3);
-        assert!(!known.contains(&pair(0), start + Duration::from_secs(3)));
-        assert!(known.contains(&pair(3), start + Duration::from_secs(3)));
-        // A login refreshes its pair; pruning drops the expired ones.
+        // Full: a new pair is not learnt, and no one else's is evicted for it.
+        known.insert(pair(3), at(3));
+        assert_eq!(known.len(), 3);
+        assert!(!known.contains(&pair(3), at(3)));
+        assert!((0..3).all(|i| known.contains(&pair(i), at(3))));
+        assert_eq!(known.by_email.len(), 3, "no empty entry left behind");
+        // A login refreshes its pair; pruning drops the expired ones and makes room.
         known.insert(pair(1), start + KNOWN_PAIR_FOR);
         known.prune(start + KNOWN_PAIR_FOR + Duration::from_secs(3));
-        let kept: Vec<_> = known.pairs.iter().map(|e| e.key().0).collect();
+        let kept: Vec<_> = known.by_email.iter().map(|e| e.value()[0].0).collect();
         assert_eq!(kept, [addr(1)]);
+        assert_eq!(known.len(), 1);
+        known.insert(pair(3), start + KNOWN_PAIR_FOR + Duration::from_secs(4));
+        assert!(known.contains(&pair(3), start + KNOWN_PAIR_FOR + Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn one_email_keeps_at_most_its_cap_of_addresses_and_takes_no_one_elses_room() {
+        let cap = MAX_KNOWN_PAIRS_PER_EMAIL;
+        let known = KnownPairs::new(cap + 1);
+        let start = Instant::now();
+        let at = |secs: usize| start + Duration::from_secs(secs as u64);
+        known.insert((addr(200), "owner@example.com".to_owned()), start);
+        // Someone with their own account logs in from many addresses: it keeps its latest
+        // `cap`, each new one in place of its oldest.
+        let mine = |i: usize| (addr(i as u8), "mine@example.com".to_owned());
+        for i in 0..3 * cap {
+            known.insert(mine(i), at(i + 1));
+        }
+        assert_eq!(known.len(), cap + 1);
+        let now = at(3 * cap);
+        assert!((0..2 * cap).all(|i| !known.contains(&mine(i), now)));
+        assert!((2 * cap..3 * cap).all(|i| known.contains(&mine(i), now)));
+        // The owner's pair is still there.
+        assert!(known.contains(&(addr(200), "owner@example.com".to_owned()), now));
+        // A refreshed pair is not the oldest any more.
+        known.insert(mine(2 * cap), now);
+        known.insert(mine(99), now);
+        assert!(known.contains(&mine(2 * cap), now));
+        assert!(!known.contains(&mine(2 * cap + 1), now));
+    }
+
+    #[test]
+    fn a_credential_change_forgets_the_emails_known_addresses() {
+        let limiter = LoginLimiter::new(&config(0, 3, 4));
+        limiter.succeeded(addr(2), "owner@example.com");
+        limiter.succeeded(addr(3), "owner@example.com");
+        limiter.succeeded(addr(2), "other@example.com");
+        limiter.forget(" Owner@Example.com");
+        let now = Instant::now();
+        let pair = |i: u8, email: &str| (addr(i), email.to_owned());
+        assert!(!limiter.known.contains(&pair(2, "owner@example.com"), now));
+        assert!(!limiter.known.contains(&pair(3, "owner@example.com"), now));
+        assert!(limiter.known.contains(&pair(2, "other@example.com"), now));
+        assert_eq!(limiter.known.len(), 1);
+        // So the old addresses are locked out with everyone else again.
+        for i in 4..8 {
+            assert_eq!(limiter.check(addr(i), "owner@example.com"), Ok(()));
+        }
+        assert!(limiter.check(addr(2), "owner@example.com").is_err());
     }
 
     #[test]
@@ -475,12 +584,18 @@ mod tests {
             register_per_minute: 3,
             ..config(0, 0, 0)
         });
-        assert_eq!(limiter.check(addr(2)), Ok(()));
-        assert_eq!(limiter.check(addr(2)), Ok(()));
+        // As the controller calls them: the address first, the node only when admitted.
+        let register = |ip| {
+            limiter
+                .check_address(ip)
+                .and_then(|()| limiter.check_node())
+        };
+        assert_eq!(register(addr(2)), Ok(()));
+        assert_eq!(register(addr(2)), Ok(()));
         // Over its own limit, an address does not use up the node's.
-        assert!(limiter.check(addr(2)).is_err());
-        assert_eq!(limiter.check(addr(3)), Ok(()));
-        let wait = limiter.check(addr(4)).expect_err("the node's limit");
+        assert!(register(addr(2)).is_err());
+        assert_eq!(register(addr(3)), Ok(()));
+        let wait = register(addr(4)).expect_err("the node's limit");
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
     }
 }

@@ -5,9 +5,11 @@
 //! /api/v1/socket_tokens`: valid for a minute, for connecting only) rather than their access
 //! token, which would otherwise sit in URLs that proxies log. A missing, expired, revoked or
 //! forged token is refused with 403 before the upgrade. The socket id is `user_socket:<user
-//! id>` (deleting the account, or changing its password or e-mail, closes them all), and each
-//! socket also listens on `user_token:<jti>` of its session (the access token, or the one that
-//! asked for the socket token), so logging out closes exactly the sockets of that session.
+//! id>` (deleting the account closes them all; changing its password or e-mail closes those of
+//! the user's other sessions, keeping the ones of the session that made the change, and today
+//! only on this node: `Sessions::disconnect_except`), and each socket also listens on
+//! `user_token:<jti>` of its session (the access token, or the one that asked for the socket
+//! token), so logging out closes exactly the sockets of that session.
 //!
 //! [`CHANNELS`] is the one list of the app's channels in mount order; [`channel_for`] answers
 //! which channel a topic goes to by the same first-match rule the socket uses, so REST

@@ -8,6 +8,29 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::support::{TestServer, eventually, raw_json_body};
 
 #[tokio::test]
+async fn an_in_memory_sqlite_database_is_refused_at_start_up() {
+    let db = crate::support::TestDb::new().await;
+    for url in [
+        "sqlite::memory:",
+        "sqlite://fawkes?mode=memory&cache=shared",
+    ] {
+        let config = fawkes::config::Config {
+            database_url: url.to_owned(),
+            ..crate::support::test_config(&db)
+        };
+        let refused = fawkes::app::Server::start(config)
+            .await
+            .err()
+            .expect("refused");
+        let message = refused.to_string();
+        assert!(
+            message.contains("in-memory SQLite") && message.contains(url),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn shutdown_stops_accepting_but_finishes_in_flight_requests() {
     let mut t = TestServer::start().await;
     let server = t.server.take().expect("server");

@@ -137,6 +137,43 @@ async fn the_owner_still_logs_in_from_where_they_did_before_while_the_email_is_l
 }
 
 #[tokio::test]
+async fn a_password_change_forgets_where_the_old_password_logged_in_from() {
+    let t =
+        TestServer::start_with(|c| c.rate_limit.login_per_email_all_addresses_per_minute = 3).await;
+    let (id, password) = t.register("moved@example.com").await;
+    // A login from "home" (counted towards the ceiling) makes home a known address...
+    let home = addr(2);
+    let resp = login_from(&t, home, "moved@example.com", &password).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let token = resp.body["data"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    // ...until the password changes (from home: its check is exempt, so not counted).
+    let new_password = "a brand new password";
+    let change = json!({"user": {"password": new_password, "current_password": password}});
+    let path = format!("/api/v1/users/{id}");
+    let resp = t
+        .call_from(home, "PATCH", &path, Some(&token), Some(change))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    // Many addresses lock the e-mail...
+    for last in 10..12 {
+        login_from(&t, addr(last), "moved@example.com", "a wrong guess!")
+            .await
+            .assert_json_error(401);
+    }
+    login_from(&t, addr(12), "moved@example.com", "a wrong guess!")
+        .await
+        .assert_json_error(429);
+    // ...and home is locked out with everyone else: the old password's logins no longer make
+    // it the owner's.
+    login_from(&t, home, "moved@example.com", new_password)
+        .await
+        .assert_json_error(429);
+}
+
+#[tokio::test]
 async fn registrations_are_limited_for_the_whole_node() {
     let t = TestServer::start_with(|c| c.rate_limit.register_per_minute = 3).await;
     for last in 2..5 {
@@ -151,6 +188,26 @@ async fn registrations_are_limited_for_the_whole_node() {
     login_from(&t, addr(5), "n5@example.com", "whatever at all")
         .await
         .assert_json_error(401);
+}
+
+#[tokio::test]
+async fn invalid_registrations_do_not_use_up_the_nodes_budget() {
+    let t = TestServer::start_with(|c| c.rate_limit.register_per_minute = 3).await;
+    // Many invalid bodies (a bad e-mail, a missing name) from a few addresses, each within its
+    // own limit: far more than the node's budget.
+    for last in 2..5 {
+        for i in 0..5 {
+            let resp = register_from(&t, addr(last), &format!("not an e-mail {i}")).await;
+            resp.assert_json_error(422);
+        }
+        let nameless = json!({"user": {"subname": "S", "email": "x@example.com", "job": "J"}});
+        t.call_from(addr(last), "POST", "/api/v1/users", None, Some(nameless))
+            .await
+            .assert_json_error(422);
+    }
+    // A valid registration from another address is still served.
+    let resp = register_from(&t, addr(5), "valid@example.com").await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
 }
 
 #[tokio::test]

@@ -19,7 +19,10 @@ pub struct HttpLimits {
     /// (without a response: the client may not even speak HTTP).
     pub header_read_timeout: Duration,
     /// A connection with no request in progress (HTTP/1.1 between requests, HTTP/2 with no
-    /// open stream) is closed after this; a later request's head must be complete by then.
+    /// open stream) is closed after this; a later request's head must be complete by then. A
+    /// request whose response waits for the client to take data (HTTP/2 flow control, a client
+    /// that does not read) stops counting as in progress once the client has taken none for
+    /// this long.
     pub keep_alive_timeout: Duration,
     /// Open connections, WebSockets included. `None`: derived from the process's open-file
     /// soft limit, less `reserved_fds` (see [`HttpLimits::connection_cap`]), so that `accept`

@@ -300,7 +300,10 @@ async fn serve_connection(
                         tracing::debug!(%peer, "no complete request head in time; closing");
                         break;
                     }
-                    Check::Idle => {
+                    check @ (Check::Idle | Check::Stalled) => {
+                        if check == Check::Stalled {
+                            tracing::debug!(%peer, "the client takes no response data; closing");
+                        }
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                         timer.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);

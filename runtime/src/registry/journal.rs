@@ -40,16 +40,26 @@ pub(super) struct Journal {
 #[derive(Default)]
 pub(super) struct Disconnects {
     names: HashMap<Arc<str>, Remembered>,
-    order: VecDeque<(Arc<str>, Instant)>,
+    order: VecDeque<(Arc<str>, Stamp)>,
+    /// The sequence number of the next disconnect remembered.
+    next: u64,
+}
+
+/// When a disconnect happened, and which one it was: two disconnects of a name may share an
+/// instant, so forgetting one matches on the sequence number, never on the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    at: Instant,
+    seq: u64,
 }
 
 /// A name's recent disconnects, as much as sockets still registering need.
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
 struct Remembered {
     /// The last disconnect of every socket with the name.
-    all: Option<Instant>,
+    all: Option<Stamp>,
     /// The last disconnect that spared sockets also carrying a name (later than `all`).
-    except: Option<(Instant, Arc<str>)>,
+    except: Option<(Stamp, Arc<str>)>,
 }
 
 impl Remembered {
@@ -62,19 +72,24 @@ impl Disconnects {
     /// Remembers a disconnect of `name` at `now` (not before any remembered one) of every
     /// socket, or of those not also carrying `keep`; forgets the ones too old or too many.
     pub(super) fn remember(&mut self, name: &str, keep: Option<&str>, now: Instant) {
-        while let Some((_, at)) = self.order.front()
-            && (now.duration_since(*at) >= REMEMBER_DISCONNECTS
+        while let Some((_, stamp)) = self.order.front()
+            && (now.duration_since(stamp.at) >= REMEMBER_DISCONNECTS
                 || self.order.len() >= MAX_REMEMBERED_DISCONNECTS)
         {
             self.forget_oldest();
         }
+        let stamp = Stamp {
+            at: now,
+            seq: self.next,
+        };
+        self.next += 1;
         let name: Arc<str> = Arc::from(name);
         let entry = self.names.entry(name.clone()).or_default();
         match keep {
             // Covers every earlier disconnect of the name.
             None => {
                 *entry = Remembered {
-                    all: Some(now),
+                    all: Some(stamp),
                     except: None,
                 }
             }
@@ -87,24 +102,29 @@ impl Disconnects {
                 {
                     entry.all = Some(at);
                 }
-                entry.except = Some((now, Arc::from(keep)));
+                entry.except = Some((stamp, Arc::from(keep)));
             }
         }
-        self.order.push_back((name, now));
+        self.order.push_back((name, stamp));
     }
 
     fn forget_oldest(&mut self) {
-        let Some((name, at)) = self.order.pop_front() else {
+        let Some((name, stamp)) = self.order.pop_front() else {
             return;
         };
         let Some(entry) = self.names.get_mut(&name) else {
             return;
         };
-        // Only what that disconnect left (a later one of the name is still remembered).
-        if entry.all == Some(at) {
+        // Only what that disconnect left (a later one of the name is still remembered, even
+        // at the same instant).
+        if entry.all.is_some_and(|all| all.seq == stamp.seq) {
             entry.all = None;
         }
-        if entry.except.as_ref().is_some_and(|(t, _)| *t == at) {
+        if entry
+            .except
+            .as_ref()
+            .is_some_and(|(except, _)| except.seq == stamp.seq)
+        {
             entry.except = None;
         }
         if entry.is_empty() {
@@ -119,11 +139,10 @@ impl Disconnects {
             let Some(entry) = self.names.get(name.as_str()) else {
                 return false;
             };
-            entry.all.is_some_and(|at| at >= since)
-                || entry
-                    .except
-                    .as_ref()
-                    .is_some_and(|(at, keep)| *at >= since && !names.iter().any(|n| **n == **keep))
+            entry.all.is_some_and(|all| all.at >= since)
+                || entry.except.as_ref().is_some_and(|(except, keep)| {
+                    except.at >= since && !names.iter().any(|n| **n == **keep)
+                })
         })
     }
 
@@ -203,6 +222,48 @@ mod tests {
             &names(&["same"]),
             t0 + Duration::from_micros(total as u64 - 1)
         ));
+    }
+
+    #[test]
+    fn forgetting_a_disconnect_keeps_a_later_one_of_the_same_name_at_the_same_instant() {
+        let t0 = Instant::now();
+        let before = t0 - Duration::from_millis(1);
+        let flood = |d: &mut Disconnects, from: usize| {
+            for i in from..MAX_REMEMBERED_DISCONNECTS {
+                d.remember(&format!("n{i}"), None, t0);
+            }
+        };
+        // Two plain disconnects of one name at one instant: when the cap forgets the first,
+        // the second is still remembered.
+        let mut d = Disconnects::default();
+        d.remember("user:1", None, t0);
+        d.remember("user:1", None, t0);
+        flood(&mut d, 2);
+        d.remember("next", None, t0);
+        assert_eq!(d.len(), MAX_REMEMBERED_DISCONNECTS);
+        assert!(
+            d.missed(&names(&["user:1"]), before),
+            "the later disconnect was forgotten with the earlier one"
+        );
+        // The same with a disconnect sparing a name, and one whose earlier record was
+        // promoted to every socket.
+        let mut d = Disconnects::default();
+        d.remember("user:1", Some("token:a"), t0);
+        d.remember("user:1", Some("token:a"), t0);
+        flood(&mut d, 2);
+        d.remember("next", None, t0);
+        assert!(d.missed(&names(&["user:1", "token:b"]), before));
+        assert!(!d.missed(&names(&["user:1", "token:a"]), before), "spared");
+        let mut d = Disconnects::default();
+        d.remember("user:1", Some("token:a"), t0);
+        d.remember("user:1", Some("token:b"), t0);
+        flood(&mut d, 2);
+        d.remember("next", None, t0);
+        assert!(
+            d.missed(&names(&["user:1", "token:a"]), before),
+            "the second disconnect, which did not spare token:a"
+        );
+        assert!(!d.missed(&names(&["user:1", "token:b"]), before), "spared");
     }
 
     #[test]

@@ -176,9 +176,10 @@ pub(super) async fn run(
                 if let Wait::Rate(until) = wait
                     && until <= now
                 {
+                    // Unlike a window wait, the message clock keeps running: the client chose
+                    // its pace (pings sent over the rate mid-message must not keep a partial
+                    // message alive).
                     wait = Wait::Nothing;
-                    // As after a window wait: the server kept a message in progress waiting.
-                    ws.get_mut().resumed();
                 }
                 if held.is_some() {
                     // Not reading is the server's doing: the client is not idle.

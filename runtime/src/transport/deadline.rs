@@ -51,8 +51,9 @@ impl<T> Watched<T> {
         }
     }
 
-    /// The connection stopped reading for a while (the server's choice, not the client's
-    /// slowness): a message in progress gets its whole deadline again from now.
+    /// The connection stopped reading for a while because the server fell behind (the
+    /// socket actor catching up, not the client's own pace): a message in progress gets its
+    /// whole deadline again from now.
     pub(super) fn resumed(&mut self) {
         if self.started.is_some() {
             self.started = Some(Instant::now());
@@ -79,6 +80,15 @@ impl<T> Watched<T> {
             // Mid-message: the one in progress started in these bytes if an earlier one
             // ended in them (a read may hold the end of one message and the start of the next).
             self.started = Some(now());
+        }
+    }
+
+    /// Whether the message in progress is past its deadline (`now` tells the time, asked
+    /// only when a message is in progress).
+    fn expired(&self, now: impl FnOnce() -> Instant) -> bool {
+        match (self.started, self.limit) {
+            (Some(started), Some(limit)) => now() >= started + limit,
+            _ => false,
         }
     }
 
@@ -110,6 +120,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 this.track(&buf.filled()[before..], Instant::now);
+                // Checked on reads that bring bytes too, not only while waiting for them: a
+                // client sending control frames faster than the server reads them would
+                // otherwise never leave the connection waiting.
+                if this.expired(Instant::now) {
+                    this.disarm();
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, SlowMessage)));
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.overdue(cx) => {

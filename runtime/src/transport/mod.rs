@@ -104,8 +104,9 @@ pub struct TransportConfig {
     /// A message whose first byte arrived must be complete within this, or the connection is
     /// closed with 1008 (`message too slow`). The clock starts with the message's first byte
     /// (also when a read holds the end of one message and the start of the next), and restarts
-    /// whenever the server stopped reading (the message rate, or the socket actor catching
-    /// up). Zero: no limit (the idle timeout still applies).
+    /// when the server stopped reading for the socket actor to catch up. It does not restart
+    /// for the message rate (the client's own pace: pings sent over the rate between fragments
+    /// do not keep a message alive). Zero: no limit (the idle timeout still applies).
     pub message_timeout: Duration,
 }
 

@@ -148,6 +148,34 @@ async fn websockets_hold_a_connection_slot_until_they_end() {
     assert!(served, "the WebSocket's slot came back when it ended");
 }
 
+/// An endpoint answering every request with `respond()`, under `limits`; it stops when the
+/// guard is dropped.
+async fn serve_with(
+    respond: fn() -> http::Response<HttpBody>,
+    limits: HttpLimits,
+) -> (SocketAddr, tokio_util::sync::DropGuard) {
+    let runtime = Runtime::start(TransportConfig::default())
+        .await
+        .expect("runtime");
+    let service = tower::service_fn(move |_: http::Request<hyper::body::Incoming>| async move {
+        Ok::<_, Infallible>(respond())
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone().drop_guard();
+    tokio::spawn(
+        runtime
+            .endpoint()
+            .fallback(BoxCloneSyncService::new(service))
+            .limits(limits)
+            .serve(listener, shutdown, Duration::from_secs(1)),
+    );
+    (addr, stop)
+}
+
 /// Chunks of the slow body below.
 const CHUNKS: usize = 8;
 
@@ -172,25 +200,11 @@ fn slow_response() -> http::Response<HttpBody> {
 async fn a_response_body_still_streaming_past_the_keep_alive_timeout_arrives_whole() {
     // The body outlasts the keep-alive timeout and the grace an idle connection gets to close
     // (1 s): the connection is not idle while it streams.
-    let runtime = Runtime::start(TransportConfig::default())
-        .await
-        .expect("runtime");
-    let slow = tower::service_fn(|_: http::Request<hyper::body::Incoming>| async {
-        Ok::<_, Infallible>(slow_response())
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    tokio::spawn(
-        runtime
-            .endpoint()
-            .fallback(BoxCloneSyncService::new(slow))
-            .limits(limits(Duration::from_secs(10), Duration::from_millis(300)))
-            .serve(listener, shutdown, Duration::from_secs(1)),
-    );
+    let (addr, _stop) = serve_with(
+        slow_response,
+        limits(Duration::from_secs(10), Duration::from_millis(300)),
+    )
+    .await;
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream
         .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -212,4 +226,39 @@ async fn a_response_body_still_streaming_past_the_keep_alive_timeout_arrives_who
         answer.ends_with("\r\n0\r\n\r\n"),
         "the body's end: {answer:?}"
     );
+}
+
+#[tokio::test]
+async fn an_http2_client_that_takes_no_data_does_not_hold_its_connection_open() {
+    // The client advertises a zero flow-control window: the server can send the response's
+    // head but never its body. The request never ends; the connection must still close once
+    // the client has taken nothing for the keep-alive timeout.
+    let hello = || {
+        http::Response::new(
+            http_body_util::Full::new(Bytes::from_static(b"hello"))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+    };
+    let (addr, _stop) = serve_with(
+        hello,
+        limits(Duration::from_millis(500), Duration::from_millis(500)),
+    )
+    .await;
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, http_body_util::Empty<Bytes>>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{addr}/hello"))
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response head");
+    assert_eq!(response.status(), 200);
+    // The body is never read (and could not arrive): the server closes the connection.
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(closed.is_ok(), "the connection is still open");
 }

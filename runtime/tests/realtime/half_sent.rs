@@ -65,6 +65,66 @@ async fn pings_between_the_fragments_of_a_message_do_not_keep_it_alive() {
     pings.abort();
 }
 
+/// A low message rate, so that a few pings make the connection wait for it.
+fn with_message_timeout_and_low_rate() -> TransportConfig {
+    TransportConfig {
+        max_messages_per_second: 20,
+        max_messages_burst: 4,
+        ..with_message_timeout()
+    }
+}
+
+/// Sends the first fragment of a text message on `writer`, then `pings` pings every `every`,
+/// 100 times (or until a write fails).
+fn fragment_then_pings(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    pings: usize,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        writer
+            .write_all(&frame(false, 0x1, br#"[null,"1","#))
+            .await
+            .expect("write");
+        let burst: Vec<u8> = (0..pings).flat_map(|_| frame(true, 0x9, b"k")).collect();
+        for _ in 0..100 {
+            tokio::time::sleep(every).await;
+            if writer.write_all(&burst).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn ping_bursts_over_the_rate_between_fragments_do_not_keep_a_message_alive() {
+    // The reviewer's case: every burst is over the rate's burst, so the connection waits for
+    // the rate after each; those waits are the client's doing and must not restart the
+    // message's clock (the bursts come more often than the message timeout).
+    let t = TestEndpoint::start_with(with_message_timeout_and_low_rate()).await;
+    let (mut reader, writer) = websocket(t.addr, "user=ann&vsn=2.0.0").await.into_split();
+    let pings = fragment_then_pings(writer, 6, Duration::from_millis(300));
+    assert_eq!(
+        close_frame(&mut reader).await,
+        (1008, "message too slow".to_owned())
+    );
+    pings.abort();
+}
+
+#[tokio::test]
+async fn pings_sent_faster_than_the_rate_between_fragments_do_not_keep_a_message_alive() {
+    // The server always has bytes to read (the pings come faster than the rate lets it read
+    // them): the deadline must hold on reads that bring bytes, not only while waiting for them.
+    let t = TestEndpoint::start_with(with_message_timeout_and_low_rate()).await;
+    let (mut reader, writer) = websocket(t.addr, "user=ann&vsn=2.0.0").await.into_split();
+    let pings = fragment_then_pings(writer, 5, Duration::from_millis(50));
+    assert_eq!(
+        close_frame(&mut reader).await,
+        (1008, "message too slow".to_owned())
+    );
+    pings.abort();
+}
+
 #[tokio::test]
 async fn pings_alone_and_a_message_that_arrives_in_time_are_fine() {
     let t = TestEndpoint::start_with(with_message_timeout()).await;

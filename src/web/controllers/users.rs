@@ -15,19 +15,30 @@ use crate::web::response::{self, Response};
 use crate::web::user_socket::{token_topic, user_socket_id};
 
 /// Registers a user from `{"user": {...}}`: 201, `Location`, and the generated password once.
-/// Limited per client address (429 with `Retry-After`), every attempt counted.
+/// Limited per client address, every attempt counted, and for the whole node, valid requests
+/// only (429 with `Retry-After`): invalid bodies cannot use up everyone's registrations.
 pub(crate) async fn create<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if let Some(peer) = request.extensions().get::<PeerAddr>() {
+    let peer = request.extensions().get::<PeerAddr>().copied();
+    if let Some(peer) = peer {
         app.register_limiter
-            .check(peer.client())
+            .check_address(peer.client())
             .map_err(ApiError::TooManyRequests)?;
     }
     let body = json_body(request).await?;
-    let registered = app.accounts.register(envelope(&body, "user")?).await?;
+    let registered = app
+        .accounts
+        .register_admitted(envelope(&body, "user")?, || match peer {
+            Some(_) => app
+                .register_limiter
+                .check_node()
+                .map_err(ApiError::TooManyRequests),
+            None => Ok(()),
+        })
+        .await?;
     let id = registered.user.id;
     let mut data = json!(registered.user);
     if let Some(password) = registered.generated_password {
@@ -82,7 +93,9 @@ pub(crate) async fn me<B>(app: &App, request: http::Request<B>) -> Result<Respon
 
 /// Changes the caller's own profile from `{"user": {...}}`; anyone else's → 403. A new
 /// `password` or `email` needs `current_password` (its check counts as a login attempt for the
-/// rate limits) and revokes every other token of the user, closing their sockets.
+/// rate limits) and revokes every other token of the user, closing their sockets; the
+/// addresses known from correct logins as the user's (exempt from the login lockout) are
+/// forgotten.
 pub(crate) async fn update<B>(
     app: &App,
     request: http::Request<B>,
@@ -116,6 +129,10 @@ where
         // sockets: the cluster adapter must carry it to the others.
         app.sessions
             .disconnect_except(&user_socket_id(id), &token_topic(&claims.jti));
+        // The addresses that logged in with the old credentials are no longer the owner's
+        // usual ones as far as the login lockout knows.
+        app.login_limiter.forget(&updated.previous_email);
+        app.login_limiter.forget(&updated.user.email);
     }
     Ok(response::json(
         StatusCode::OK,

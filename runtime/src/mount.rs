@@ -365,6 +365,25 @@ impl<S: Socket> ErasedSocket for MountedSocket<S> {
     }
 }
 
+#[cfg(feature = "testing")]
+impl<S: Socket> MountedSocket<S> {
+    /// The socket handler (test sockets ask it for ids).
+    pub(crate) fn socket(&self) -> &S {
+        &self.socket
+    }
+
+    /// A connection with `assigns` and socket id `id`, as if `connect` had accepted it.
+    pub(crate) fn accept(&self, assigns: S::Assigns, id: Option<String>) -> Accepted<S::Assigns> {
+        Accepted {
+            id,
+            disconnect_topics: self.socket.disconnect_topics(&assigns),
+            assigns: Arc::new(assigns),
+            routes: self.routes.clone(),
+            connected_at: std::time::Instant::now(),
+        }
+    }
+}
+
 /// The `phx_error` payload for a crashed channel.
 pub(crate) fn crash_payload() -> Value {
     json!({ "reason": "channel_crash" })

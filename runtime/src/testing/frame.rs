@@ -37,6 +37,42 @@ impl Frame {
         &self.payload["response"]
     }
 
+    /// The payload of a push or broadcast: a binary payload as a JSON array of its bytes.
+    pub(crate) fn payload_value(&self) -> Value {
+        match &self.binary {
+            Some(bytes) => bytes_value(bytes),
+            None => self.payload.clone(),
+        }
+    }
+
+    /// The response of a reply: a binary response as a JSON array of its bytes.
+    pub(crate) fn response_value(&self) -> Value {
+        match &self.binary {
+            Some(bytes) => bytes_value(bytes),
+            None => self.response().clone(),
+        }
+    }
+
+    /// One line for failure messages.
+    pub(crate) fn summary(&self) -> String {
+        if self.event == "phx_reply" {
+            format!(
+                "reply {:?} to ref {} on {:?}: {}",
+                self.status().unwrap_or_default(),
+                self.msg_ref,
+                self.topic,
+                self.response_value()
+            )
+        } else {
+            format!(
+                "{:?} on {:?}: {}",
+                self.event,
+                self.topic,
+                self.payload_value()
+            )
+        }
+    }
+
     /// Decodes a V2 text or binary frame (or a V1 object frame).
     pub fn decode(message: &Message) -> Option<Frame> {
         match message {
@@ -65,6 +101,23 @@ impl Frame {
             Message::Binary(bytes) => decode_binary(bytes),
             _ => None,
         }
+    }
+}
+
+fn bytes_value(bytes: &[u8]) -> Value {
+    Value::Array(bytes.iter().map(|&b| Value::from(b)).collect())
+}
+
+/// `frames` for a failure message, under the heading `what`.
+pub(crate) fn listing<'a>(what: &str, frames: impl IntoIterator<Item = &'a Frame>) -> String {
+    let lines: Vec<String> = frames
+        .into_iter()
+        .map(|f| format!("\n    {}", f.summary()))
+        .collect();
+    if lines.is_empty() {
+        format!("; {what}: none")
+    } else {
+        format!("; {what}:{}", lines.concat())
     }
 }
 

@@ -20,11 +20,13 @@ pub struct WsClient {
 }
 
 /// Why [`WsClient::connect`] failed.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectFailure {
     /// The server answered the upgrade with this HTTP status.
+    #[error("the server refused the WebSocket upgrade with HTTP status {0}")]
     Status(u16),
     /// Anything else.
+    #[error("could not connect: {0}")]
     Other(String),
 }
 

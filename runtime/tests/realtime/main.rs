@@ -4,6 +4,7 @@
 mod adapter;
 mod broadcast;
 mod budgets;
+mod channel_case;
 mod churn;
 mod front_door;
 mod half_sent;

@@ -7,15 +7,13 @@ use serde_json::json;
 use crate::support::{Lab, Terminations, TestSocket};
 
 fn mount() -> SocketMount<TestSocket> {
-    SocketMount::new(TestSocket::default())
-        .channel(
-            "lab:*",
-            Lab {
-                terminated: Terminations::default(),
-                handles: Default::default(),
-            },
-        )
-        .expect("pattern")
+    SocketMount::new(TestSocket::default()).channel(
+        "lab:*",
+        Lab {
+            terminated: Terminations::default(),
+            handles: Default::default(),
+        },
+    )
 }
 
 #[tokio::test]

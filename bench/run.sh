@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$OUT"
 
-cargo build --release --locked -p fawkes -p fawkes-bench --bins --example echo
+cargo build --release --locked -p fawkes -p fawkes-bench -p fawkes-runtime --bins --example echo
 F=$ROOT/target/release/fawkes
 B=$ROOT/target/release/fawkes-bench
 ECHO=$ROOT/target/release/examples/echo

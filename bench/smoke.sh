@@ -17,7 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --locked -p fawkes -p fawkes-bench --bins --example echo
+cargo build --locked -p fawkes -p fawkes-bench -p fawkes-runtime --bins --example echo
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 F=$BIN/fawkes
 B=$BIN/fawkes-bench

@@ -1,6 +1,6 @@
 //! A channel that panics while its socket lives on.
 //!
-//! Run it: `cargo run --example crash`. It starts a server on an ephemeral port, connects a
+//! Run it: `cargo run -p fawkes-runtime --example crash`. It starts a server on an ephemeral port, connects a
 //! WebSocket client, joins two channels, makes one of them panic, and shows that the client
 //! gets `phx_error` for that join only while the other channel keeps answering. It exits by
 //! itself.
@@ -13,7 +13,6 @@ use fawkes_runtime::{
     Params, Payload, Reply, Runtime, Socket, SocketMount, TransportConfig,
 };
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 struct OpenSocket;
 
@@ -60,13 +59,16 @@ impl Channel for Fragile {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = Runtime::start(TransportConfig::default()).await?;
-    let mount = SocketMount::new(OpenSocket).channel("room:*", Fragile)?;
+    let mount = SocketMount::new(OpenSocket).channel("room:*", Fragile);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(runtime.endpoint().socket("/socket", mount).serve(
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let endpoint = runtime.endpoint().socket("/socket", mount)?;
+    let serving = tokio::spawn(endpoint.serve(
         listener,
-        shutdown.clone(),
+        async {
+            let _ = stopped.await;
+        },
         Duration::from_secs(1),
     ));
 
@@ -101,7 +103,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         reply.payload["status"]
     );
 
-    shutdown.cancel();
+    let _ = stop.send(());
     runtime.shutdown(Duration::from_secs(1)).await;
+    serving.await?;
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! Run it:
 //!
 //! ```sh
-//! cargo run --example echo            # listens on 127.0.0.1:4001
-//! cargo run --example echo -- 127.0.0.1:5000
-//! cargo run --example echo -- 127.0.0.1:5000 --max-messages-per-second 0   # no rate limit
+//! cargo run -p fawkes-runtime --example echo            # listens on 127.0.0.1:4001
+//! cargo run -p fawkes-runtime --example echo -- 127.0.0.1:5000
+//! cargo run -p fawkes-runtime --example echo -- 127.0.0.1:5000 --max-messages-per-second 0
 //! ```
 //!
 //! Then, with the official client (`npm install phoenix ws`, Node 20):
@@ -25,7 +25,6 @@ use fawkes_runtime::{
     Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, HandleIn, JoinOutcome,
     Params, Payload, Reply, Runtime, Socket, SocketMount, TransportConfig,
 };
-use tokio_util::sync::CancellationToken;
 
 /// Anyone may connect; `name` names the connection (the benchmarks connect with `token`).
 struct EchoSocket;
@@ -87,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let runtime = Runtime::start(config).await?;
-    let mount = SocketMount::new(EchoSocket).channel("echo:*", EchoChannel)?;
+    let mount = SocketMount::new(EchoSocket).channel("echo:*", EchoChannel);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     #[allow(clippy::print_stdout)]
     {
@@ -96,16 +95,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             listener.local_addr()?
         );
     }
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
+    let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-    });
+    };
     runtime
         .endpoint()
-        .socket("/socket", mount)
-        .serve(listener, shutdown, Duration::from_secs(5))
+        .socket("/socket", mount)?
+        .serve(listener, ctrl_c, Duration::from_secs(5))
         .await;
     runtime.shutdown(Duration::from_secs(5)).await;
     Ok(())

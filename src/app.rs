@@ -20,7 +20,9 @@ use crate::config::{
     Config, Environment, InvalidSetting, SecretKey, SecretKeyError, SecretKeySource,
 };
 use crate::mailer::{Mailer, MailerError};
-use crate::runtime::{InvalidOrigin, PubSub, Runtime, RuntimeConfig, SocketRegistry};
+use crate::runtime::{
+    InvalidOrigin, InvalidPattern, PubSub, Runtime, RuntimeConfig, SocketRegistry,
+};
 use crate::web::{
     self,
     rate_limit::{LoginLimiter, RegisterLimiter, RequestLimiter},
@@ -80,6 +82,9 @@ pub enum StartError {
     /// The socket settings are wrong.
     #[error("socket settings: {0}")]
     Socket(#[from] InvalidOrigin),
+    /// A channel of the app socket is mounted on an invalid topic pattern.
+    #[error("app socket: {0}")]
+    Channels(#[from] InvalidPattern),
     /// The realtime runtime could not start.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::StartError),
@@ -173,10 +178,11 @@ impl Server {
                     app.chat.clone(),
                     app.sessions.clone(),
                 ),
-            )
+            )?
             .fallback(web::service(app.clone()))
             .limits(app.config.http.limits(app.config.database_pool_size));
-        let endpoint = tokio::spawn(endpoint.serve(listener, shutdown.clone(), grace));
+        let endpoint =
+            tokio::spawn(endpoint.serve(listener, shutdown.clone().cancelled_owned(), grace));
         let maintenance = tokio::spawn(maintain(app.clone(), shutdown.clone()));
         Ok(Self {
             addr,

@@ -35,14 +35,14 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = Runtime::start(TransportConfig::default()).await?;
-//! let mount = SocketMount::new(UserSocket).channel("room:*", Room)?;
+//! let mount = SocketMount::new(UserSocket).channel("room:*", Room);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let shutdown = async { tokio::signal::ctrl_c().await.ok(); };
 //! // Any code with the PubSub can broadcast to the room.
 //! runtime.pubsub().broadcast("room:lobby", "news", serde_json::json!({"hello": "world"}));
 //! runtime
 //!     .endpoint()
-//!     .socket("/socket", mount) // ws://127.0.0.1:4000/socket/websocket
+//!     .socket("/socket", mount)? // ws://127.0.0.1:4000/socket/websocket
 //!     .serve(listener, shutdown, Duration::from_secs(10))
 //!     .await;
 //! runtime.shutdown(Duration::from_secs(10)).await;
@@ -87,7 +87,9 @@ pub use channel::{
     Channel, ChannelContext, ChannelError, ChannelHandle, Continue, HandleIn, JoinOutcome, Reply,
     StopReason,
 };
-pub use endpoint::{Body as HttpBody, Endpoint, FallbackService, HttpLimits, PeerAddr};
+pub use endpoint::{
+    Body as HttpBody, Endpoint, FallbackService, HttpLimits, PeerAddr, SocketService,
+};
 pub use mount::{InvalidPattern, SocketMount, TopicPattern};
 pub use presence::{Presence, PresenceConfig, PresenceError, events as presence_events};
 pub use protocol::Payload;
@@ -331,6 +333,17 @@ impl Runtime {
     /// An endpoint builder serving sockets of this runtime.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(self.shared.clone())
+    }
+
+    /// `mount` as a `tower::Service`, for an HTTP server the application runs itself (mount
+    /// it in an axum `Router` at `/socket/websocket`); see [`SocketService`]. Refuses a mount
+    /// with an invalid topic pattern, naming it.
+    pub fn socket_service<S: Socket>(
+        &self,
+        mount: SocketMount<S>,
+    ) -> Result<SocketService, InvalidPattern> {
+        let socket = mount::MountedSocket::build(mount)?;
+        Ok(SocketService::new(self.shared.clone(), Arc::new(socket)))
     }
 
     /// Closes every connection with code 1012 (clients reconnect), waits up to `grace` for

@@ -231,6 +231,9 @@ impl<C: Channel> ErasedInstance<C::Assigns> for Instance<C> {
 /// One route: a pattern and the channel mounted on it.
 type Route<A> = (TopicPattern, Arc<dyn ErasedChannel<A>>);
 
+/// A route as mounted: its pattern not parsed yet.
+type Unparsed<A> = (String, Arc<dyn ErasedChannel<A>>);
+
 /// The channel routes of a socket, in declaration order (first match wins).
 pub(crate) struct Routes<A> {
     routes: Vec<Route<A>>,
@@ -245,7 +248,13 @@ impl<A> Routes<A> {
     }
 }
 
-/// A socket and its channels, ready to be served at a path by an [`super::Endpoint`].
+/// A socket and its channels, ready to be served by an [`super::Endpoint`] (at a path) or as
+/// a [`super::SocketService`] (mounted in any tower router).
+///
+/// Topic patterns are checked once, when the mount is served: [`super::Endpoint::socket`] and
+/// [`super::Runtime::socket_service`] refuse a mount with an invalid pattern with an
+/// [`InvalidPattern`] naming it, so [`SocketMount::channel`] itself cannot fail and mounts
+/// chain without a `?` per channel.
 ///
 /// ```
 /// # use fawkes_runtime::*;
@@ -259,13 +268,27 @@ impl<A> Routes<A> {
 /// #     type Assigns = (); type State = (); type Info = ();
 /// #     async fn join(&self, _: &str, _: Payload, _: &mut ChannelContext<Self>) -> Result<JoinOutcome<()>, ChannelError> { Ok(JoinOutcome::ok(())) }
 /// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::start(TransportConfig::default()).await?;
 /// let mount = SocketMount::new(UserSocket)
-///     .channel("room:*", Room)
-///     .expect("valid pattern");
+///     .channel("room:*", Room) // every topic starting with `room:`
+///     .channel("lobby", Room); // exactly `lobby`
+/// let endpoint = runtime.endpoint().socket("/socket", mount)?;
+///
+/// // A `*` anywhere but at the end is refused when the mount is served.
+/// let bad = SocketMount::new(UserSocket).channel("room:*:chat", Room);
+/// let error = runtime.socket_service(bad).err().expect("refused");
+/// assert_eq!(error.to_string(), r#"invalid topic pattern "room:*:chat": `*` is allowed only at the end"#);
+/// # drop(endpoint);
+/// # runtime.shutdown(std::time::Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
 /// ```
 pub struct SocketMount<S: Socket> {
     socket: S,
-    routes: Vec<Route<S::Assigns>>,
+    /// Patterns as written, parsed when the mount is served.
+    routes: Vec<Unparsed<S::Assigns>>,
 }
 
 impl<S: Socket> SocketMount<S> {
@@ -277,16 +300,16 @@ impl<S: Socket> SocketMount<S> {
         }
     }
 
-    /// Mounts `channel` on `pattern` (`"room:*"` or an exact topic). Earlier mounts win.
-    pub fn channel<C>(mut self, pattern: &str, channel: C) -> Result<Self, InvalidPattern>
+    /// Mounts `channel` on `pattern`: `"room:*"` matches every topic starting with `room:`
+    /// (`room:` itself included), a pattern without `*` matches exactly (see
+    /// [`TopicPattern`]). Earlier mounts win. The pattern is checked when the mount is served.
+    pub fn channel<C>(mut self, pattern: &str, channel: C) -> Self
     where
         C: Channel<Assigns = S::Assigns>,
     {
-        self.routes.push((
-            TopicPattern::parse(pattern)?,
-            Arc::new(Mounted(Arc::new(channel))),
-        ));
-        Ok(self)
+        self.routes
+            .push((pattern.to_owned(), Arc::new(Mounted(Arc::new(channel)))));
+        self
     }
 }
 
@@ -317,13 +340,28 @@ pub(crate) struct MountedSocket<S: Socket> {
     routes: Arc<Routes<S::Assigns>>,
 }
 
+impl<S: Socket> MountedSocket<S> {
+    /// Parses every pattern of `mount`; the first invalid one refuses it.
+    pub(crate) fn build(mount: SocketMount<S>) -> Result<Self, InvalidPattern> {
+        let routes = mount
+            .routes
+            .into_iter()
+            .map(|(pattern, channel)| Ok((TopicPattern::parse(&pattern)?, channel)))
+            .collect::<Result<_, InvalidPattern>>()?;
+        Ok(Self {
+            socket: mount.socket,
+            routes: Arc::new(Routes { routes }),
+        })
+    }
+}
+
+/// For the test helpers, which take a mount as built: an invalid pattern fails the test.
+#[cfg(feature = "testing")]
 impl<S: Socket> From<SocketMount<S>> for MountedSocket<S> {
     fn from(mount: SocketMount<S>) -> Self {
-        Self {
-            socket: mount.socket,
-            routes: Arc::new(Routes {
-                routes: mount.routes,
-            }),
+        match Self::build(mount) {
+            Ok(mounted) => mounted,
+            Err(e) => panic!("{e}"),
         }
     }
 }
@@ -402,5 +440,6 @@ mod tests {
         assert!(TopicPattern::parse("*").expect("valid").matches("anything"));
         assert!(TopicPattern::parse("room:*:x").is_err());
         assert!(TopicPattern::parse("*room").is_err());
+        assert!(TopicPattern::parse("").expect("valid").matches(""));
     }
 }

@@ -54,7 +54,17 @@ pub struct ConnectInfo {
 
 /// A refused connection: the HTTP status the upgrade request gets (the browser only sees a
 /// failed connection; phoenix.js retries with backoff).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// ```
+/// use fawkes_runtime::ConnectError;
+///
+/// let refused = ConnectError::with_status(http::StatusCode::UNAUTHORIZED);
+/// assert_eq!(refused.to_string(), "connection refused: 401 Unauthorized");
+/// let error: Box<dyn std::error::Error> = Box::new(ConnectError::forbidden());
+/// assert_eq!(error.to_string(), "connection refused: 403 Forbidden");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connection refused: {status}")]
 pub struct ConnectError {
     /// The status, 403 unless chosen otherwise.
     pub status: http::StatusCode,

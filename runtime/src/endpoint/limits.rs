@@ -12,7 +12,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Limits of an endpoint's HTTP connections (WebSockets are HTTP connections that were
-/// upgraded: they hold a connection slot until they end).
+/// upgraded: they hold a connection slot until they end). They belong to
+/// [`super::Endpoint::serve`]: a [`super::SocketService`] mounted in a server the application
+/// runs is under that server's limits instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
     /// A new connection must deliver a complete request head within this, or it is closed

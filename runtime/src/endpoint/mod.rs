@@ -1,14 +1,19 @@
 //! The endpoint: one listener serving WebSocket sockets at their paths and any other HTTP
-//! service (e.g. a REST API) for everything else, with graceful shutdown.
+//! service (e.g. a REST API) for everything else, with graceful shutdown; and
+//! [`SocketService`], one socket as a `tower::Service` for a server the application runs
+//! itself (an axum `Router`).
 //!
 //! The front door is bounded ([`HttpLimits`]): connections per node and per client address
 //! (refused beyond with a short 503, before any HTTP is parsed), a deadline for the first
 //! request head and for idle connections, a request head of at most 64 KiB (HTTP/1; 431
 //! beyond), and an accept loop that backs off when the process is out of file descriptors and
-//! says so once an interval.
+//! says so once an interval. It speaks HTTP/1.1 (with upgrades), and HTTP/2 beside it with the
+//! `http2` feature.
 
 mod activity;
+mod connection;
 mod limits;
+mod service;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,22 +22,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
 use super::RuntimeShared;
-use super::mount::{ErasedSocket, MountedSocket};
+use super::mount::{ErasedSocket, InvalidPattern, MountedSocket};
 use super::socket::Socket;
 use super::{SocketMount, transport};
-use activity::{Activity, Check, Tracked};
+use connection::{Serving, serve_connection};
 pub use limits::HttpLimits;
 use limits::{Slot, Slots, Throttle};
+pub use service::SocketService;
 
 /// The response body type of an endpoint.
 pub type Body =
@@ -55,7 +58,9 @@ impl PeerAddr {
     }
 }
 
-/// Sockets at paths, plus a fallback service. Build with [`super::Runtime::endpoint`].
+/// Sockets at paths, plus a fallback service, on a listener of its own with the front door's
+/// [`HttpLimits`]. Build with [`super::Runtime::endpoint`]. (To serve a socket from an HTTP
+/// server the application already runs, mount a [`SocketService`] in it instead.)
 pub struct Endpoint {
     shared: Arc<RuntimeShared>,
     sockets: Vec<(String, Arc<dyn ErasedSocket>)>,
@@ -74,11 +79,16 @@ impl Endpoint {
     }
 
     /// Serves `mount` at `path` (e.g. `/socket`; the WebSocket is at `/socket/websocket`).
-    pub fn socket<S: Socket>(mut self, path: &str, mount: SocketMount<S>) -> Self {
+    /// Refuses a mount with an invalid topic pattern, naming it (see [`SocketMount`]).
+    pub fn socket<S: Socket>(
+        mut self,
+        path: &str,
+        mount: SocketMount<S>,
+    ) -> Result<Self, InvalidPattern> {
         let path = format!("{}/websocket", path.trim_end_matches('/'));
         self.sockets
-            .push((path, Arc::new(MountedSocket::from(mount))));
-        self
+            .push((path, Arc::new(MountedSocket::build(mount)?)));
+        Ok(self)
     }
 
     /// Hands every request that is not for a socket to `service` (default: 404).
@@ -93,14 +103,18 @@ impl Endpoint {
         self
     }
 
-    /// Serves `listener` until `shutdown` is cancelled, then stops accepting and drains HTTP
+    /// Serves `listener` until `shutdown` resolves, then stops accepting and drains HTTP
     /// connections for at most `grace`, closing those still open after it. (WebSockets are
     /// closed by [`super::Runtime::shutdown`].) Returns whether every HTTP connection finished
     /// in time.
+    ///
+    /// `shutdown` is any future: `async { tokio::signal::ctrl_c().await.ok(); }`, a oneshot
+    /// receiver's, a cancellation token's. The connections are under this endpoint's
+    /// [`HttpLimits`]; an application serving HTTP itself mounts a [`SocketService`] instead.
     pub async fn serve(
         self,
         listener: TcpListener,
-        shutdown: CancellationToken,
+        shutdown: impl Future<Output = ()> + Send,
         grace: Duration,
     ) -> bool {
         let slots = Slots::new(
@@ -112,15 +126,15 @@ impl Endpoint {
             max_connections_per_ip = ?self.limits.max_connections_per_ip,
             "connection limits"
         );
-        let abort = CancellationToken::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().max_buf_size(MAX_HEAD_BYTES);
-        let serving = Arc::new(Serving {
-            endpoint: self,
-            builder,
-            shutdown: shutdown.clone(),
-            abort: abort.clone(),
-        });
+        let serving = Arc::new(Serving::new(self));
+        // The caller's future is polled here only; the connections watch the token it
+        // cancels when it resolves.
+        let stop = serving.shutdown.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stop.cancel();
+        };
+        tokio::pin!(shutdown);
         let tasks = TaskTracker::new();
         let mut accept_errors = Throttle::new(WARN_EVERY);
         let mut refusals = Throttle::new(WARN_EVERY);
@@ -138,11 +152,11 @@ impl Endpoint {
                         backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => continue,
-                            () = shutdown.cancelled() => break,
+                            () = &mut shutdown => break,
                         }
                     }
                 },
-                () = shutdown.cancelled() => break,
+                () = &mut shutdown => break,
             };
             backoff = Duration::ZERO;
             if let Some(failures) = accept_errors.flush(Instant::now()) {
@@ -176,7 +190,7 @@ impl Endpoint {
             () = tasks.wait() => true,
             () = tokio::time::sleep(grace) => {
                 tracing::warn!("grace period over; closing the remaining HTTP connections");
-                abort.cancel();
+                serving.abort.cancel();
                 false
             }
         }
@@ -211,11 +225,6 @@ impl Endpoint {
     }
 }
 
-/// The most an HTTP/1 connection buffers while reading a request head (hyper's default is
-/// about 400 KiB); a larger head is answered 431 Request Header Fields Too Large, without a
-/// body, and the connection is closed.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-
 /// Accept failures and refusals are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
@@ -224,93 +233,3 @@ const BACKOFF_MIN: Duration = Duration::from_millis(10);
 
 /// The longest pause after a failed `accept`.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// After an idle connection was told to close (HTTP/2: `GOAWAY`), how long it gets to do so.
-const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// What the connection tasks of one [`Endpoint::serve`] share.
-struct Serving {
-    endpoint: Endpoint,
-    builder: auto::Builder<TokioExecutor>,
-    /// Cancelled when the server shuts down: finish what is in progress, then close.
-    shutdown: CancellationToken,
-    /// Cancelled when the drain's grace period is over: close now.
-    abort: CancellationToken,
-}
-
-/// Serves one TCP connection: HTTP/1.1 or HTTP/2 with upgrades, under its timeouts, until it
-/// ends, the server shuts down (gracefully), or the drain is aborted. `slot` is held until
-/// then (and by a WebSocket the connection became, until that ends).
-async fn serve_connection(
-    serving: Arc<Serving>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    slot: Arc<Slot>,
-) {
-    let activity = Activity::new();
-    let service = {
-        let (serving, activity, slot) = (serving.clone(), activity.clone(), slot.clone());
-        hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-            let in_flight = activity.begin();
-            request.extensions_mut().insert(PeerAddr(peer));
-            let (serving, slot) = (serving.clone(), slot.clone());
-            async move {
-                let response = serving.endpoint.dispatch(request, peer, slot).await;
-                // In progress until its body has been sent, not just its head.
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
-            }
-        })
-    };
-    let limits = &serving.endpoint.limits;
-    let (shutdown, abort) = (&serving.shutdown, &serving.abort);
-    let connection = serving
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let timer = tokio::time::sleep(limits.header_read_timeout);
-    tokio::pin!(timer);
-    // Draining: told to finish (server shutdown); no timeouts but the drain's own.
-    let mut draining = false;
-    // Closing: idle and told to close; `timer` is its deadline.
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                break;
-            }
-            () = shutdown.cancelled(), if !draining => {
-                connection.as_mut().graceful_shutdown();
-                draining = true;
-            }
-            () = abort.cancelled() => break,
-            // The deadline moved: look at it now.
-            () = activity.request_ended.notified(), if !draining && !closing => {
-                timer.as_mut().reset(Instant::now());
-            }
-            () = &mut timer, if !draining => {
-                if closing {
-                    break;
-                }
-                match activity.check(limits, Instant::now()) {
-                    Check::Until(deadline) => timer.as_mut().reset(deadline),
-                    Check::HeadTimedOut => {
-                        tracing::debug!(%peer, "no complete request head in time; closing");
-                        break;
-                    }
-                    check @ (Check::Idle | Check::Stalled) => {
-                        if check == Check::Stalled {
-                            tracing::debug!(%peer, "the client takes no response data; closing");
-                        }
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                        timer.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
-                    }
-                }
-            }
-        }
-    }
-    drop(slot);
-}

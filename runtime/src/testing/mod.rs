@@ -59,7 +59,7 @@
 //!
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() {
-//!     let mount = SocketMount::new(UserSocket).channel("board:*", Board).expect("pattern");
+//!     let mount = SocketMount::new(UserSocket).channel("board:*", Board);
 //!     let case = ChannelCase::start(mount).await;
 //!     // One socket through `connect`, one straight from its assigns.
 //!     let mut ann = case.connect(&[("name", "ann")]).await.expect("ann may connect");

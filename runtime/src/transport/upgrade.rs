@@ -166,8 +166,8 @@ pub(crate) fn upgrade_headers(headers: &HeaderMap) -> Result<&str, Refusal> {
     }
 }
 
-/// Handles a request to a socket's `/websocket` path. `hold` is kept until the connection
-/// ends, however it ends (the endpoint's connection slot).
+/// Handles a request to a socket's `/websocket` path (503 once the runtime has shut down).
+/// `hold` is kept until the connection ends, however it ends (the endpoint's connection slot).
 pub(crate) async fn upgrade<B, H: Send + 'static>(
     socket: Arc<dyn ErasedSocket>,
     shared: Arc<RuntimeShared>,
@@ -175,6 +175,13 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
     peer: SocketAddr,
     hold: H,
 ) -> http::Response<Full<Bytes>> {
+    // A server the runtime does not own (a tower router) may outlive it.
+    if shared.shutdown.is_cancelled() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        );
+    }
     let checked = match request_checks(&request, &shared.config) {
         Ok(checked) => checked,
         Err(refusal) => {

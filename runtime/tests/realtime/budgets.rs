@@ -77,9 +77,7 @@ impl GatedEndpoint {
     async fn start(config: TransportConfig, send_buffer: Option<u32>) -> Self {
         let runtime = Runtime::start(config).await.expect("runtime");
         let gate = Arc::new(Semaphore::new(0));
-        let mount = SocketMount::new(Anyone)
-            .channel("gated:*", Gated { gate: gate.clone() })
-            .expect("pattern");
+        let mount = SocketMount::new(Anyone).channel("gated:*", Gated { gate: gate.clone() });
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         if let Some(bytes) = send_buffer {
             // Accepted sockets inherit it.
@@ -91,11 +89,17 @@ impl GatedEndpoint {
         let listener = socket.listen(64).expect("listen");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        tokio::spawn(runtime.endpoint().socket("/socket", mount).serve(
-            listener,
-            shutdown.clone(),
-            Duration::from_secs(1),
-        ));
+        tokio::spawn(
+            runtime
+                .endpoint()
+                .socket("/socket", mount)
+                .expect("valid patterns")
+                .serve(
+                    listener,
+                    shutdown.clone().cancelled_owned(),
+                    Duration::from_secs(1),
+                ),
+        );
         Self {
             runtime,
             addr,

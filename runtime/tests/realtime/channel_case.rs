@@ -54,9 +54,7 @@ impl Channel for Relay {
 
 /// The test of the relay: the others and the test see a move, the mover does not.
 async fn moves_reach_the_others_but_not_the_mover(relay: Relay) {
-    let mount = SocketMount::new(TestSocket::default())
-        .channel("board:*", relay)
-        .expect("pattern");
+    let mount = SocketMount::new(TestSocket::default()).channel("board:*", relay);
     let case = ChannelCase::start(mount).await;
     let mut ann = case.connect(&[("user", "ann")]).await.expect("connects");
     let mut bob = case.connect(&[("user", "bob")]).await.expect("connects");
@@ -95,15 +93,13 @@ async fn the_same_test_fails_when_broadcast_from_becomes_broadcast() {
 }
 
 fn lab(terminated: &Terminations) -> SocketMount<TestSocket> {
-    SocketMount::new(TestSocket::default())
-        .channel(
-            "lab:*",
-            Lab {
-                terminated: terminated.clone(),
-                handles: Default::default(),
-            },
-        )
-        .expect("pattern")
+    SocketMount::new(TestSocket::default()).channel(
+        "lab:*",
+        Lab {
+            terminated: terminated.clone(),
+            handles: Default::default(),
+        },
+    )
 }
 
 #[tokio::test]

@@ -171,7 +171,7 @@ async fn serve_with(
             .endpoint()
             .fallback(BoxCloneSyncService::new(service))
             .limits(limits)
-            .serve(listener, shutdown, Duration::from_secs(1)),
+            .serve(listener, shutdown.cancelled_owned(), Duration::from_secs(1)),
     );
     (addr, stop)
 }
@@ -228,6 +228,8 @@ async fn a_response_body_still_streaming_past_the_keep_alive_timeout_arrives_who
     );
 }
 
+/// HTTP/2 only: its flow control lets a client take no data at all.
+#[cfg(feature = "http2")]
 #[tokio::test]
 async fn an_http2_client_that_takes_no_data_does_not_hold_its_connection_open() {
     // The client advertises a zero flow-control window: the server can send the response's
@@ -261,4 +263,72 @@ async fn an_http2_client_that_takes_no_data_does_not_hold_its_connection_open() 
     // The body is never read (and could not arrive): the server closes the connection.
     let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
     assert!(closed.is_ok(), "the connection is still open");
+}
+
+/// The connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[tokio::test]
+async fn http2_is_spoken_only_with_the_http2_feature() {
+    let t = TestEndpoint::start().await;
+    let mut stream = TcpStream::connect(t.addr).await.expect("connect");
+    stream.write_all(H2_PREFACE).await.expect("write");
+    if cfg!(feature = "http2") {
+        // The server's preface: a SETTINGS frame (type 4) on stream 0.
+        let mut head = [0u8; 9];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+            .await
+            .expect("answered in time")
+            .expect("a frame header");
+        assert_eq!(head[3], 0x4, "{head:?}");
+        assert_eq!(&head[5..], &[0, 0, 0, 0], "{head:?}");
+    } else {
+        // HTTP/1 alone: the preface is no request it can parse, and the connection is closed
+        // without an HTTP/2 frame.
+        let answer = read_until_closed(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("closed");
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}
+
+#[tokio::test]
+async fn serving_ends_when_its_shutdown_future_resolves() {
+    let runtime = Runtime::start(TransportConfig::default())
+        .await
+        .expect("runtime");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(runtime.endpoint().serve(
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    // A kept-alive connection, idle when the server stops: told to close, it drains at once.
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        get(&mut idle, "/nothing")
+            .await
+            .starts_with("HTTP/1.1 404 ")
+    );
+    let _ = stop.send(());
+    let drained = tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("stopped in time")
+        .expect("serve task");
+    assert!(drained, "every connection finished within the grace");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+    runtime.shutdown(Duration::from_secs(1)).await;
 }

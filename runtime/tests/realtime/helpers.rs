@@ -7,15 +7,13 @@ use serde_json::json;
 use crate::support::{Lab, Terminations, TestSocket};
 
 fn mount(terminated: &Terminations) -> SocketMount<TestSocket> {
-    SocketMount::new(TestSocket::default())
-        .channel(
-            "lab:*",
-            Lab {
-                terminated: terminated.clone(),
-                handles: Default::default(),
-            },
-        )
-        .expect("pattern")
+    SocketMount::new(TestSocket::default()).channel(
+        "lab:*",
+        Lab {
+            terminated: terminated.clone(),
+            handles: Default::default(),
+        },
+    )
 }
 
 #[tokio::test]

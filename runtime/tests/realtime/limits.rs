@@ -251,7 +251,12 @@ async fn sockets_without_an_id_are_not_capped() {
         runtime
             .endpoint()
             .socket("/socket", SocketMount::new(Anonymous))
-            .serve(listener, shutdown.clone(), Duration::from_secs(1)),
+            .expect("no patterns")
+            .serve(
+                listener,
+                shutdown.clone().cancelled_owned(),
+                Duration::from_secs(1),
+            ),
     );
     let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
     let mut open = Vec::new();

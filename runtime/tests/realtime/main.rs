@@ -2,6 +2,7 @@
 //! limits, broadcasts, and the shipped test helpers.
 
 mod adapter;
+mod axum_app;
 mod broadcast;
 mod budgets;
 mod channel_case;

@@ -365,13 +365,9 @@ impl TestEndpoint {
         let hold = ConnectHold::default();
         let mount = SocketMount::new(TestSocket { hold: hold.clone() })
             .channel("lab:*", lab())
-            .expect("pattern")
             .channel("other:exact", lab())
-            .expect("pattern")
             .channel("sync:*", SyncPanic)
-            .expect("pattern")
-            .channel("presence:*", PresenceLab)
-            .expect("pattern");
+            .channel("presence:*", PresenceLab);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -381,8 +377,13 @@ impl TestEndpoint {
             runtime
                 .endpoint()
                 .socket("/socket", mount)
+                .expect("valid patterns")
                 .limits(limits)
-                .serve(listener, shutdown.clone(), Duration::from_secs(1)),
+                .serve(
+                    listener,
+                    shutdown.clone().cancelled_owned(),
+                    Duration::from_secs(1),
+                ),
         );
         Self {
             runtime,

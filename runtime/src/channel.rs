@@ -34,10 +34,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ractor::ActorRef;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::presence::{Presence, PresenceError};
-use super::protocol::{Payload, Ref};
+use super::protocol::{Payload, PayloadError, Ref};
 use super::pubsub::{PubSub, SubscriberId};
 use super::socket_actor::SocketMsg;
 
@@ -112,6 +113,26 @@ impl Reply {
             status: "error".to_owned(),
             response: response.into(),
         }
+    }
+
+    /// `ok` with `response` serialized as JSON (see [`Payload::json`]).
+    ///
+    /// ```
+    /// # use fawkes_runtime::Reply;
+    /// #[derive(serde::Serialize)]
+    /// struct Score { points: u32 }
+    ///
+    /// let reply = Reply::ok_json(&Score { points: 3 })?;
+    /// assert_eq!(reply.response, serde_json::json!({"points": 3}).into());
+    /// # Ok::<(), fawkes_runtime::PayloadError>(())
+    /// ```
+    pub fn ok_json<T: Serialize + ?Sized>(response: &T) -> Result<Self, PayloadError> {
+        Payload::json(response).map(Self::ok_with)
+    }
+
+    /// `error` with `response` serialized as JSON (see [`Payload::json`]).
+    pub fn error_json<T: Serialize + ?Sized>(response: &T) -> Result<Self, PayloadError> {
+        Payload::json(response).map(Self::error_with)
     }
 }
 

@@ -90,7 +90,7 @@ pub use channel::{
 pub use endpoint::{Body as HttpBody, Endpoint, FallbackService, HttpLimits, PeerAddr};
 pub use mount::{InvalidPattern, SocketMount, TopicPattern};
 pub use presence::{Presence, PresenceConfig, PresenceError, events as presence_events};
-pub use protocol::Payload;
+pub use protocol::{Payload, PayloadError};
 pub use pubsub::{
     Adapter, Broadcast, InvalidRemote, MemoryAdapter, MemoryBus, PubSub, RemoteBroadcast,
     SubscriberId, Subscription,

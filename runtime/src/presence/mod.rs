@@ -31,6 +31,7 @@ use base64::Engine as _;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::pubsub::{PubSub, SubscriberId};
 use super::supervisor::{Child, Slot, SupervisorMsg};
@@ -97,7 +98,7 @@ pub(crate) enum PresenceMsg {
     ),
     Untrack(String, SubscriberId, String),
     UntrackOwner(String, SubscriberId),
-    List(String, RpcReplyPort<Arc<str>>),
+    List(String, RpcReplyPort<Arc<RawValue>>),
     Flush(String),
     /// Fault injection: panic in the handler.
     #[cfg(feature = "testing")]
@@ -277,15 +278,15 @@ impl Presence {
     /// `{key: {"metas": [...]}}` for `topic` (the `presence_state` payload). It may lack the
     /// changes of the current coalescing window; those follow as `presence_diff`.
     pub async fn list(&self, topic: &str) -> Value {
-        serde_json::from_str(&self.list_encoded(topic).await)
+        serde_json::from_str(self.list_encoded(topic).await.get())
             .unwrap_or_else(|_| Value::Object(Default::default()))
     }
 
     /// [`Presence::list`], encoded once per window and shared by every caller.
-    pub(crate) async fn list_encoded(&self, topic: &str) -> Arc<str> {
+    pub(crate) async fn list_encoded(&self, topic: &str) -> Arc<RawValue> {
         self.call(topic, |reply| PresenceMsg::List(topic.to_owned(), reply))
             .await
-            .unwrap_or_else(|| Arc::from("{}"))
+            .unwrap_or_else(crate::protocol::empty_object)
     }
 }
 
@@ -440,7 +441,7 @@ impl Actor for Shard {
                 let snapshot = state
                     .topics
                     .get_mut(&topic)
-                    .map_or_else(|| Arc::from("{}"), TopicPresence::snapshot);
+                    .map_or_else(crate::protocol::empty_object, TopicPresence::snapshot);
                 let _ = reply.send(snapshot);
             }
             PresenceMsg::Flush(topic) => state.flush(&topic),

@@ -5,6 +5,7 @@ mod adapter;
 mod broadcast;
 mod budgets;
 mod churn;
+mod endings;
 mod front_door;
 mod half_sent;
 mod helpers;

@@ -65,32 +65,32 @@ impl Config {
             ),
             (
                 "socket.max_frame_bytes",
-                self.socket.max_frame_bytes == 0,
+                self.socket.transport.max_frame_bytes == 0,
                 "refuses every WebSocket frame (1009)",
             ),
             (
                 "socket.max_topic_bytes",
-                self.socket.max_topic_bytes == 0,
+                self.socket.transport.max_topic_bytes == 0,
                 "refuses every topic (1003)",
             ),
             (
                 "socket.max_channels",
-                self.socket.max_channels == 0,
+                self.socket.transport.max_channels == 0,
                 "refuses every join",
             ),
             (
                 "socket.idle_timeout_secs",
-                self.socket.idle_timeout_secs == 0,
+                self.socket.transport.idle_timeout.is_zero(),
                 "closes every socket as idle at once",
             ),
             (
                 "socket.write_timeout_secs",
-                self.socket.write_timeout_secs == 0,
+                self.socket.transport.write_timeout.is_zero(),
                 "times every write to a client out",
             ),
             (
                 "socket.read_buffer_bytes",
-                self.socket.read_buffer_bytes == 0,
+                self.socket.transport.read_buffer_bytes == 0,
                 "leaves sockets no buffer to read into",
             ),
             (
@@ -108,6 +108,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// A setting and how to make it zero.
@@ -126,17 +128,23 @@ mod tests {
             ("http.header_read_timeout_secs", |c| {
                 c.http.header_read_timeout_secs = 0
             }),
-            ("socket.max_frame_bytes", |c| c.socket.max_frame_bytes = 0),
-            ("socket.max_topic_bytes", |c| c.socket.max_topic_bytes = 0),
-            ("socket.max_channels", |c| c.socket.max_channels = 0),
+            ("socket.max_frame_bytes", |c| {
+                c.socket.transport.max_frame_bytes = 0
+            }),
+            ("socket.max_topic_bytes", |c| {
+                c.socket.transport.max_topic_bytes = 0
+            }),
+            ("socket.max_channels", |c| {
+                c.socket.transport.max_channels = 0
+            }),
             ("socket.idle_timeout_secs", |c| {
-                c.socket.idle_timeout_secs = 0
+                c.socket.transport.idle_timeout = Duration::ZERO
             }),
             ("socket.write_timeout_secs", |c| {
-                c.socket.write_timeout_secs = 0
+                c.socket.transport.write_timeout = Duration::ZERO
             }),
             ("socket.read_buffer_bytes", |c| {
-                c.socket.read_buffer_bytes = 0
+                c.socket.transport.read_buffer_bytes = 0
             }),
             ("mail.smtp_timeout_secs", |c| {
                 c.mail.transport = MailTransportKind::Smtp;
@@ -168,10 +176,12 @@ mod tests {
         config.http.max_connections = 0;
         config.http.max_connections_per_ip = 0;
         config.http.shutdown_timeout_secs = 0;
-        config.socket.max_sockets_per_id = 0;
-        config.socket.max_messages_per_second = 0;
-        config.socket.message_timeout_secs = 0;
-        config.presence.window_ms = 0;
+        config.socket.transport.max_sockets_per_id = 0;
+        config.socket.transport.max_messages_per_second = 0;
+        config.socket.transport.message_timeout = Duration::ZERO;
+        config.socket.transport.close_grace = Duration::ZERO; // kill at once
+        config.presence.window = Duration::ZERO;
+        config.presence.shards = 0; // rounded up to one
         config.mail.smtp_timeout_secs = 0; // the outbox never times out
         config.database_pool_size = 0; // rounded up to one
         assert_eq!(config.validate(), Ok(()));

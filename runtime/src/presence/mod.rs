@@ -45,12 +45,16 @@ pub mod events {
     pub const DIFF: &str = "presence_diff";
 }
 
-/// Presence settings.
-#[derive(Debug, Clone)]
+/// Presence settings. Deserializes (serde) from `window_ms` (milliseconds, whole or decimal)
+/// and `shards`, each optional.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PresenceConfig {
-    /// How long changes to one topic are collected before one diff is broadcast.
+    /// How long changes to one topic are collected before one diff is broadcast (zero: one
+    /// diff per change). Setting `window_ms`.
+    #[serde(rename = "window_ms", with = "crate::units::millis")]
     pub window: Duration,
-    /// Shard actors (topics are spread over them by hash).
+    /// Shard actors (topics are spread over them by hash); 0 counts as 1.
     pub shards: usize,
 }
 

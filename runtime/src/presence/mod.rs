@@ -6,8 +6,9 @@
 //! broadcasts one `presence_diff` `{"joins": {…}, "leaves": {…}}` with every change of the
 //! window. A storm of N joins therefore costs a handful of diffs per member, not N.
 //!
-//! Presences follow their owner: when a channel join ends for any reason (leave, crash,
-//! duplicate join, socket gone) the socket actor untracks everything it owned.
+//! Presences follow their owner: when a channel join ends for any reason (leave, stop, crash,
+//! duplicate join, refused or crashed after tracking in `join`, socket gone or killed) the
+//! socket actor untracks everything it owned.
 //!
 //! `presence_state` is the [`Presence::list`] of a topic, pushed by the channel after its join
 //! (see [`super::ChannelContext::push_presence_state`]).

@@ -8,10 +8,9 @@
 //!
 //! A topic actor starts with its first subscriber and stops when a removal empties it and no
 //! subscription is on its way (an unsubscribe of an id it never had, or a broadcast, never
-//! stops it). The map from topic to
-//! actor is sharded (`DashMap`); no lock is held across an await. A topic actor that fails
-//! (or ends with its supervisor) tells its subscribers: channel joins end with `phx_error` and
-//! phoenix.js rejoins; a [`Subscription`] ends.
+//! stops it). The map from topic to actor is sharded (`DashMap`); no lock is held across an
+//! await. A topic actor that fails (or ends with its supervisor) tells its subscribers:
+//! channel joins end with `phx_error` and phoenix.js rejoins; a [`Subscription`] ends.
 //!
 //! Every queue is bounded: a fastlane subscriber's is its connection's outbound queue (a
 //! client that falls behind is cut off as a slow consumer), a [`Subscription`]'s holds

@@ -156,7 +156,7 @@ impl<A> SocketState<A> {
     /// unknown id changes nothing).
     fn release(&self, topic: &str, subscriber: SubscriberId) {
         if let Some(registered) = &self.registered {
-            registered.session.left(topic);
+            registered.live.left(topic);
         }
         self.pubsub.unsubscribe(topic, subscriber);
         self.presence.untrack_owner(topic, subscriber);

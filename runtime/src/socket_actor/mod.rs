@@ -152,14 +152,15 @@ struct Registered {
     registry: SocketRegistry,
     socket: ractor::ActorId,
     names: Vec<String>,
-    session: Arc<LiveSocket>,
+    /// What the registry hands out for this socket (pushes reach its joins through it).
+    live: Arc<LiveSocket>,
 }
 
 impl Drop for Registered {
     /// However the socket ends, its names stop pointing at it (and pushes already holding its
-    /// session find no join).
+    /// `LiveSocket` find no join).
     fn drop(&mut self) {
-        self.session.clear();
+        self.live.clear();
         self.registry
             .unregister(self.socket, std::mem::take(&mut self.names));
     }
@@ -190,7 +191,7 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             .cloned()
             .collect();
         let registered = (!names.is_empty()).then(|| {
-            let session = Arc::new(LiveSocket::new(
+            let live = Arc::new(LiveSocket::new(
                 args.out.clone(),
                 args.control.clone(),
                 args.vsn,
@@ -198,14 +199,14 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             args.registry.register(
                 myself.get_id(),
                 names.clone(),
-                session.clone(),
+                live.clone(),
                 accepted.connected_at,
             );
             Registered {
                 registry: args.registry.clone(),
                 socket: myself.get_id(),
                 names,
-                session,
+                live,
             }
         });
         Ok(SocketState {
@@ -471,7 +472,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         };
         if let Some(registered) = &self.registered {
             registered
-                .session
+                .live
                 .joining(topic.clone(), msg.join_ref.clone());
         }
         // The topic actor queues the reply before any broadcast can follow it.
@@ -488,7 +489,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         close_replaced(self);
         self.push_all(&msg.join_ref, &topic, pushes);
         if let Some(registered) = &self.registered {
-            registered.session.joined(&topic);
+            registered.live.joined(&topic);
         }
         self.joining = None;
         self.channels.insert(

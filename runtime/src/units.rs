@@ -50,7 +50,7 @@ fn serialize<S: Serializer>(
 ) -> Result<S::Ok, S::Error> {
     let nanos = duration.as_nanos();
     match u64::try_from(nanos / unit_nanos) {
-        Ok(whole) if nanos % unit_nanos == 0 => s.serialize_u64(whole),
+        Ok(whole) if nanos.is_multiple_of(unit_nanos) => s.serialize_u64(whole),
         _ => s.serialize_f64(nanos as f64 / unit_nanos as f64),
     }
 }

@@ -471,9 +471,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             socket: myself.clone(),
         };
         if let Some(registered) = &self.registered {
-            registered
-                .live
-                .joining(topic.clone(), msg.join_ref.clone());
+            registered.live.joining(topic.clone(), msg.join_ref.clone());
         }
         // The topic actor queues the reply before any broadcast can follow it.
         if !self.pubsub.add(&topic, subscriber, delivery, frame).await {

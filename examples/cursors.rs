@@ -178,16 +178,21 @@ impl Channel for AdminChannel {
         struct Announce {
             text: String,
         }
-        Ok(HandleIn::Reply(match (event, payload.decode::<Announce>()) {
-            ("announce", Ok(Announce { text })) if !text.trim().is_empty() => {
-                let from = &ctx.assigns().name;
-                ctx.pubsub()
-                    .broadcast(LOBBY, "announcement", json!({ "from": from, "text": text }));
-                Reply::ok()
-            }
-            ("announce", _) => Reply::error("invalid announcement"),
-            _ => Reply::error("unknown event"),
-        }))
+        Ok(HandleIn::Reply(
+            match (event, payload.decode::<Announce>()) {
+                ("announce", Ok(Announce { text })) if !text.trim().is_empty() => {
+                    let from = &ctx.assigns().name;
+                    ctx.pubsub().broadcast(
+                        LOBBY,
+                        "announcement",
+                        json!({ "from": from, "text": text }),
+                    );
+                    Reply::ok()
+                }
+                ("announce", _) => Reply::error("invalid announcement"),
+                _ => Reply::error("unknown event"),
+            },
+        ))
     }
 }
 
@@ -267,7 +272,10 @@ mod tests {
         let case = ChannelCase::start(mount()).await;
         assert!(case.connect(&[]).await.is_err());
         assert!(case.connect(&[("name", "  ")]).await.is_err());
-        let ada = case.connect(&[("name", "ada")]).await.expect("ada connects");
+        let ada = case
+            .connect(&[("name", "ada")])
+            .await
+            .expect("ada connects");
         assert_eq!(ada.id(), Some("user:ada"));
     }
 
@@ -276,10 +284,14 @@ mod tests {
         let case = ChannelCase::start(mount()).await;
         let mut ada = case.socket_with_assigns(user("ada", false)).await;
         let mut bob = case.socket_with_assigns(user("bob", false)).await;
-        ada.subscribe_and_join(LOBBY, json!({})).await.expect("ada joins");
+        ada.subscribe_and_join(LOBBY, json!({}))
+            .await
+            .expect("ada joins");
         bob.join(LOBBY, json!({})).await.expect("bob joins");
 
-        let moved = ada.push(LOBBY, "cursor:move", json!({ "x": 10, "y": 20.5 })).await;
+        let moved = ada
+            .push(LOBBY, "cursor:move", json!({ "x": 10, "y": 20.5 }))
+            .await;
         ada.assert_reply(&moved, "ok", json!({})).await;
         let expected = json!({ "name": "ada", "x": 10.0, "y": 20.5 });
         bob.assert_push("cursor:move", expected.clone()).await;
@@ -292,7 +304,9 @@ mod tests {
     async fn a_bad_move_is_answered_with_an_error_and_reaches_nobody() {
         let case = ChannelCase::start(mount()).await;
         let mut ada = case.socket_with_assigns(user("ada", false)).await;
-        ada.subscribe_and_join(LOBBY, json!({})).await.expect("ada joins");
+        ada.subscribe_and_join(LOBBY, json!({}))
+            .await
+            .expect("ada joins");
         for bad in [json!({ "x": "left" }), json!({}), json!([1, 2])] {
             let moved = ada.push(LOBBY, "cursor:move", bad).await;
             ada.assert_reply(&moved, "error", json!({ "reason": "invalid move" }))
@@ -306,8 +320,11 @@ mod tests {
         let case = ChannelCase::start(mount()).await;
         let mut ada = case.socket_with_assigns(user("ada", false)).await;
         ada.join(LOBBY, json!({})).await.expect("ada joins");
-        ada.assert_push("presence_state", matching(|state: &Value| state.get("ada").is_some()))
-            .await;
+        ada.assert_push(
+            "presence_state",
+            matching(|state: &Value| state.get("ada").is_some()),
+        )
+        .await;
 
         let mut bob = case.socket_with_assigns(user("bob", false)).await;
         bob.join(LOBBY, json!({})).await.expect("bob joins");
@@ -316,18 +333,27 @@ mod tests {
             matching(|state: &Value| state.get("ada").is_some() && state.get("bob").is_some()),
         )
         .await;
-        ada.assert_push("presence_diff", json!({ "joins": { "bob": {} }, "leaves": {} }))
-            .await;
+        ada.assert_push(
+            "presence_diff",
+            json!({ "joins": { "bob": {} }, "leaves": {} }),
+        )
+        .await;
 
         bob.close().await;
-        ada.assert_push("presence_diff", json!({ "joins": {}, "leaves": { "bob": {} } }))
-            .await;
+        ada.assert_push(
+            "presence_diff",
+            json!({ "joins": {}, "leaves": { "bob": {} } }),
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn only_admins_join_admin_topics_and_announcements_reach_the_lobby() {
         let case = ChannelCase::start(mount()).await;
-        let mut bob = case.connect(&[("name", "bob")]).await.expect("bob connects");
+        let mut bob = case
+            .connect(&[("name", "bob")])
+            .await
+            .expect("bob connects");
         let refused = bob
             .join("admin:console", json!({}))
             .await
@@ -338,8 +364,12 @@ mod tests {
             .connect(&[("name", "ada"), ("admin_key", ADMIN_KEY)])
             .await
             .expect("ada connects");
-        ada.join("admin:console", json!({})).await.expect("ada is an admin");
-        bob.join(LOBBY, json!({})).await.expect("bob joins the lobby");
+        ada.join("admin:console", json!({}))
+            .await
+            .expect("ada is an admin");
+        bob.join(LOBBY, json!({}))
+            .await
+            .expect("bob joins the lobby");
         let announced = ada
             .push("admin:console", "announce", json!({ "text": "tea time" }))
             .await;
@@ -353,7 +383,8 @@ mod tests {
         let case = ChannelCase::start(mount()).await;
         let mut ada = case.socket_with_assigns(user("ada", false)).await;
         ada.join(LOBBY, json!({})).await.expect("ada joins");
-        ada.assert_push("presence_state", json!({ "ada": {} })).await;
+        ada.assert_push("presence_state", json!({ "ada": {} }))
+            .await;
         case.subscribe(LOBBY).await;
         tokio::spawn(ticker(case.runtime().clone(), Duration::from_millis(20)));
         case.assert_broadcast("tick", json!({ "online": 1 })).await;

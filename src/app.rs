@@ -20,9 +20,7 @@ use crate::config::{
     Config, Environment, InvalidSetting, SecretKey, SecretKeyError, SecretKeySource,
 };
 use crate::mailer::{Mailer, MailerError};
-use crate::runtime::{
-    InvalidOrigin, InvalidPattern, PubSub, Runtime, RuntimeConfig, SocketRegistry,
-};
+use crate::runtime::{InvalidPattern, PubSub, Runtime, SocketRegistry};
 use crate::web::{
     self,
     rate_limit::{LoginLimiter, RegisterLimiter, RequestLimiter},
@@ -79,9 +77,6 @@ pub enum StartError {
     /// The accounts context could not start.
     #[error("accounts: {0}")]
     Accounts(#[from] AccountsError),
-    /// The socket settings are wrong.
-    #[error("socket settings: {0}")]
-    Socket(#[from] InvalidOrigin),
     /// A channel of the app socket is mounted on an invalid topic pattern.
     #[error("app socket: {0}")]
     Channels(#[from] InvalidPattern),
@@ -138,13 +133,7 @@ impl Server {
         let accounts = Accounts::new(db.clone(), key.clone(), config.token_ttl(), mailer.clone())
             .await?
             .with_socket_token_ttl(config.socket_token_ttl());
-        let runtime = Runtime::start(RuntimeConfig {
-            transport: config.socket.transport()?,
-            presence: config.presence.runtime(),
-            adapter: None,
-            supervision: Default::default(),
-        })
-        .await?;
+        let runtime = Runtime::start(config.runtime()).await?;
         let listener = listen(config.bind).map_err(|source| StartError::Bind {
             addr: config.bind,
             source,

@@ -8,7 +8,9 @@
 //! - **Join** — [`Channel::join`] decides whether the client may join the topic and returns
 //!   the state, or refuses with a reply (the client gets `{"status":"error","response":…}`).
 //! - **Incoming events** — [`Channel::handle_in`] gets every client event on the topic and may
-//!   reply, not reply, or stop the channel.
+//!   reply, not reply, or stop the channel. [`Payload::decode`] reads a payload into your own
+//!   serde type (an error, not a panic, for the wrong shape); [`Reply::ok_json`] and
+//!   [`Payload::json`] go the other way.
 //! - **Broadcasts** — [`ChannelContext::broadcast`] sends an event to every subscriber of the
 //!   topic (this client included); [`ChannelContext::broadcast_from`] to all but this one. A
 //!   broadcast is encoded once per serializer and the same bytes go to every subscriber.
@@ -34,10 +36,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ractor::ActorRef;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::presence::{Presence, PresenceError};
-use super::protocol::{Payload, Ref};
+use super::protocol::{Payload, PayloadError, Ref};
 use super::pubsub::{PubSub, SubscriberId};
 use super::socket_actor::SocketMsg;
 
@@ -112,6 +115,26 @@ impl Reply {
             status: "error".to_owned(),
             response: response.into(),
         }
+    }
+
+    /// `ok` with `response` serialized as JSON (see [`Payload::json`]).
+    ///
+    /// ```
+    /// # use fawkes_runtime::Reply;
+    /// #[derive(serde::Serialize)]
+    /// struct Score { points: u32 }
+    ///
+    /// let reply = Reply::ok_json(&Score { points: 3 })?;
+    /// assert_eq!(reply.response, serde_json::json!({"points": 3}).into());
+    /// # Ok::<(), fawkes_runtime::PayloadError>(())
+    /// ```
+    pub fn ok_json<T: Serialize + ?Sized>(response: &T) -> Result<Self, PayloadError> {
+        Payload::json(response).map(Self::ok_with)
+    }
+
+    /// `error` with `response` serialized as JSON (see [`Payload::json`]).
+    pub fn error_json<T: Serialize + ?Sized>(response: &T) -> Result<Self, PayloadError> {
+        Payload::json(response).map(Self::error_with)
     }
 }
 
@@ -217,7 +240,8 @@ impl<C: Channel + ?Sized> ChannelContext<C> {
     }
 
     /// Tracks this join's presence on its topic under `key` with `meta` (a JSON object);
-    /// returns the meta's `phx_ref`. The presence goes when the join ends, whatever the reason.
+    /// returns the meta's `phx_ref`. The presence goes when the join ends, whatever the reason
+    /// (a join refused or crashed after tracking included).
     pub async fn track(&self, key: &str, meta: Value) -> Result<String, PresenceError> {
         self.presence
             .track(&self.topic, self.subscriber, key, meta)

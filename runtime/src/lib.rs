@@ -74,6 +74,7 @@ pub(crate) mod supervisor;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub(crate) mod transport;
+mod units;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -92,7 +93,7 @@ pub use endpoint::{
 };
 pub use mount::{InvalidPattern, SocketMount, TopicPattern};
 pub use presence::{Presence, PresenceConfig, PresenceError, events as presence_events};
-pub use protocol::Payload;
+pub use protocol::{Payload, PayloadError};
 pub use pubsub::{
     Adapter, Broadcast, InvalidRemote, MemoryAdapter, MemoryBus, PubSub, RemoteBroadcast,
     SubscriberId, Subscription,
@@ -133,13 +134,33 @@ pub struct Stats {
 }
 
 /// Everything a runtime is configured with.
-#[derive(Clone, Default)]
+///
+/// The settings deserialize (serde) from a configuration file's sections `transport`
+/// ([`TransportConfig`]), `presence` ([`PresenceConfig`]) and `supervision`
+/// ([`SupervisionConfig`]), every one optional, durations in the unit their names say; the
+/// adapter is code, set after reading.
+///
+/// ```
+/// use std::time::Duration;
+/// use fawkes_runtime::RuntimeConfig;
+///
+/// let config: RuntimeConfig = serde_json::from_str(
+///     r#"{"transport": {"idle_timeout_secs": 90}, "presence": {"window_ms": 50}}"#,
+/// )?;
+/// assert_eq!(config.transport.idle_timeout, Duration::from_secs(90));
+/// assert_eq!(config.presence.window, Duration::from_millis(50));
+/// assert_eq!(config.supervision.max_restarts, 3);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RuntimeConfig {
     /// WebSocket transport.
     pub transport: TransportConfig,
     /// Presence.
     pub presence: PresenceConfig,
-    /// How broadcasts reach other nodes; `None`: a single node.
+    /// How broadcasts reach other nodes; `None`: a single node. Not part of the serde form.
+    #[serde(skip)]
     pub adapter: Option<Arc<dyn Adapter>>,
     /// Restart intensity of the supervisors.
     pub supervision: SupervisionConfig,

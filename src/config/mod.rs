@@ -75,148 +75,32 @@ pub struct Config {
     pub mail: MailConfig,
     /// WebSocket transport.
     pub socket: SocketConfig,
-    /// Presence.
-    pub presence: PresenceSettings,
+    /// Presence (`window_ms`, `shards`), read straight into the runtime's settings.
+    pub presence: crate::runtime::PresenceConfig,
 }
 
-/// Presence settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PresenceSettings {
-    /// Milliseconds of changes to one topic collected into one `presence_diff` (0: one diff
-    /// per change).
-    pub window_ms: u64,
-    /// Presence shard actors (topics are spread over them).
-    pub shards: usize,
-}
-
-impl Default for PresenceSettings {
-    fn default() -> Self {
-        let runtime = crate::runtime::PresenceConfig::default();
-        Self {
-            window_ms: runtime.window.as_millis() as u64,
-            shards: runtime.shards,
-        }
-    }
-}
-
-impl PresenceSettings {
-    /// The runtime's presence settings.
-    pub fn runtime(&self) -> crate::runtime::PresenceConfig {
-        crate::runtime::PresenceConfig {
-            window: std::time::Duration::from_millis(self.window_ms),
-            shards: self.shards.max(1),
-        }
-    }
-}
-
-/// Which browser origins may open a WebSocket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OriginCheck {
-    /// Any origin.
-    Off,
-    /// The origin's host must be the request's `Host`.
-    Conn,
-    /// The origin must match one of `allowed_origins`.
-    List,
-}
-
-/// WebSocket transport settings.
+/// WebSocket settings (the `[socket]` section): the runtime's transport settings, read
+/// straight into [`crate::runtime::TransportConfig`] (`check_origin`, `allowed_origins`,
+/// `max_frame_bytes`, `idle_timeout_secs`, `outbound_queue`, `outbound_queue_bytes`,
+/// `write_timeout_secs`, `max_channels`, `read_buffer_bytes`, `close_grace_secs`,
+/// `max_topic_bytes`, `max_sockets_per_id`, `max_messages_per_second`, `max_messages_burst`,
+/// `message_timeout_secs`; see its fields), and the socket token lifetime.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SocketConfig {
-    /// `off`, `conn` (same host as the request) or `list` (see `allowed_origins`).
-    pub check_origin: OriginCheck,
-    /// With `check_origin = "list"`: `https://app.example.com`, `//example.com`,
-    /// `//*.example.com`.
-    pub allowed_origins: Vec<String>,
-    /// Largest accepted frame, in bytes (larger → close 1009).
-    pub max_frame_bytes: usize,
-    /// Seconds without any client frame before the connection is closed (1001).
-    pub idle_timeout_secs: u64,
-    /// Frames queued for one client before it is disconnected as a slow consumer.
-    pub outbound_queue: usize,
-    /// Bytes queued for one client before it is disconnected as a slow consumer; at least
-    /// [`MIN_OUTBOUND_QUEUE_BYTES`].
-    pub outbound_queue_bytes: usize,
-    /// Seconds one write to a client may take before it counts as a slow consumer.
-    pub write_timeout_secs: u64,
-    /// Channels one socket may join at once.
-    pub max_channels: usize,
-    /// Read buffer per connection, in bytes.
-    pub read_buffer_bytes: usize,
-    /// Longest topic name a client may send, in bytes (longer → close 1003).
-    pub max_topic_bytes: usize,
-    /// Live sockets per socket id (per user); beyond it the upgrade gets 429. 0: no limit.
-    pub max_sockets_per_id: usize,
+    /// The runtime's transport settings, as they are.
+    #[serde(flatten)]
+    pub transport: crate::runtime::TransportConfig,
     /// Seconds a socket token (`POST /api/v1/socket_tokens`) can be used to connect.
     pub token_ttl_secs: u64,
-    /// Messages per second one socket may send (heartbeats included); over it the socket is
-    /// read more slowly. 0: no limit.
-    pub max_messages_per_second: u32,
-    /// Messages one socket may send at once above `max_messages_per_second`.
-    pub max_messages_burst: u32,
-    /// Seconds a message may take to arrive once its first byte did (longer → close 1008).
-    /// 0: no limit.
-    pub message_timeout_secs: u64,
 }
 
 impl Default for SocketConfig {
     fn default() -> Self {
-        let transport = crate::runtime::TransportConfig::default();
         Self {
-            check_origin: OriginCheck::Conn,
-            allowed_origins: Vec::new(),
-            max_frame_bytes: transport.max_frame_bytes,
-            idle_timeout_secs: transport.idle_timeout.as_secs(),
-            outbound_queue: transport.outbound_queue,
-            outbound_queue_bytes: transport.outbound_queue_bytes,
-            write_timeout_secs: transport.write_timeout.as_secs(),
-            max_channels: transport.max_channels,
-            read_buffer_bytes: transport.read_buffer_bytes,
-            max_topic_bytes: transport.max_topic_bytes,
-            max_sockets_per_id: transport.max_sockets_per_id,
+            transport: crate::runtime::TransportConfig::default(),
             token_ttl_secs: 60,
-            max_messages_per_second: transport.max_messages_per_second,
-            max_messages_burst: transport.max_messages_burst,
-            message_timeout_secs: transport.message_timeout.as_secs(),
         }
-    }
-}
-
-impl SocketConfig {
-    /// The runtime's transport settings.
-    pub fn transport(
-        &self,
-    ) -> Result<crate::runtime::TransportConfig, crate::runtime::InvalidOrigin> {
-        use crate::runtime::{CheckOrigin, OriginPattern};
-        let check_origin = match self.check_origin {
-            OriginCheck::Off => CheckOrigin::Off,
-            OriginCheck::Conn => CheckOrigin::SameHost,
-            OriginCheck::List => CheckOrigin::List(
-                self.allowed_origins
-                    .iter()
-                    .map(|o| OriginPattern::parse(o))
-                    .collect::<Result<_, _>>()?,
-            ),
-        };
-        Ok(crate::runtime::TransportConfig {
-            check_origin,
-            max_frame_bytes: self.max_frame_bytes,
-            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
-            outbound_queue: self.outbound_queue,
-            outbound_queue_bytes: self.outbound_queue_bytes,
-            write_timeout: std::time::Duration::from_secs(self.write_timeout_secs),
-            max_channels: self.max_channels,
-            read_buffer_bytes: self.read_buffer_bytes,
-            close_grace: std::time::Duration::from_secs(5),
-            max_topic_bytes: self.max_topic_bytes,
-            max_sockets_per_id: self.max_sockets_per_id,
-            max_messages_per_second: self.max_messages_per_second,
-            max_messages_burst: self.max_messages_burst,
-            message_timeout: std::time::Duration::from_secs(self.message_timeout_secs),
-        })
     }
 }
 
@@ -345,7 +229,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             mail: MailConfig::default(),
             socket: SocketConfig::default(),
-            presence: PresenceSettings::default(),
+            presence: crate::runtime::PresenceConfig::default(),
         }
     }
 }
@@ -416,10 +300,23 @@ impl Config {
             Some(path) => path.clone(),
             None => PathBuf::from(DEFAULT_CONFIG_FILE),
         };
-        Self::figment(&file)
-            .merge(Serialized::defaults(cli.overrides()))
-            .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+        let figment = Self::figment(&file).merge(Serialized::defaults(cli.overrides()));
+        figment.extract().map_err(|e| {
+            // `socket` flattens the runtime's settings into its section, which hides the key
+            // at fault from the error; the section read alone names it.
+            let precise = figment
+                .extract_inner::<crate::runtime::TransportConfig>("socket")
+                .err()
+                .map(|mut e| {
+                    // figment appends the section to the key (`max_channels.socket`).
+                    if e.path.last().is_some_and(|p| p == "socket") {
+                        e.path.pop();
+                        e.path.insert(0, "socket".to_owned());
+                    }
+                    e
+                });
+            ConfigError::Invalid(Box::new(precise.unwrap_or(e)))
+        })
     }
 
     fn figment(file: &Path) -> Figment {
@@ -466,6 +363,16 @@ impl Config {
     /// The socket token lifetime as a [`std::time::Duration`].
     pub fn socket_token_ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.socket.token_ttl_secs)
+    }
+
+    /// The runtime's configuration: the `socket` and `presence` sections as read (a single
+    /// node, default supervision).
+    pub fn runtime(&self) -> crate::runtime::RuntimeConfig {
+        crate::runtime::RuntimeConfig {
+            transport: self.socket.transport.clone(),
+            presence: self.presence.clone(),
+            ..Default::default()
+        }
     }
 }
 

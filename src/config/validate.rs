@@ -83,32 +83,32 @@ impl Config {
             ),
             (
                 "socket.max_frame_bytes",
-                self.socket.max_frame_bytes == 0,
+                self.socket.transport.max_frame_bytes == 0,
                 "refuses every WebSocket frame (1009)",
             ),
             (
                 "socket.max_topic_bytes",
-                self.socket.max_topic_bytes == 0,
+                self.socket.transport.max_topic_bytes == 0,
                 "refuses every topic (1003)",
             ),
             (
                 "socket.max_channels",
-                self.socket.max_channels == 0,
+                self.socket.transport.max_channels == 0,
                 "refuses every join",
             ),
             (
                 "socket.idle_timeout_secs",
-                self.socket.idle_timeout_secs == 0,
+                self.socket.transport.idle_timeout.is_zero(),
                 "closes every socket as idle at once",
             ),
             (
                 "socket.write_timeout_secs",
-                self.socket.write_timeout_secs == 0,
+                self.socket.transport.write_timeout.is_zero(),
                 "times every write to a client out",
             ),
             (
                 "socket.read_buffer_bytes",
-                self.socket.read_buffer_bytes == 0,
+                self.socket.transport.read_buffer_bytes == 0,
                 "leaves sockets no buffer to read into",
             ),
             (
@@ -120,10 +120,10 @@ impl Config {
         if let Some((setting, _, consequence)) = zeros.into_iter().find(|(_, zero, _)| *zero) {
             return Err(InvalidSetting::zero(setting, consequence));
         }
-        if self.socket.outbound_queue_bytes < MIN_OUTBOUND_QUEUE_BYTES {
+        if self.socket.transport.outbound_queue_bytes < MIN_OUTBOUND_QUEUE_BYTES {
             return Err(InvalidSetting::below(
                 "socket.outbound_queue_bytes",
-                self.socket.outbound_queue_bytes as u64,
+                self.socket.transport.outbound_queue_bytes as u64,
                 MIN_OUTBOUND_QUEUE_BYTES as u64,
                 "cuts off sockets as slow consumers (1013) for a few queued messages",
             ));
@@ -134,6 +134,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// A setting and how to make it zero.
@@ -152,17 +154,23 @@ mod tests {
             ("http.header_read_timeout_secs", |c| {
                 c.http.header_read_timeout_secs = 0
             }),
-            ("socket.max_frame_bytes", |c| c.socket.max_frame_bytes = 0),
-            ("socket.max_topic_bytes", |c| c.socket.max_topic_bytes = 0),
-            ("socket.max_channels", |c| c.socket.max_channels = 0),
+            ("socket.max_frame_bytes", |c| {
+                c.socket.transport.max_frame_bytes = 0
+            }),
+            ("socket.max_topic_bytes", |c| {
+                c.socket.transport.max_topic_bytes = 0
+            }),
+            ("socket.max_channels", |c| {
+                c.socket.transport.max_channels = 0
+            }),
             ("socket.idle_timeout_secs", |c| {
-                c.socket.idle_timeout_secs = 0
+                c.socket.transport.idle_timeout = Duration::ZERO
             }),
             ("socket.write_timeout_secs", |c| {
-                c.socket.write_timeout_secs = 0
+                c.socket.transport.write_timeout = Duration::ZERO
             }),
             ("socket.read_buffer_bytes", |c| {
-                c.socket.read_buffer_bytes = 0
+                c.socket.transport.read_buffer_bytes = 0
             }),
             ("mail.smtp_timeout_secs", |c| {
                 c.mail.transport = MailTransportKind::Smtp;
@@ -189,7 +197,7 @@ mod tests {
     fn an_outbound_budget_under_the_floor_is_refused() {
         for bytes in [0, 1, 4096, MIN_OUTBOUND_QUEUE_BYTES - 1] {
             let mut config = Config::default();
-            config.socket.outbound_queue_bytes = bytes;
+            config.socket.transport.outbound_queue_bytes = bytes;
             let error = config.validate().expect_err("under the floor");
             assert_eq!(error.setting, "socket.outbound_queue_bytes");
             assert_eq!(error.variable, "FAWKES_SOCKET__OUTBOUND_QUEUE_BYTES");
@@ -201,7 +209,7 @@ mod tests {
             );
         }
         let mut config = Config::default();
-        config.socket.outbound_queue_bytes = MIN_OUTBOUND_QUEUE_BYTES;
+        config.socket.transport.outbound_queue_bytes = MIN_OUTBOUND_QUEUE_BYTES;
         assert_eq!(config.validate(), Ok(()));
     }
 
@@ -214,10 +222,12 @@ mod tests {
         config.http.max_connections = 0;
         config.http.max_connections_per_ip = 0;
         config.http.shutdown_timeout_secs = 0;
-        config.socket.max_sockets_per_id = 0;
-        config.socket.max_messages_per_second = 0;
-        config.socket.message_timeout_secs = 0;
-        config.presence.window_ms = 0;
+        config.socket.transport.max_sockets_per_id = 0;
+        config.socket.transport.max_messages_per_second = 0;
+        config.socket.transport.message_timeout = Duration::ZERO;
+        config.socket.transport.close_grace = Duration::ZERO; // kill at once
+        config.presence.window = Duration::ZERO;
+        config.presence.shards = 0; // rounded up to one
         config.mail.smtp_timeout_secs = 0; // the outbox never times out
         config.database_pool_size = 0; // rounded up to one
         assert_eq!(config.validate(), Ok(()));

@@ -5,7 +5,7 @@ use std::io::{Read as _, Write as _};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::TestDb;
 use crate::support::process::{Process, fawkes};
@@ -82,6 +82,95 @@ fn a_public_bind_without_a_key_refuses_to_start() {
     let (output, text) = run(fawkes(dir.path()).args(["--bind", "0.0.0.0:0"]));
     assert!(!output.status.success());
     assert!(text.contains("non-loopback address"), "{text}");
+}
+
+#[test]
+fn socket_and_presence_settings_keep_their_names_and_environment_variables() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (output, text) = run(fawkes(dir.path()).arg("config"));
+    assert!(output.status.success(), "{text}");
+    let defaults: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        defaults["socket"],
+        json!({
+            "check_origin": "conn", "allowed_origins": [], "max_frame_bytes": 1_048_576,
+            "idle_timeout_secs": 60, "outbound_queue": 1024, "outbound_queue_bytes": 4_194_304,
+            "write_timeout_secs": 10, "max_channels": 100, "read_buffer_bytes": 2048,
+            "close_grace_secs": 5, "max_topic_bytes": 255, "max_sockets_per_id": 32,
+            "token_ttl_secs": 60, "max_messages_per_second": 200, "max_messages_burst": 500,
+            "message_timeout_secs": 30,
+        })
+    );
+    assert_eq!(defaults["presence"], json!({"window_ms": 25, "shards": 16}));
+
+    // Every setting through its environment variable (durations may be decimal).
+    let mut command = fawkes(dir.path());
+    command.arg("config");
+    for (name, value) in [
+        ("CHECK_ORIGIN", "list"),
+        (
+            "ALLOWED_ORIGINS",
+            r#"["https://app.example.com", "//*.example.org"]"#,
+        ),
+        ("MAX_FRAME_BYTES", "1000"),
+        ("IDLE_TIMEOUT_SECS", "61"),
+        ("OUTBOUND_QUEUE", "11"),
+        ("OUTBOUND_QUEUE_BYTES", "12000"),
+        ("WRITE_TIMEOUT_SECS", "13"),
+        ("MAX_CHANNELS", "14"),
+        ("READ_BUFFER_BYTES", "4096"),
+        ("CLOSE_GRACE_SECS", "1.5"),
+        ("MAX_TOPIC_BYTES", "100"),
+        ("MAX_SOCKETS_PER_ID", "3"),
+        ("TOKEN_TTL_SECS", "30"),
+        ("MAX_MESSAGES_PER_SECOND", "50"),
+        ("MAX_MESSAGES_BURST", "60"),
+        ("MESSAGE_TIMEOUT_SECS", "0"),
+    ] {
+        command.env(format!("FAWKES_SOCKET__{name}"), value);
+    }
+    command
+        .env("FAWKES_PRESENCE__WINDOW_MS", "0")
+        .env("FAWKES_PRESENCE__SHARDS", "4");
+    let (output, text) = run(&mut command);
+    assert!(output.status.success(), "{text}");
+    let config: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        config["socket"],
+        json!({
+            "check_origin": "list", "allowed_origins": ["https://app.example.com", "//*.example.org"],
+            "max_frame_bytes": 1000, "idle_timeout_secs": 61, "outbound_queue": 11,
+            "outbound_queue_bytes": 12000, "write_timeout_secs": 13, "max_channels": 14,
+            "read_buffer_bytes": 4096, "close_grace_secs": 1.5, "max_topic_bytes": 100,
+            "max_sockets_per_id": 3, "token_ttl_secs": 30, "max_messages_per_second": 50,
+            "max_messages_burst": 60, "message_timeout_secs": 0,
+        })
+    );
+    assert_eq!(config["presence"], json!({"window_ms": 0, "shards": 4}));
+
+    // A file's [socket] section, and its mistakes named.
+    std::fs::write(
+        dir.path().join("fawkes.toml"),
+        "[socket]\ncheck_origin = \"list\"\nallowed_origins = [\"example.com\"]\n",
+    )
+    .expect("write toml");
+    let (output, text) = run(fawkes(dir.path()).arg("config"));
+    assert!(!output.status.success());
+    assert!(
+        text.contains("invalid configuration") && text.contains("invalid origin pattern"),
+        "{text}"
+    );
+    std::fs::write(
+        dir.path().join("fawkes.toml"),
+        "[socket]\nidle_timeout_secs = \"soon\"\n",
+    )
+    .expect("write toml");
+    let (output, text) = run(fawkes(dir.path()).arg("config"));
+    assert!(!output.status.success());
+    assert!(
+        text.contains("invalid configuration") && text.contains("socket.idle_timeout_secs"),
+        "the key at fault is named: {text}"
+    );
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! broadcasts one `presence_diff` `{"joins": {…}, "leaves": {…}}` with every change of the
 //! window. A storm of N joins therefore costs a handful of diffs per member, not N.
 //!
-//! Presences follow their owner: when a channel join ends for any reason (leave, crash,
-//! duplicate join, socket gone) the socket actor untracks everything it owned.
+//! Presences follow their owner: when a channel join ends for any reason (leave, stop, crash,
+//! duplicate join, refused or crashed after tracking in `join`, socket gone or killed) the
+//! socket actor untracks everything it owned.
 //!
 //! `presence_state` is the [`Presence::list`] of a topic, pushed by the channel after its join
 //! (see [`super::ChannelContext::push_presence_state`]).
@@ -31,6 +32,7 @@ use base64::Engine as _;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::pubsub::{PubSub, SubscriberId};
 use super::supervisor::{Child, Slot, SupervisorMsg};
@@ -44,12 +46,16 @@ pub mod events {
     pub const DIFF: &str = "presence_diff";
 }
 
-/// Presence settings.
-#[derive(Debug, Clone)]
+/// Presence settings. Deserializes (serde) from `window_ms` (milliseconds, whole or decimal)
+/// and `shards`, each optional.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PresenceConfig {
-    /// How long changes to one topic are collected before one diff is broadcast.
+    /// How long changes to one topic are collected before one diff is broadcast (zero: one
+    /// diff per change). Setting `window_ms`.
+    #[serde(rename = "window_ms", with = "crate::units::millis")]
     pub window: Duration,
-    /// Shard actors (topics are spread over them by hash).
+    /// Shard actors (topics are spread over them by hash); 0 counts as 1.
     pub shards: usize,
 }
 
@@ -97,7 +103,7 @@ pub(crate) enum PresenceMsg {
     ),
     Untrack(String, SubscriberId, String),
     UntrackOwner(String, SubscriberId),
-    List(String, RpcReplyPort<Arc<str>>),
+    List(String, RpcReplyPort<Arc<RawValue>>),
     Flush(String),
     /// Fault injection: panic in the handler.
     #[cfg(feature = "testing")]
@@ -277,15 +283,15 @@ impl Presence {
     /// `{key: {"metas": [...]}}` for `topic` (the `presence_state` payload). It may lack the
     /// changes of the current coalescing window; those follow as `presence_diff`.
     pub async fn list(&self, topic: &str) -> Value {
-        serde_json::from_str(&self.list_encoded(topic).await)
+        serde_json::from_str(self.list_encoded(topic).await.get())
             .unwrap_or_else(|_| Value::Object(Default::default()))
     }
 
     /// [`Presence::list`], encoded once per window and shared by every caller.
-    pub(crate) async fn list_encoded(&self, topic: &str) -> Arc<str> {
+    pub(crate) async fn list_encoded(&self, topic: &str) -> Arc<RawValue> {
         self.call(topic, |reply| PresenceMsg::List(topic.to_owned(), reply))
             .await
-            .unwrap_or_else(|| Arc::from("{}"))
+            .unwrap_or_else(crate::protocol::empty_object)
     }
 }
 
@@ -440,7 +446,7 @@ impl Actor for Shard {
                 let snapshot = state
                     .topics
                     .get_mut(&topic)
-                    .map_or_else(|| Arc::from("{}"), TopicPresence::snapshot);
+                    .map_or_else(crate::protocol::empty_object, TopicPresence::snapshot);
                 let _ = reply.send(snapshot);
             }
             PresenceMsg::Flush(topic) => state.flush(&topic),

@@ -46,7 +46,7 @@ impl<'a> Json<'a> {
     fn of(payload: &'a Payload) -> Option<Self> {
         match payload {
             Payload::Json(v) => Some(Json::Value(v)),
-            Payload::Encoded(text) => Some(Json::Text(text)),
+            Payload::Encoded(raw) => Some(Json::Text(raw.get())),
             Payload::Binary(_) => None,
         }
     }

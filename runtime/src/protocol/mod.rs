@@ -14,17 +14,17 @@
 
 mod decode;
 mod encode;
+mod payload;
 
 use std::sync::Arc;
-
-use bytes::Bytes;
-use serde_json::Value;
 
 pub use decode::{DecodeError, decode_binary, decode_text};
 pub use encode::{
     EncodeError, Encoded, encode_broadcast, encode_close, encode_error, encode_push, encode_reply,
     push_frame_parts,
 };
+pub(crate) use payload::empty_object;
+pub use payload::{Payload, PayloadError};
 
 /// The serializer a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,39 +124,6 @@ impl Ref {
 impl std::fmt::Display for Ref {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_json())
-    }
-}
-
-/// A message payload: JSON (text frames) or raw bytes (binary frames).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
-    /// Any JSON value (by convention an object).
-    Json(Value),
-    /// Raw bytes from, or for, a binary frame.
-    Binary(Bytes),
-    /// JSON already serialized (outbound only): written into frames as is, so a large payload
-    /// sent to many clients is serialized once. Must be valid JSON.
-    Encoded(Arc<str>),
-}
-
-impl Payload {
-    /// The empty object `{}`.
-    pub fn empty() -> Self {
-        Payload::Json(Value::Object(Default::default()))
-    }
-
-    /// The JSON value, if this is JSON.
-    pub fn as_json(&self) -> Option<&Value> {
-        match self {
-            Payload::Json(v) => Some(v),
-            Payload::Binary(_) | Payload::Encoded(_) => None,
-        }
-    }
-}
-
-impl From<Value> for Payload {
-    fn from(v: Value) -> Self {
-        Payload::Json(v)
     }
 }
 

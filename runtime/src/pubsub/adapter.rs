@@ -17,7 +17,8 @@
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::protocol::Payload;
@@ -40,25 +41,54 @@ pub struct RemoteBroadcast {
 #[error("invalid remote broadcast: {0}")]
 pub struct InvalidRemote(String);
 
+/// The wire form's JSON payload: a value, or JSON text written as is.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum WireJson<'a> {
+    Value(&'a Value),
+    Raw(&'a RawValue),
+}
+
+/// The wire form, as written.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    v: u8,
+    node: &'a str,
+    topic: &'a str,
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    json: Option<WireJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary: Option<String>,
+}
+
 impl RemoteBroadcast {
     /// The wire form: a JSON object `{"v":1,"node","topic","event","json"|"binary"}` (binary
-    /// payloads as standard base64).
+    /// payloads as standard base64; pre-encoded JSON written as is, it is valid by
+    /// construction).
     pub fn encode(&self) -> Vec<u8> {
-        let mut envelope =
-            json!({ "v": 1, "node": self.node, "topic": self.topic, "event": self.event });
-        match &self.payload {
-            Payload::Json(v) => envelope["json"] = v.clone(),
-            Payload::Encoded(text) => {
-                envelope["json"] = serde_json::from_str(text).unwrap_or(Value::Null)
-            }
-            Payload::Binary(b) => {
-                envelope["binary"] = json!(base64::engine::general_purpose::STANDARD.encode(b))
-            }
-        }
-        envelope.to_string().into_bytes()
+        let (json, binary) = match &self.payload {
+            Payload::Json(v) => (Some(WireJson::Value(v)), None),
+            Payload::Encoded(raw) => (Some(WireJson::Raw(raw)), None),
+            Payload::Binary(b) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(b)),
+            ),
+        };
+        let envelope = Envelope {
+            v: 1,
+            node: &self.node,
+            topic: &self.topic,
+            event: &self.event,
+            json,
+            binary,
+        };
+        // Strings, numbers and valid JSON always serialize.
+        serde_json::to_vec(&envelope).unwrap_or_default()
     }
 
-    /// Parses the wire form.
+    /// Parses the wire form. A message that is not JSON (its payload included), lacks a
+    /// field, or is of another version is an error: nothing is delivered for it.
     pub fn decode(bytes: &[u8]) -> Result<Self, InvalidRemote> {
         let v: Value = serde_json::from_slice(bytes).map_err(|e| InvalidRemote(e.to_string()))?;
         if v["v"] != 1 {
@@ -146,7 +176,18 @@ impl Adapter for MemoryAdapter {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn message(payload: Payload) -> RemoteBroadcast {
+        RemoteBroadcast {
+            node: "n1".into(),
+            topic: "room:1".into(),
+            event: "e".into(),
+            payload,
+        }
+    }
 
     #[test]
     fn the_wire_form_round_trips() {
@@ -154,16 +195,38 @@ mod tests {
             Payload::Json(json!({"a": [1, "ü"]})),
             Payload::Binary(vec![0u8, 255, 7].into()),
         ] {
-            let message = RemoteBroadcast {
-                node: "n1".into(),
-                topic: "room:1".into(),
-                event: "e".into(),
-                payload,
-            };
+            let message = message(payload);
             assert_eq!(RemoteBroadcast::decode(&message.encode()), Ok(message));
         }
         assert!(RemoteBroadcast::decode(b"{}").is_err());
         assert!(RemoteBroadcast::decode(br#"{"v":1,"node":"n","topic":"t","event":"e"}"#).is_err());
         assert!(RemoteBroadcast::decode(b"nope").is_err());
+    }
+
+    #[test]
+    fn pre_encoded_json_crosses_as_itself_and_bad_json_is_rejected_not_nulled() {
+        // Pre-encoded JSON reaches the other node as the same JSON (it once became `null`
+        // when it did not parse; now it cannot be built unparsed).
+        let encoded = Payload::from_encoded(r#"{"big":[1,2,3],"s":"ü"}"#).expect("JSON");
+        let decoded = RemoteBroadcast::decode(&message(encoded).encode()).expect("decodes");
+        assert_eq!(
+            decoded.payload,
+            Payload::Json(json!({"big": [1, 2, 3], "s": "ü"}))
+        );
+        // A message whose payload is not JSON is refused, not delivered as `null`.
+        for bad in [
+            &br#"{"v":1,"node":"n","topic":"t","event":"e","json":{"a":}"#[..],
+            br#"{"v":1,"node":"n","topic":"t","event":"e","json":nul}"#,
+            br#"{"v":1,"node":"n","topic":"t","event":"e","json":[1,2"#,
+        ] {
+            let error = RemoteBroadcast::decode(bad).expect_err("bad JSON");
+            assert!(error.to_string().starts_with("invalid remote broadcast"));
+        }
+        // `null` itself is a payload like any other.
+        let null = br#"{"v":1,"node":"n","topic":"t","event":"e","json":null}"#;
+        assert_eq!(
+            RemoteBroadcast::decode(null).map(|m| m.payload),
+            Ok(Payload::Json(Value::Null))
+        );
     }
 }

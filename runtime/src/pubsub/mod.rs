@@ -8,10 +8,15 @@
 //!
 //! A topic actor starts with its first subscriber and stops when a removal empties it and no
 //! subscription is on its way (an unsubscribe of an id it never had, or a broadcast, never
-//! stops it). The map from topic to
-//! actor is sharded (`DashMap`); no lock is held across an await. A topic actor that fails
-//! (or ends with its supervisor) tells its subscribers: channel joins end with `phx_error` and
-//! phoenix.js rejoins; a [`Subscription`] ends.
+//! stops it). The map from topic to actor is sharded (`DashMap`); no lock is held across an
+//! await. A topic actor that fails (or ends with its supervisor) tells its subscribers:
+//! channel joins end with `phx_error` and phoenix.js rejoins; a [`Subscription`] ends.
+//!
+//! Every queue is bounded: a fastlane subscriber's is its connection's outbound queue (a
+//! client that falls behind is cut off as a slow consumer), a [`Subscription`]'s holds
+//! [`Subscription::DEFAULT_CAPACITY`] broadcasts (or what [`PubSub::subscribe_with_capacity`]
+//! asked for) and one that falls behind is ended the same way. The topic actor never waits
+//! for a subscriber.
 
 mod adapter;
 #[cfg(test)]
@@ -21,7 +26,7 @@ mod topic;
 pub use adapter::{Adapter, InvalidRemote, MemoryAdapter, MemoryBus, RemoteBroadcast};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -79,8 +84,12 @@ pub(crate) enum Delivery {
         intercepts: Arc<[String]>,
         socket: ActorRef<SocketMsg>,
     },
-    /// Any other code: the raw broadcast.
-    Forward(mpsc::UnboundedSender<Arc<Broadcast>>),
+    /// Any other code: the raw broadcast, on a bounded queue. A full queue ends the
+    /// subscription (`overflowed` is set first).
+    Forward {
+        tx: mpsc::Sender<Arc<Broadcast>>,
+        overflowed: Arc<AtomicBool>,
+    },
 }
 
 /// A topic's actor in the map, with its membership: subscribers plus subscriptions on their
@@ -116,18 +125,36 @@ impl std::fmt::Debug for PubSub {
 
 /// A subscription made with [`PubSub::subscribe`]: receive with [`Subscription::recv`];
 /// dropping it unsubscribes.
+///
+/// Its queue is bounded, like every other queue of the runtime: a subscription that lets
+/// more than its capacity of broadcasts wait unread is a slow consumer and is ended (as a
+/// client that does not read is disconnected). It still receives what was queued before,
+/// then `None`, and [`Subscription::overflowed`] tells why. Read it from a task of its own
+/// if the work per broadcast can take long.
 pub struct Subscription {
     id: SubscriberId,
     topic: String,
-    rx: mpsc::UnboundedReceiver<Arc<Broadcast>>,
+    rx: mpsc::Receiver<Arc<Broadcast>>,
+    overflowed: Arc<AtomicBool>,
     pubsub: PubSub,
 }
 
 impl Subscription {
+    /// Broadcasts a subscription made with [`PubSub::subscribe`] holds unread before it is
+    /// ended as a slow consumer.
+    pub const DEFAULT_CAPACITY: usize = 1024;
+
     /// The next broadcast, or `None` once the PubSub is gone or this subscription has ended
-    /// (its topic actor failed, or the topic's presences were lost): subscribe again.
+    /// (its topic actor failed, the topic's presences were lost, or it fell more than its
+    /// capacity behind: see [`Subscription::overflowed`]): subscribe again.
     pub async fn recv(&mut self) -> Option<Arc<Broadcast>> {
         self.rx.recv().await
+    }
+
+    /// Whether this subscription was ended because its queue was full (it missed the
+    /// broadcast that did not fit and every later one).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
     }
 
     /// This subscription's id (for [`PubSub::broadcast_from`]).
@@ -182,15 +209,29 @@ impl PubSub {
         SubscriberId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Subscribes the caller to `topic`.
+    /// Subscribes the caller to `topic`, with room for
+    /// [`Subscription::DEFAULT_CAPACITY`] unread broadcasts.
     pub async fn subscribe(&self, topic: &str) -> Subscription {
-        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribe_with_capacity(topic, Subscription::DEFAULT_CAPACITY)
+            .await
+    }
+
+    /// Subscribes the caller to `topic`, with room for `capacity` unread broadcasts (at least
+    /// one); one more ends the subscription (see [`Subscription`]).
+    pub async fn subscribe_with_capacity(&self, topic: &str, capacity: usize) -> Subscription {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let overflowed = Arc::new(AtomicBool::new(false));
         let id = self.next_id();
-        self.add(topic, id, Delivery::Forward(tx), None).await;
+        let delivery = Delivery::Forward {
+            tx,
+            overflowed: overflowed.clone(),
+        };
+        self.add(topic, id, delivery, None).await;
         Subscription {
             id,
             topic: topic.to_owned(),
             rx,
+            overflowed,
             pubsub: self.clone(),
         }
     }

@@ -54,9 +54,13 @@ async fn stray_unsubscribes_and_broadcasts_never_make_a_topic_actor_leave_under_
     drop((first, second));
     pubsub.unsubscribe("t", stranger);
     pubsub.broadcast("t", "e", json!({"n": 3}));
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(8);
     let id = pubsub.next_id();
-    let accepted = ractor::call!(found, TopicMsg::Subscribe, id, Delivery::Forward(tx), None)
+    let delivery = Delivery::Forward {
+        tx,
+        overflowed: Arc::default(),
+    };
+    let accepted = ractor::call!(found, TopicMsg::Subscribe, id, delivery, None)
         .expect("the actor it found is alive");
     assert!(accepted, "the subscription on its way is served");
     assert_eq!(pubsub.topic_actor("t").map(|a| a.get_id()), Some(actor));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Broadcast, Delivery, PubSub, SubscriberId};
@@ -197,11 +198,15 @@ fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> usize {
                     gone.push(*id);
                 }
             }
-            Delivery::Forward(tx) => {
-                if tx.send(broadcast.clone()).is_err() {
+            Delivery::Forward { tx, overflowed } => match tx.try_send(broadcast.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!(topic = %broadcast.topic, "a subscription fell behind; ending it");
+                    overflowed.store(true, Ordering::Release);
                     gone.push(*id);
                 }
-            }
+                Err(TrySendError::Closed(_)) => gone.push(*id),
+            },
         }
     }
     let removed = gone.len();

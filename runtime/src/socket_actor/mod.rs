@@ -5,7 +5,8 @@
 //! message by the rules of the Phoenix protocol (heartbeats are answered by the transport
 //! before they get here). Channel callbacks run inside this actor, one at a time, each guarded
 //! so that a panic or `Err` ends only that join. Broadcasts reach the client without passing
-//! through here (fastlane), except intercepted events.
+//! through here (fastlane), except intercepted events. Every way a join ends goes through one
+//! function (`ending.rs`), so none can forget to untrack, unsubscribe or unregister it.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ mod ending;
 mod output;
 #[cfg(any(test, feature = "testing"))]
 pub use detached::detached_context;
+use ending::{Ending, How};
 
 /// Messages a socket actor handles.
 pub(crate) enum SocketMsg {
@@ -150,14 +152,15 @@ struct Registered {
     registry: SocketRegistry,
     socket: ractor::ActorId,
     names: Vec<String>,
-    session: Arc<LiveSocket>,
+    /// What the registry hands out for this socket (pushes reach its joins through it).
+    live: Arc<LiveSocket>,
 }
 
 impl Drop for Registered {
     /// However the socket ends, its names stop pointing at it (and pushes already holding its
-    /// session find no join).
+    /// `LiveSocket` find no join).
     fn drop(&mut self) {
-        self.session.clear();
+        self.live.clear();
         self.registry
             .unregister(self.socket, std::mem::take(&mut self.names));
     }
@@ -188,7 +191,7 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             .cloned()
             .collect();
         let registered = (!names.is_empty()).then(|| {
-            let session = Arc::new(LiveSocket::new(
+            let live = Arc::new(LiveSocket::new(
                 args.out.clone(),
                 args.control.clone(),
                 args.vsn,
@@ -196,14 +199,14 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             args.registry.register(
                 myself.get_id(),
                 names.clone(),
-                session.clone(),
+                live.clone(),
                 accepted.connected_at,
             );
             Registered {
                 registry: args.registry.clone(),
                 socket: myself.get_id(),
                 names,
-                session,
+                live,
             }
         });
         Ok(SocketState {
@@ -261,8 +264,12 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             SocketMsg::SubscriptionLost { topic, subscriber } => {
                 if state.member(&topic, subscriber).is_some() {
                     tracing::error!(%topic, "the topic's subscription was lost; ending the join");
-                    let reason = StopReason::Error("subscription lost".into());
-                    Box::pin(state.stop_channel(&topic, reason, true, None)).await;
+                    let how = How::Stopped {
+                        reason: StopReason::Error("subscription lost".into()),
+                        tell: true,
+                        reply: None,
+                    };
+                    Box::pin(state.end_join(&topic, how)).await;
                 }
             }
             SocketMsg::Closed => {
@@ -285,7 +292,6 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
 }
 
 impl<A: Send + Sync + 'static> SocketState<A> {
-    /// The join `(topic, join_ref)` if it is still the current one.
     /// The join `subscriber` of `topic`, if it is still live (a replaced or ended join's
     /// messages are dropped; join_refs chosen by clients are not trusted to be unique).
     fn member(&mut self, topic: &str, subscriber: SubscriberId) -> Option<&mut Joined<A>> {
@@ -301,9 +307,13 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             (events::JOIN, false) => self.join(myself, msg, None).await,
             (events::JOIN, true) => {
                 let topic: Arc<str> = Arc::from(msg.topic.as_str());
-                let old = self
-                    .stop_channel(&topic, StopReason::DuplicateJoin, false, None)
-                    .await;
+                // Its `phx_close` follows the new join's reply.
+                let how = How::Stopped {
+                    reason: StopReason::DuplicateJoin,
+                    tell: false,
+                    reply: None,
+                };
+                let old = self.end_join(&topic, how).await;
                 self.join(myself, msg, old).await;
             }
             (events::LEAVE, true) => {
@@ -311,9 +321,12 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 let Some(recorded) = self.current_join_ref(&topic, &msg.join_ref) else {
                     return;
                 };
-                let reply = self.reply_frame(&recorded, &msg.msg_ref, &topic, &Reply::ok());
-                self.stop_channel(&topic, StopReason::Left, true, reply)
-                    .await;
+                let how = How::Stopped {
+                    reason: StopReason::Left,
+                    tell: true,
+                    reply: self.reply_frame(&recorded, &msg.msg_ref, &topic, &Reply::ok()),
+                };
+                self.end_join(&topic, how).await;
             }
             (_, true) => {
                 let topic: Arc<str> = Arc::from(msg.topic.as_str());
@@ -333,9 +346,16 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                     Ok(HandleIn::Stop(reason, reply)) => {
                         let reply = reply
                             .and_then(|r| self.reply_frame(&recorded, &msg.msg_ref, &topic, &r));
-                        self.stop_channel(&topic, reason, true, reply).await;
+                        let how = How::Stopped {
+                            reason,
+                            tell: true,
+                            reply,
+                        };
+                        self.end_join(&topic, how).await;
                     }
-                    Err(crash) => self.crash(&topic, &crash),
+                    Err(crash) => {
+                        self.end_join(&topic, How::Crashed(crash)).await;
+                    }
                 }
             }
             (events::LEAVE, false) => {
@@ -404,95 +424,86 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         let outcome = route.join(&topic, msg.payload, parts).await;
         // Messages the join sent itself meanwhile: handled below if it joined, else dropped.
         let early = self.inbox.close();
-        match outcome {
+        let mut ending = Ending {
+            topic: topic.clone(),
+            join_ref: msg.join_ref.clone(),
+            subscriber,
+            instance: None,
+        };
+        let (instance, reply, pushes) = match outcome {
             ErasedJoin::Joined {
                 instance,
                 reply,
                 pushes,
-            } => {
-                let reply = Reply::ok_with(reply);
-                let frame = protocol::encode_reply(
-                    self.vsn,
-                    &msg.join_ref,
-                    &msg.msg_ref,
-                    &topic,
-                    &reply.status,
-                    &reply.response,
-                )
-                .map(encoded_to_message)
-                .ok();
-                let delivery = Delivery::Fastlane {
-                    out: self.out.clone(),
-                    vsn: self.vsn,
-                    intercepts,
-                    socket: myself.clone(),
-                };
-                if let Some(registered) = &self.registered {
-                    registered
-                        .session
-                        .joining(topic.clone(), msg.join_ref.clone());
-                }
-                // The topic actor queues the reply before any broadcast can follow it.
-                if !self.pubsub.add(&topic, subscriber, delivery, frame).await {
-                    self.joining = None;
-                    self.left(&topic);
-                    // Only while shutting down. Never record a join whose reply was not sent.
-                    tracing::error!(%topic, "join: could not subscribe; answering join crashed");
-                    let mut instance = instance;
-                    let _ = instance.terminate(&StopReason::Closed).await;
-                    self.presence.untrack_owner(&topic, subscriber);
-                    self.reply(
-                        &msg.join_ref,
-                        &msg.msg_ref,
-                        &topic,
-                        &Reply::error("join crashed"),
-                    );
-                    close_replaced(self);
-                    return;
-                }
-                close_replaced(self);
-                self.push_all(&msg.join_ref, &topic, pushes);
-                if let Some(registered) = &self.registered {
-                    registered.session.joined(&topic);
-                }
-                self.joining = None;
-                self.channels.insert(
-                    topic.clone(),
-                    Joined {
-                        join_ref: msg.join_ref,
-                        subscriber,
-                        instance,
-                    },
-                );
-                for message in early {
-                    let Some(joined) = self.member(&topic, subscriber) else {
-                        break;
-                    };
-                    let outcome = joined.instance.handle_info(message).await;
-                    self.after_continue(&topic, outcome).await;
-                }
-            }
+            } => (instance, reply, pushes),
             ErasedJoin::Refused(response) => {
-                self.joining = None;
-                self.reply(
-                    &msg.join_ref,
-                    &msg.msg_ref,
-                    &topic,
-                    &Reply::error_with(response),
-                );
+                // Whatever `join` did before refusing (a presence tracked) is undone first.
+                self.end(ending, How::NotJoined).await;
+                let reply = Reply::error_with(response);
+                self.reply(&msg.join_ref, &msg.msg_ref, &topic, &reply);
                 close_replaced(self);
+                return;
             }
             ErasedJoin::Crashed(error) => {
-                self.joining = None;
                 tracing::error!(%topic, %error, "channel join crashed");
-                self.reply(
-                    &msg.join_ref,
-                    &msg.msg_ref,
-                    &topic,
-                    &Reply::error("join crashed"),
-                );
+                self.end(ending, How::NotJoined).await;
+                let reply = Reply::error("join crashed");
+                self.reply(&msg.join_ref, &msg.msg_ref, &topic, &reply);
                 close_replaced(self);
+                return;
             }
+        };
+        let reply = Reply::ok_with(reply);
+        let frame = protocol::encode_reply(
+            self.vsn,
+            &msg.join_ref,
+            &msg.msg_ref,
+            &topic,
+            &reply.status,
+            &reply.response,
+        )
+        .map(encoded_to_message)
+        .ok();
+        let delivery = Delivery::Fastlane {
+            out: self.out.clone(),
+            vsn: self.vsn,
+            intercepts,
+            socket: myself.clone(),
+        };
+        if let Some(registered) = &self.registered {
+            registered.live.joining(topic.clone(), msg.join_ref.clone());
+        }
+        // The topic actor queues the reply before any broadcast can follow it.
+        if !self.pubsub.add(&topic, subscriber, delivery, frame).await {
+            // Only while shutting down. Never record a join whose reply was not sent.
+            tracing::error!(%topic, "join: could not subscribe; answering join crashed");
+            ending.instance = Some(instance);
+            self.end(ending, How::NotJoined).await;
+            let reply = Reply::error("join crashed");
+            self.reply(&msg.join_ref, &msg.msg_ref, &topic, &reply);
+            close_replaced(self);
+            return;
+        }
+        close_replaced(self);
+        self.push_all(&msg.join_ref, &topic, pushes);
+        if let Some(registered) = &self.registered {
+            registered.live.joined(&topic);
+        }
+        self.joining = None;
+        self.channels.insert(
+            topic.clone(),
+            Joined {
+                join_ref: msg.join_ref,
+                subscriber,
+                instance,
+            },
+        );
+        for message in early {
+            let Some(joined) = self.member(&topic, subscriber) else {
+                break;
+            };
+            let outcome = joined.instance.handle_info(message).await;
+            self.after_continue(&topic, outcome).await;
         }
     }
 
@@ -505,9 +516,16 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         match outcome.result {
             Ok(Continue::Continue) => {}
             Ok(Continue::Stop(reason)) => {
-                self.stop_channel(topic, reason, true, None).await;
+                let how = How::Stopped {
+                    reason,
+                    tell: true,
+                    reply: None,
+                };
+                self.end_join(topic, how).await;
             }
-            Err(crash) => self.crash(topic, &crash),
+            Err(crash) => {
+                self.end_join(topic, How::Crashed(crash)).await;
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -17,11 +18,11 @@ use crate::transport::encoded_to_message;
 const SHARE_ABOVE_BYTES: usize = 16 * 1024;
 
 /// Shared JSON text as the bytes of a WebSocket fragment.
-struct SharedText(Arc<str>);
+struct SharedText(Arc<RawValue>);
 
 impl AsRef<[u8]> for SharedText {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.0.get().as_bytes()
     }
 }
 
@@ -74,12 +75,12 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         for (event, payload) in pushes {
             // A large pre-encoded payload (a presence list) goes out as fragments around the
             // shared bytes: no per-client copy waits in the queue.
-            if let Payload::Encoded(text) = &payload
-                && text.len() >= SHARE_ABOVE_BYTES
+            if let Payload::Encoded(raw) = &payload
+                && raw.get().len() >= SHARE_ABOVE_BYTES
             {
                 let (prefix, suffix) =
                     protocol::push_frame_parts(self.vsn, join_ref, topic, &event);
-                let shared = Bytes::from_owner(SharedText(text.clone()));
+                let shared = Bytes::from_owner(SharedText(raw.clone()));
                 self.out.send_fragments(vec![
                     Message::Frame(Frame::message(prefix, OpCode::Data(Data::Text), false)),
                     Message::Frame(Frame::message(shared, OpCode::Data(Data::Continue), false)),

@@ -39,12 +39,15 @@ use ractor::{
 };
 
 /// How many restarts a supervisor may make in a period before it gives up (OTP's intensity
-/// and period). Applies to each supervisor of the tree on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// and period). Applies to each supervisor of the tree on its own. Deserializes (serde) from
+/// `max_restarts` and `within_secs` (seconds, whole or decimal), each optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SupervisionConfig {
     /// Restarts allowed within [`SupervisionConfig::within`]; one more and the supervisor fails.
     pub max_restarts: u32,
-    /// The period.
+    /// The period. Setting `within_secs`.
+    #[serde(rename = "within_secs", with = "crate::units::secs")]
     pub within: Duration,
 }
 

@@ -39,6 +39,7 @@
 //!   bytes waiting for the client (direct pushes held for a join reply included) make it a
 //!   slow consumer (1013), even while a write to it is stuck.
 
+mod config;
 mod connection;
 mod deadline;
 mod inflow;
@@ -50,93 +51,14 @@ pub(crate) use socket_ids::{OverLimit, SocketIds};
 pub(crate) use upgrade::{request_checks, upgrade_headers};
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::Encoded;
+pub use config::{MAX_EVENT_BYTES, MAX_REF_BYTES, TransportConfig};
 pub use origin::{CheckOrigin, InvalidOrigin, OriginPattern};
 pub(crate) use upgrade::upgrade;
-
-/// Transport settings.
-#[derive(Debug, Clone)]
-pub struct TransportConfig {
-    /// Which `Origin` headers are accepted.
-    pub check_origin: CheckOrigin,
-    /// Largest accepted frame (and message), in bytes; larger → close 1009.
-    pub max_frame_bytes: usize,
-    /// Close after this long without any frame from the client (phoenix.js heartbeats every
-    /// 30 s).
-    pub idle_timeout: Duration,
-    /// Frames queued for a client before it counts as a slow consumer and is disconnected
-    /// (direct pushes held for a join reply count too).
-    pub outbound_queue: usize,
-    /// Bytes queued for a client (the frames' lengths, shared broadcast bytes included)
-    /// before it counts as a slow consumer and is disconnected. A frame is always taken into
-    /// an empty queue, however large.
-    pub outbound_queue_bytes: usize,
-    /// How long one write to a client may take before it counts as a slow consumer.
-    pub write_timeout: Duration,
-    /// Channels one socket may join at once.
-    pub max_channels: usize,
-    /// Read buffer per connection, in bytes (tungstenite's default is 128 KiB).
-    pub read_buffer_bytes: usize,
-    /// After a connection ends (and its close handshake, at most 2 s more), how long its
-    /// channels get to finish before the socket actor is killed (a callback that never
-    /// returns); its state's `Drop` still removes its subscriptions and presences.
-    pub close_grace: Duration,
-    /// Longest topic name a client may send, in bytes; longer → close 1003 (`topic too long`).
-    /// Event names and `ref`/`join_ref` are limited to [`MAX_EVENT_BYTES`] and
-    /// [`MAX_REF_BYTES`].
-    pub max_topic_bytes: usize,
-    /// Live sockets per socket id ([`super::Socket::id`]); beyond it the upgrade is refused
-    /// with HTTP 429. 0: no limit. Sockets without an id are not limited.
-    pub max_sockets_per_id: usize,
-    /// Messages per second one connection may send, sustained (every WebSocket message
-    /// counts, heartbeats included). Over it the connection stops reading until the rate
-    /// allows (TCP pushes back on the client): nothing is lost, the client only slows down.
-    /// 0: no limit.
-    pub max_messages_per_second: u32,
-    /// Messages one connection may send at once above `max_messages_per_second` (a
-    /// reconnecting client rejoins all its channels together).
-    pub max_messages_burst: u32,
-    /// A message whose first byte arrived must be complete within this, or the connection is
-    /// closed with 1008 (`message too slow`). The clock starts with the message's first byte
-    /// (also when a read holds the end of one message and the start of the next), and restarts
-    /// when the server stopped reading for the socket actor to catch up. It does not restart
-    /// for the message rate (the client's own pace: pings sent over the rate between fragments
-    /// do not keep a message alive). Zero: no limit (the idle timeout still applies).
-    pub message_timeout: Duration,
-}
-
-/// Longest event name a client may send, in bytes; longer → close 1003 (`event too long`).
-pub const MAX_EVENT_BYTES: usize = 64;
-
-/// Longest `ref` or `join_ref` a client may send, in bytes of JSON text (a string's quotes
-/// count); longer → close 1003 (`ref too long`, `join_ref too long`).
-pub const MAX_REF_BYTES: usize = 64;
-
-impl Default for TransportConfig {
-    fn default() -> Self {
-        Self {
-            check_origin: CheckOrigin::SameHost,
-            max_frame_bytes: 1024 * 1024,
-            idle_timeout: Duration::from_secs(60),
-            outbound_queue: 1024,
-            outbound_queue_bytes: 4 * 1024 * 1024,
-            write_timeout: Duration::from_secs(10),
-            max_channels: 100,
-            read_buffer_bytes: 2048,
-            close_grace: Duration::from_secs(5),
-            max_topic_bytes: 255,
-            max_sockets_per_id: 32,
-            max_messages_per_second: 200,
-            max_messages_burst: 500,
-            message_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Why a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]

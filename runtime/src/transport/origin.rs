@@ -99,6 +99,30 @@ impl OriginPattern {
     }
 }
 
+impl std::fmt::Display for OriginPattern {
+    /// The pattern as it parses back: `https://example.com`, `//*.example.com:8080` (a port
+    /// its scheme implies is left out).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.scheme {
+            Some(scheme) => write!(f, "{scheme}://")?,
+            None => f.write_str("//")?,
+        }
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        f.write_str(&self.host)?;
+        let implied = match self.scheme.as_deref() {
+            Some("https" | "wss") => Some(443),
+            Some("http" | "ws") => Some(80),
+            _ => None,
+        };
+        match self.port {
+            Some(port) if Some(port) != implied => write!(f, ":{port}"),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl CheckOrigin {
     /// Whether a request with `origin` (the header, if any) to `host` (the `Host` header) is
     /// allowed.
@@ -174,5 +198,22 @@ mod tests {
         assert!(CheckOrigin::SameHost.allows(Some("http://[::1]"), Some("[::1]:4000")));
         assert!(!CheckOrigin::SameHost.allows(Some("http://[::2]"), Some("[::1]:4000")));
         assert!(CheckOrigin::Off.allows(Some("null"), None));
+    }
+
+    #[test]
+    fn a_pattern_displays_as_text_that_parses_back_to_it() {
+        for (text, shown) in [
+            ("https://example.com", "https://example.com"),
+            ("https://Example.com:443", "https://example.com"),
+            ("http://example.com:8080", "http://example.com:8080"),
+            ("//*.example.org", "//*.example.org"),
+            ("//localhost:4000", "//localhost:4000"),
+            ("http://[::1]:4000", "http://[::1]:4000"),
+            ("app://host", "app://host"),
+        ] {
+            let pattern = OriginPattern::parse(text).expect("pattern");
+            assert_eq!(pattern.to_string(), shown);
+            assert_eq!(OriginPattern::parse(shown), Ok(pattern));
+        }
     }
 }

@@ -129,3 +129,36 @@ async fn code_outside_channels_can_subscribe_and_broadcast() {
         "dropping unsubscribes"
     );
 }
+
+#[tokio::test]
+async fn a_subscription_that_falls_behind_its_capacity_is_ended_and_the_others_go_on() {
+    let t = TestEndpoint::start().await;
+    let pubsub = t.runtime.pubsub().clone();
+    let mut slow = pubsub.subscribe_with_capacity("lab:ticks", 2).await;
+    let mut reader = pubsub.subscribe("lab:ticks").await;
+    async fn next(sub: &mut Subscription) -> Option<Value> {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv())
+            .await
+            .expect("a broadcast or the end in time")?;
+        Some(got.payload.decode().expect("JSON"))
+    }
+
+    for i in 0..5 {
+        pubsub.broadcast("lab:ticks", "tick", json!({"i": i}));
+    }
+    // The topic actor never waits for the slow one: the reader gets every tick.
+    for i in 0..5 {
+        assert_eq!(next(&mut reader).await, Some(json!({"i": i})));
+    }
+    // The slow one gets what fitted, then its end, and knows why.
+    assert!(!reader.overflowed());
+    assert_eq!(next(&mut slow).await, Some(json!({"i": 0})));
+    assert_eq!(next(&mut slow).await, Some(json!({"i": 1})));
+    assert_eq!(next(&mut slow).await, None, "ended, not lagging forever");
+    assert!(slow.overflowed());
+
+    // The reader is still subscribed.
+    pubsub.broadcast("lab:ticks", "tick", json!({"i": 5}));
+    assert_eq!(next(&mut reader).await, Some(json!({"i": 5})));
+    assert_eq!(Subscription::DEFAULT_CAPACITY, 1024);
+}

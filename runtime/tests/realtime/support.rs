@@ -136,6 +136,10 @@ impl Channel for Lab {
         for message in p["self_send"].as_array().into_iter().flatten() {
             ctx.handle().send(LabInfo::Push(message.clone()));
         }
+        if let Some(meta) = p.get("track").filter(|meta| meta.is_object()) {
+            // Tracks its user with this meta before deciding (refusing or crashing included).
+            ctx.track(ctx.assigns(), meta.clone()).await?;
+        }
         if p["track_and_hang"] == true {
             // Tracks its user, then never returns: the socket actor is killed after
             // `close_grace` once the connection is gone.

@@ -29,7 +29,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let claims = authenticate(app, &request)?;
-    let topic = room_topic(raw_name, app.config.socket.max_topic_bytes)?;
+    let topic = room_topic(raw_name, app.config.socket.transport.max_topic_bytes)?;
     let body = json_body(request).await?;
     let text = rooms::validate_message(&body).map_err(ApiError::Validation)?;
     let payload = rooms::message_payload(claims.user_id, &text);

@@ -1,54 +1,129 @@
-//! The realtime runtime: Phoenix-compatible sockets and channels on a ractor supervision tree.
+//! Phoenix Channels for Rust: sockets, channels, presence and a PubSub on a ractor supervision
+//! tree, speaking the protocol of the official Phoenix JavaScript client (npm `phoenix`), which
+//! connects to it unmodified.
 //!
-//! What an embedding developer writes: a [`Socket`] (who may connect), [`Channel`]s (what
-//! happens on a topic), a [`SocketMount`] tying them to topic patterns, and an [`Endpoint`]
-//! serving the socket at a path (with any other HTTP service beside it). [`PubSub`] broadcasts
-//! from anywhere.
+//! What you write: a [`Socket`] (who may connect, and their assigns), [`Channel`]s (what
+//! happens on a topic: `join`, `handle_in`, `handle_info`, `terminate`), and a [`SocketMount`]
+//! tying the channels to topic patterns. What serves it: [`Endpoint::serve`] on a listener, or
+//! [`Runtime::socket_service`], a `tower::Service` you mount in an axum (or any tower) app
+//! beside your own routes. From anywhere: [`PubSub`] broadcasts, [`Presence`] lists,
+//! [`SocketRegistry`] pushes to or disconnects one user's sockets.
 //!
-//! ```no_run
+//! # A whole app
+//!
+//! A room where everyone sees who is online (phoenix.js's `Presence` reads `presence_state`
+//! and `presence_diff`) and `shout`s reach everyone else, served on a port; then its test,
+//! with the helpers of the `testing` feature.
+//!
+//! ```
 //! use std::time::Duration;
-//! use fawkes_runtime::*;
 //!
+//! use fawkes_runtime::{
+//!     Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Continue, HandleIn,
+//!     JoinOutcome, Params, Payload, Reply, Runtime, RuntimeConfig, Socket, SocketMount,
+//! };
+//! use serde_json::json;
+//!
+//! /// Who may connect: anyone with a `name`.
 //! struct UserSocket;
+//!
 //! impl Socket for UserSocket {
 //!     type Assigns = String;
+//!
 //!     async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<String, ConnectError> {
-//!         params.get("user").map(str::to_owned).ok_or_else(ConnectError::forbidden)
+//!         params.get("name").map(str::to_owned).ok_or_else(ConnectError::forbidden)
 //!     }
 //! }
 //!
+//! /// `room:*`: presence, and `shout` to the others.
 //! struct Room;
+//!
+//! /// What a join sends itself: track once the join reply is out.
+//! struct AfterJoin;
+//!
 //! impl Channel for Room {
 //!     type Assigns = String;
 //!     type State = ();
-//!     type Info = ();
-//!     async fn join(&self, _: &str, _: Payload, _: &mut ChannelContext<Self>)
+//!     type Info = AfterJoin;
+//!
+//!     async fn join(&self, _topic: &str, _payload: Payload, ctx: &mut ChannelContext<Self>)
 //!         -> Result<JoinOutcome<()>, ChannelError> {
+//!         ctx.handle().send(AfterJoin); // handled right after the join, before anything else
 //!         Ok(JoinOutcome::ok(()))
 //!     }
+//!
+//!     async fn handle_info(&self, _: AfterJoin, _: &mut (), ctx: &mut ChannelContext<Self>)
+//!         -> Result<Continue, ChannelError> {
+//!         let name = ctx.assigns().clone();
+//!         ctx.track(&name, json!({ "device": "web" })).await?;
+//!         ctx.push_presence_state().await;
+//!         Ok(Continue::Continue)
+//!     }
+//!
 //!     async fn handle_in(&self, event: &str, payload: Payload, _: &mut (), ctx: &mut ChannelContext<Self>)
 //!         -> Result<HandleIn, ChannelError> {
-//!         ctx.broadcast(event, payload); // to everyone in the room
+//!         if event != "shout" {
+//!             return Ok(HandleIn::Reply(Reply::error("unknown event")));
+//!         }
+//!         #[derive(serde::Deserialize)]
+//!         struct Shout { text: String }
+//!         let Ok(Shout { text }) = payload.decode::<Shout>() else {
+//!             return Ok(HandleIn::Reply(Reply::error("invalid shout")));
+//!         };
+//!         let from = ctx.assigns().clone();
+//!         ctx.broadcast_from("shout", json!({ "from": from, "text": text }));
 //!         Ok(HandleIn::Reply(Reply::ok()))
 //!     }
 //! }
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let runtime = Runtime::start(TransportConfig::default()).await?;
-//! let mount = SocketMount::new(UserSocket).channel("room:*", Room);
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-//! let shutdown = async { tokio::signal::ctrl_c().await.ok(); };
-//! // Any code with the PubSub can broadcast to the room.
-//! runtime.pubsub().broadcast("room:lobby", "news", serde_json::json!({"hello": "world"}));
-//! runtime
-//!     .endpoint()
-//!     .socket("/socket", mount)? // ws://127.0.0.1:4000/socket/websocket
-//!     .serve(listener, shutdown, Duration::from_secs(10))
-//!     .await;
-//! runtime.shutdown(Duration::from_secs(10)).await;
-//! # Ok(())
+//! fn mount() -> SocketMount<UserSocket> {
+//!     SocketMount::new(UserSocket).channel("room:*", Room)
+//! }
+//!
+//! /// Serves ws://127.0.0.1:4000/socket/websocket until Ctrl-C.
+//! async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//!     let runtime = Runtime::start(RuntimeConfig::default()).await?;
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+//!     // Any code holding the runtime can broadcast, outside any channel.
+//!     runtime.pubsub().broadcast("room:lobby", "news", json!({ "hello": "world" }));
+//!     let ctrl_c = async { tokio::signal::ctrl_c().await.unwrap_or_default() };
+//!     runtime
+//!         .endpoint()
+//!         .socket("/socket", mount())? // an invalid topic pattern is reported here
+//!         .serve(listener, ctrl_c, Duration::from_secs(10))
+//!         .await;
+//!     runtime.shutdown(Duration::from_secs(10)).await;
+//!     Ok(())
+//! }
+//!
+//! // The test (usually `#[tokio::test]` in your tests; `testing` in your dev-dependencies).
+//! # #[cfg(feature = "testing")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use fawkes_runtime::testing::ChannelCase;
+//!
+//! let case = ChannelCase::start(mount()).await;
+//! let mut ada = case.connect(&[("name", "ada")]).await.expect("ada connects");
+//! let mut bob = case.connect(&[("name", "bob")]).await.expect("bob connects");
+//! ada.subscribe_and_join("room:lobby", json!({})).await.expect("ada joins");
+//! bob.join("room:lobby", json!({})).await.expect("bob joins");
+//! bob.assert_push("presence_state", json!({})).await;
+//!
+//! let shout = ada.push("room:lobby", "shout", json!({ "text": "hi" })).await;
+//! ada.assert_reply(&shout, "ok", json!({})).await;
+//! bob.assert_push("shout", json!({ "from": "ada", "text": "hi" })).await;
+//! case.assert_broadcast("shout", json!({ "from": "ada" })).await;
+//! ada.refute_push("shout", json!({})).await; // broadcast_from: not back to the sender
+//! # let _ = serve; // not run here: it would listen on a fixed port
 //! # }
+//! # #[cfg(not(feature = "testing"))]
+//! # fn main() {}
 //! ```
+//!
+//! More in `examples/` (run with `cargo run -p fawkes-runtime --example NAME`): `echo`, the
+//! smallest server; `cursors`, cursor sharing with presence, `broadcast_from`, a ticker and an
+//! admin-only topic, with its tests; `axum`, the socket mounted in an axum app; `crash`, a
+//! channel that panics and takes only its own join down.
 //!
 //! Supervision tree (see `ARCHITECTURE.md`): a root supervisor with four children, `topics`
 //! (one topic actor per topic with subscribers), `sockets` (one socket actor per connection),
@@ -58,6 +133,8 @@
 //! rejoin); a topic or socket actor that fails takes only its own topic or connection down.
 //! Restarts are bounded ([`SupervisionConfig`]); a root that gives up leaves the runtime
 //! [`Health::Down`] ([`Runtime::health`]).
+
+#![deny(missing_docs)]
 
 mod channel;
 mod endpoint;

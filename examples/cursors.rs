@@ -5,7 +5,7 @@
 //! - a `board:*` channel with presence (`presence_state` after the join, `presence_diff` on
 //!   joins and leaves, phoenix.js's `Presence` understands both), and `cursor:move` relayed to
 //!   the others with `broadcast_from` (the mover does not get its own moves back);
-//! - `admin:*`, a topic refused to non-admins, whose `announce` reaches every board;
+//! - `admin:*`, a topic refused to non-admins, whose `announce` reaches the lobby board;
 //! - a ticker broadcasting from outside any channel (how many are on the lobby board, each
 //!   second);
 //! - tests of all of it with the `testing` helpers (`cargo test -p fawkes-runtime --example
@@ -24,7 +24,8 @@
 //! const socket = new Socket("ws://127.0.0.1:4002/socket", { transport: require("ws"), params: { name: "ada" } });
 //! socket.connect();
 //! const board = socket.channel("board:lobby", {});
-//! new Presence(board).onSync(() => console.log("online", board.presence?.list?.() ?? ""));
+//! const presence = new Presence(board);
+//! presence.onSync(() => console.log("online:", presence.list((name) => name).join(", ")));
 //! board.on("cursor:move", ({ name, x, y }) => console.log(name, "at", x, y));
 //! board.on("tick", ({ online }) => console.log(online, "on the lobby board"));
 //! board.join().receive("ok", () => board.push("cursor:move", { x: 10, y: 20 }));
@@ -146,7 +147,7 @@ impl Channel for BoardChannel {
     }
 }
 
-/// `admin:*`: admins only; `announce` `{"text"}` reaches every board of the lobby.
+/// `admin:*`: admins only; `announce` `{"text"}` reaches the lobby board.
 struct AdminChannel;
 
 impl Channel for AdminChannel {

@@ -54,7 +54,7 @@ pub struct App {
     /// The realtime PubSub (broadcasts, socket disconnects).
     pub pubsub: PubSub,
     /// The socket registry (live sockets by user, for direct delivery).
-    pub sessions: SocketRegistry,
+    pub registry: SocketRegistry,
     /// The realtime runtime (its health is part of `/health` and `/ready`).
     pub runtime: Runtime,
 }
@@ -148,7 +148,7 @@ impl Server {
             request_limiter: RequestLimiter::new(&config.rate_limit),
             key,
             pubsub: runtime.pubsub().clone(),
-            sessions: runtime.registry().clone(),
+            registry: runtime.registry().clone(),
             runtime: runtime.clone(),
             chat: crate::chat::Chat::new(db.clone()),
             config,
@@ -165,7 +165,7 @@ impl Server {
                 web::user_socket::mount(
                     app.accounts.clone(),
                     app.chat.clone(),
-                    app.sessions.clone(),
+                    app.registry.clone(),
                 ),
             )?
             .fallback(web::service(app.clone()))

@@ -7,7 +7,7 @@
 //! forged token is refused with 403 before the upgrade. The socket id is `user_socket:<user
 //! id>` (deleting the account closes them all; changing its password or e-mail closes those of
 //! the user's other sessions, keeping the ones of the session that made the change, and today
-//! only on this node: `Sessions::disconnect_except`), and each socket also listens on
+//! only on this node: `SocketRegistry::disconnect_except`), and each socket also listens on
 //! `user_token:<jti>` of its session (the access token, or the one that asked for the socket
 //! token), so logging out closes exactly the sockets of that session.
 //!
@@ -116,14 +116,14 @@ impl Socket for UserSocket {
     }
 }
 
-/// The app's socket with its [`CHANNELS`]. `sessions` is the runtime's registry, used for
+/// The app's socket with its [`CHANNELS`]. `registry` is the runtime's registry, used for
 /// direct delivery.
-pub fn mount(accounts: Accounts, chat: Chat, sessions: SocketRegistry) -> SocketMount<UserSocket> {
+pub fn mount(accounts: Accounts, chat: Chat, registry: SocketRegistry) -> SocketMount<UserSocket> {
     let mut mount = SocketMount::new(UserSocket { accounts });
     for (pattern, channel) in CHANNELS {
         mount = match channel {
             AppChannel::Chat => {
-                mount.channel(pattern, ChatChannel::new(chat.clone(), sessions.clone()))
+                mount.channel(pattern, ChatChannel::new(chat.clone(), registry.clone()))
             }
             AppChannel::Room => mount.channel(pattern, RoomChannel),
             AppChannel::Conversation => {

@@ -12,7 +12,7 @@
 //! await. A topic actor that fails (or ends with its supervisor) tells its subscribers:
 //! channel joins end with `phx_error` and phoenix.js rejoins; a [`Subscription`] ends.
 //!
-//! Every queue is bounded: a fastlane subscriber's is its connection's outbound queue (a
+//! Every queue towards a subscriber is bounded: a fastlane subscriber's is its connection's outbound queue (a
 //! client that falls behind is cut off as a slow consumer), a [`Subscription`]'s holds
 //! [`Subscription::DEFAULT_CAPACITY`] broadcasts (or what [`PubSub::subscribe_with_capacity`]
 //! asked for) and one that falls behind is ended the same way. The topic actor never waits

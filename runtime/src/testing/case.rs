@@ -79,6 +79,8 @@ impl Observer {
 struct Observed {
     subscriptions: HashMap<String, Subscription>,
     inbox: VecDeque<Frame>,
+    /// Subscriptions that ended, and why (for failure messages).
+    ended: Vec<String>,
 }
 
 impl<S: Socket> ChannelCase<S> {
@@ -230,9 +232,10 @@ impl<S: Socket> ChannelCase<S> {
         match observed.receive(Instant::now() + DEADLINE, &is).await {
             Some(frame) => frame.payload_value(),
             None => panic!(
-                "assert_broadcast: no broadcast of {event:?} with {} within {DEADLINE:?} on {:?}{}",
+                "assert_broadcast: no broadcast of {event:?} with {} within {DEADLINE:?} on {:?}{}{}",
                 payload.describe(),
                 observed.topics(),
+                observed.ended_note(),
                 super::frame::listing("broadcasts seen", &observed.inbox),
             ),
         }
@@ -281,6 +284,15 @@ impl<S: Socket> Drop for ChannelCase<S> {
 }
 
 impl Observed {
+    /// `; subscriptions ended: …` when any did, else nothing.
+    fn ended_note(&self) -> String {
+        if self.ended.is_empty() {
+            String::new()
+        } else {
+            format!("; subscriptions ended: {}", self.ended.join(", "))
+        }
+    }
+
     fn topics(&self) -> Vec<&str> {
         let mut topics: Vec<&str> = self.subscriptions.keys().map(String::as_str).collect();
         topics.sort_unstable();
@@ -308,8 +320,15 @@ impl Observed {
                 // on: drop it (the map is unchanged since the receives were made, so the
                 // index names the same entry).
                 Ok((None, index)) => {
-                    if let Some(topic) = self.subscriptions.keys().nth(index).cloned() {
-                        self.subscriptions.remove(&topic);
+                    if let Some(topic) = self.subscriptions.keys().nth(index).cloned()
+                        && let Some(ended) = self.subscriptions.remove(&topic)
+                    {
+                        let why = if ended.overflowed() {
+                            "fell behind its capacity"
+                        } else {
+                            "its topic actor ended"
+                        };
+                        self.ended.push(format!("{topic:?} ({why})"));
                     }
                 }
                 Ok((Some(broadcast), _)) => {

@@ -42,7 +42,7 @@ pub const RECEIVE_MSG: &str = "receive_msg";
 /// has joined `room:chat` on this node. Returns how many of those sockets it reached.
 pub async fn deliver(
     pubsub: &PubSub,
-    sessions: &SocketRegistry,
+    registry: &SocketRegistry,
     conversation: &Conversation,
     message: &Message,
 ) -> usize {
@@ -53,7 +53,7 @@ pub async fn deliver(
         payload.clone(),
     );
     let recipient = conversation.other(message.sender_id);
-    sessions
+    registry
         .push(&user_socket_id(recipient), CHAT_TOPIC, RECEIVE_MSG, payload)
         .await
 }
@@ -61,13 +61,13 @@ pub async fn deliver(
 /// The `room:chat` channel.
 pub struct ChatChannel {
     chat: Chat,
-    sessions: SocketRegistry,
+    registry: SocketRegistry,
 }
 
 impl ChatChannel {
-    /// A channel storing through `chat` and delivering through `sessions`.
-    pub fn new(chat: Chat, sessions: SocketRegistry) -> Self {
-        Self { chat, sessions }
+    /// A channel storing through `chat` and delivering through `registry`.
+    pub fn new(chat: Chat, registry: SocketRegistry) -> Self {
+        Self { chat, registry }
     }
 
     async fn send_msg(&self, payload: &Value, ctx: &ChannelContext<Self>) -> Reply {
@@ -96,7 +96,7 @@ impl ChatChannel {
         match sent {
             Ok((conversation, message)) => {
                 let delivered =
-                    deliver(ctx.pubsub(), &self.sessions, &conversation, &message).await;
+                    deliver(ctx.pubsub(), &self.registry, &conversation, &message).await;
                 Reply::ok_with(json!({ "message": message, "delivered": delivered }))
             }
             Err(ChatError::Invalid(errors)) => invalid(&errors),

@@ -117,7 +117,7 @@ where
     let id = path_id(id)?;
     let body = json_body(request).await?;
     let (conversation, message) = app.chat.post_message(claims.user_id, id, &body).await?;
-    let delivered = deliver(&app.pubsub, &app.sessions, &conversation, &message).await;
+    let delivered = deliver(&app.pubsub, &app.registry, &conversation, &message).await;
     Ok(response::json(
         StatusCode::CREATED,
         &json!({ "data": message, "meta": { "delivered": delivered } }),

@@ -172,8 +172,8 @@ pub use mount::{InvalidPattern, SocketMount, TopicPattern};
 pub use presence::{Presence, PresenceConfig, PresenceError, events as presence_events};
 pub use protocol::{Payload, PayloadError};
 pub use pubsub::{
-    Adapter, Broadcast, InvalidRemote, MemoryAdapter, MemoryBus, PubSub, RemoteBroadcast,
-    SubscriberId, Subscription,
+    Adapter, AdapterState, BoxFuture, Broadcast, Inbound, InvalidRemote, MemoryAdapter, MemoryBus,
+    PubSub, RemoteBroadcast, SubscriberId, Subscription,
 };
 pub use registry::SocketRegistry;
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};

@@ -1,22 +1,30 @@
-//! The seam between nodes: an [`Adapter`] carries broadcasts to the other nodes of a cluster.
+//! The seam between nodes: an [`Adapter`] carries frames to the other nodes of a cluster.
 //!
-//! **What crosses the wire:** a [`RemoteBroadcast`] — the origin node's name, the topic, the
-//! event, and the payload (JSON, or raw bytes for binary payloads), encoded by
-//! [`RemoteBroadcast::encode`]. Never encoded frames (each node encodes for its own
-//! subscribers' serializers), never subscriber ids (`broadcast_from` excludes a subscriber on
-//! its own node only), never presence state (each node tracks its own joins).
+//! **What crosses the wire:** frames the runtime makes and reads (see `crate::cluster`):
+//! broadcasts ([`RemoteBroadcast`]: the origin node's name, topic, event and payload — JSON, or
+//! raw bytes for binary payloads — never encoded WebSocket frames, never subscriber ids),
+//! presence changes and state transfers, direct pushes and their acknowledgements, and node
+//! heartbeats. An adapter moves them as opaque bytes.
 //!
 //! **The contract every adapter keeps** (checked by `fawkes_runtime::testing::adapter_conformance`):
 //! 1. Each node has a unique, stable name ([`Adapter::node_name`]).
-//! 2. [`Adapter::publish`] never blocks the caller.
-//! 3. Every *other* node started on the same cluster receives each published message once; the
-//!    publishing node does not receive its own messages (it has delivered them locally).
-//! 4. Messages published by one node on one topic arrive at every other node in publish order.
-//! 5. Delivery is at most once: a node that is down misses messages (as Phoenix.PubSub).
+//! 2. [`Adapter::publish`] and [`Adapter::send_to`] never block the caller.
+//! 3. Every *other* node linked to the cluster receives each published frame once; the
+//!    publishing node does not receive its own. A frame sent to one node reaches that node
+//!    only.
+//! 4. Frames from one node arrive at each other node in the order that node sent them,
+//!    published or sent to it alone.
+//! 5. Delivery is at most once: a node that is down or unlinked misses frames (as
+//!    Phoenix.PubSub); nothing is queued without bound while a link is down.
+//! 6. The link's state is reported with [`Inbound::set_state`]; after a lost link the
+//!    adapter reconnects by itself and reports [`AdapterState::Connected`] again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
+use bytes::Bytes;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -60,10 +68,12 @@ struct Envelope<'a> {
     json: Option<WireJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     binary: Option<String>,
+    /// The frame kind (a broadcast) among the cluster's frames.
+    k: &'static str,
 }
 
 impl RemoteBroadcast {
-    /// The wire form: a JSON object `{"v":1,"node","topic","event","json"|"binary"}` (binary
+    /// The wire form: a JSON object `{"v":1,"k":"b","node","topic","event","json"|"binary"}` (binary
     /// payloads as standard base64; pre-encoded JSON written as is, it is valid by
     /// construction).
     pub fn encode(&self) -> Vec<u8> {
@@ -82,6 +92,7 @@ impl RemoteBroadcast {
             event: &self.event,
             json,
             binary,
+            k: "b",
         };
         // Strings, numbers and valid JSON always serialize.
         serde_json::to_vec(&envelope).unwrap_or_default()
@@ -118,21 +129,119 @@ impl RemoteBroadcast {
     }
 }
 
-/// Carries broadcasts between nodes. See the module docs for the contract.
-pub trait Adapter: Send + Sync + 'static {
-    /// This node's unique name.
-    fn node_name(&self) -> &str;
-    /// Sends `message` to the other nodes without blocking.
-    fn publish(&self, message: RemoteBroadcast);
-    /// Starts delivering other nodes' messages to `deliver`. Called once, by the PubSub.
-    fn start(&self, deliver: mpsc::UnboundedSender<RemoteBroadcast>);
+/// The state of an adapter's link to the other nodes (reported through
+/// [`Inbound::set_state`], read with [`crate::PubSub::adapter_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterState {
+    /// Linked: published frames reach the other nodes.
+    Connected,
+    /// Not linked yet, or lost and reconnecting: this node serves its own clients, frames to
+    /// and from the other nodes are dropped (at most once).
+    Disconnected,
 }
 
+/// Where an adapter hands over the frames it receives from other nodes. Bounded: a frame that
+/// finds the queue full is dropped and counted (delivery between nodes is at most once), so a
+/// burst from other nodes never holds more than [`Inbound::CAPACITY`] frames in memory.
+#[derive(Clone)]
+pub struct Inbound {
+    tx: mpsc::Sender<Bytes>,
+    shared: Arc<InboundShared>,
+}
+
+/// What the runtime reads of its adapter: state and counters.
+#[derive(Debug)]
+pub(crate) struct InboundShared {
+    pub(crate) state: Mutex<AdapterState>,
+    pub(crate) received: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    /// Bumped on every change to `Connected`: the runtime resynchronises after an outage.
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) changed: tokio::sync::Notify,
+}
+
+impl Inbound {
+    /// Frames waiting for the runtime before more are dropped.
+    pub const CAPACITY: usize = 65_536;
+
+    /// A queue with room for `capacity` frames, and its receiving end.
+    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Bytes>, Arc<InboundShared>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let shared = Arc::new(InboundShared {
+            state: Mutex::new(AdapterState::Disconnected),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+        });
+        let inbound = Self {
+            tx,
+            shared: shared.clone(),
+        };
+        (inbound, rx, shared)
+    }
+
+    /// Hands over a frame another node sent. `false` when the runtime is gone or its queue
+    /// is full (the frame is dropped and counted); never waits.
+    pub fn deliver(&self, frame: Bytes) -> bool {
+        self.shared.received.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(_) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Reports the link's state. The adapter calls it on each change (calling it again with
+    /// the same state does nothing); every change to [`AdapterState::Connected`] makes the
+    /// runtime resynchronise with the other nodes (presence), as after an outage.
+    pub fn set_state(&self, state: AdapterState) {
+        let mut current = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == state {
+            return;
+        }
+        *current = state;
+        if state == AdapterState::Connected {
+            self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(current);
+        self.shared.changed.notify_waiters();
+    }
+}
+
+/// Carries frames between the nodes of a cluster. See the module docs for the contract.
+///
+/// Frames are opaque bytes made by the runtime (broadcasts, presence, direct pushes, node
+/// heartbeats); an adapter moves them and never looks inside.
+pub trait Adapter: Send + Sync + 'static {
+    /// This node's name, unique in the cluster and stable for the process's life.
+    fn node_name(&self) -> &str;
+    /// Sends `frame` to every other node, without blocking.
+    fn publish(&self, frame: Bytes);
+    /// Sends `frame` to node `node` only, without blocking; dropped if there is no such node.
+    fn send_to(&self, node: &str, frame: Bytes);
+    /// Starts delivering other nodes' frames to `inbound` and reporting the link's state there.
+    /// Called once, by the runtime.
+    fn start(&self, inbound: Inbound);
+    /// Sends what is still queued (within `deadline`) and unlinks: the runtime calls it last
+    /// when it shuts down, after publishing that it leaves.
+    fn close(&self, deadline: Duration) -> BoxFuture<'_, ()> {
+        let _ = deadline;
+        Box::pin(async {})
+    }
+}
+
+/// A boxed future (for [`Adapter::close`]).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// An in-process "cluster": every adapter made from one bus is a node that sees the others'
-/// broadcasts. A runtime alone on its bus is a single node (the default).
+/// frames. A runtime alone on its bus is a single node (the default).
 #[derive(Default)]
 pub struct MemoryBus {
-    nodes: Mutex<Vec<(String, mpsc::UnboundedSender<RemoteBroadcast>)>>,
+    nodes: Mutex<Vec<(String, Inbound)>>,
 }
 
 impl MemoryBus {
@@ -148,6 +257,10 @@ impl MemoryBus {
             bus: self.clone(),
         }
     }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, Vec<(String, Inbound)>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A node on a [`MemoryBus`].
@@ -161,16 +274,31 @@ impl Adapter for MemoryAdapter {
         &self.node
     }
 
-    fn publish(&self, message: RemoteBroadcast) {
-        let mut nodes = self.bus.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        // One unbounded channel per receiving node keeps each sender's order; a closed one is a
-        // node that is gone.
-        nodes.retain(|(name, tx)| *name == self.node || tx.send(message.clone()).is_ok());
+    fn publish(&self, frame: Bytes) {
+        // Each receiving node's queue keeps each sender's order; a closed one is a node that
+        // is gone.
+        self.bus.nodes().retain(|(name, inbound)| {
+            *name == self.node || inbound.deliver(frame.clone()) || !inbound.tx.is_closed()
+        });
     }
 
-    fn start(&self, deliver: mpsc::UnboundedSender<RemoteBroadcast>) {
-        let mut nodes = self.bus.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        nodes.push((self.node.clone(), deliver));
+    fn send_to(&self, node: &str, frame: Bytes) {
+        if node == self.node {
+            return;
+        }
+        if let Some((_, inbound)) = self.bus.nodes().iter().find(|(name, _)| name == node) {
+            inbound.deliver(frame);
+        }
+    }
+
+    fn start(&self, inbound: Inbound) {
+        inbound.set_state(AdapterState::Connected);
+        self.bus.nodes().push((self.node.clone(), inbound));
+    }
+
+    fn close(&self, _deadline: Duration) -> BoxFuture<'_, ()> {
+        self.bus.nodes().retain(|(name, _)| *name != self.node);
+        Box::pin(async {})
     }
 }
 

@@ -23,7 +23,10 @@ mod adapter;
 mod tests;
 mod topic;
 
-pub use adapter::{Adapter, InvalidRemote, MemoryAdapter, MemoryBus, RemoteBroadcast};
+pub use adapter::{
+    Adapter, AdapterState, BoxFuture, Inbound, InvalidRemote, MemoryAdapter, MemoryBus,
+    RemoteBroadcast,
+};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -177,8 +180,8 @@ impl PubSub {
         adapter: Arc<dyn Adapter>,
         registry: SocketRegistry,
     ) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<RemoteBroadcast>();
-        adapter.start(tx);
+        let (inbound, mut rx, _shared) = Inbound::new(Inbound::CAPACITY);
+        adapter.start(inbound);
         let this = Self {
             inner: Arc::new(Inner {
                 topics: DashMap::new(),
@@ -192,9 +195,11 @@ impl PubSub {
         // reference lets the PubSub go when its runtime does.
         let weak = Arc::downgrade(&this.inner);
         tokio::spawn(async move {
-            while let Some(remote) = rx.recv().await {
+            while let Some(frame) = rx.recv().await {
                 let Some(inner) = weak.upgrade() else { break };
-                PubSub { inner }.dispatch(&remote.topic, &remote.event, remote.payload, None);
+                if let Ok(remote) = RemoteBroadcast::decode(&frame) {
+                    PubSub { inner }.dispatch(&remote.topic, &remote.event, remote.payload, None);
+                }
             }
         });
         this
@@ -363,12 +368,13 @@ impl PubSub {
 
     /// Publishes to the other nodes, then delivers here.
     fn send(&self, topic: &str, event: &str, payload: Payload, from: Option<SubscriberId>) {
-        self.inner.adapter.publish(RemoteBroadcast {
+        let remote = RemoteBroadcast {
             node: self.node_name().to_owned(),
             topic: topic.to_owned(),
             event: event.to_owned(),
             payload: payload.clone(),
-        });
+        };
+        self.inner.adapter.publish(remote.encode().into());
         self.dispatch(topic, event, payload, from);
     }
 

@@ -23,6 +23,7 @@ mod adapter;
 mod tests;
 mod topic;
 
+pub(crate) use adapter::InboundShared;
 pub use adapter::{
     Adapter, AdapterState, BoxFuture, Inbound, InvalidRemote, MemoryAdapter, MemoryBus,
     RemoteBroadcast,

@@ -116,3 +116,46 @@ pub async fn adapter_conformance(make: impl Fn(&str) -> Arc<dyn crate::Adapter>)
     a.shutdown(Duration::from_secs(1)).await;
     b.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The receiving end of an [`crate::Inbound`] made by [`inbound_probe`]: what an adapter
+/// under test delivered, and the state it reported.
+pub struct InboundProbe {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    shared: Arc<crate::pubsub::InboundShared>,
+}
+
+impl InboundProbe {
+    /// The next frame delivered, waiting up to [`DEADLINE`]; `None` if none came.
+    pub async fn recv(&mut self) -> Option<bytes::Bytes> {
+        tokio::time::timeout(DEADLINE, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next frame if one is already waiting.
+    pub fn try_recv(&mut self) -> Option<bytes::Bytes> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The state the adapter last reported.
+    pub fn state(&self) -> crate::AdapterState {
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Frames the adapter handed over in all, and those dropped because the queue was full.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.shared.received.load(Ordering::Relaxed),
+            self.shared.dropped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// An [`crate::Inbound`] with room for `capacity` frames, for testing an adapter without a
+/// runtime: pass it to [`crate::Adapter::start`] and read what arrives from the probe.
+pub fn inbound_probe(capacity: usize) -> (crate::Inbound, InboundProbe) {
+    let (inbound, rx, shared) = crate::Inbound::new(capacity);
+    (inbound, InboundProbe { rx, shared })
+}

@@ -88,7 +88,7 @@ mod ws_client;
 
 pub use crate::socket_actor::detached_context;
 pub use case::{ChannelCase, REFUTE_WINDOW};
-pub use conformance::adapter_conformance;
+pub use conformance::{InboundProbe, adapter_conformance, inbound_probe};
 pub use frame::{DEADLINE, Frame};
 pub use matcher::{Match, Matching, matching};
 pub use test_socket::{JoinRefused, TestSocket};

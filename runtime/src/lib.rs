@@ -137,6 +137,7 @@
 #![deny(missing_docs)]
 
 mod channel;
+pub(crate) mod cluster;
 mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -165,6 +166,7 @@ pub use channel::{
     Channel, ChannelContext, ChannelError, ChannelHandle, Continue, HandleIn, JoinOutcome, Reply,
     StopReason,
 };
+pub use cluster::ClusterConfig;
 pub use endpoint::{
     Body as HttpBody, Endpoint, FallbackService, HttpLimits, PeerAddr, SocketService,
 };
@@ -172,8 +174,8 @@ pub use mount::{InvalidPattern, SocketMount, TopicPattern};
 pub use presence::{Presence, PresenceConfig, PresenceError, events as presence_events};
 pub use protocol::{Payload, PayloadError};
 pub use pubsub::{
-    Adapter, AdapterState, BoxFuture, Broadcast, Inbound, InvalidRemote, MemoryAdapter, MemoryBus,
-    PubSub, RemoteBroadcast, SubscriberId, Subscription,
+    Adapter, AdapterState, BoxFuture, Broadcast, ClusterStats, Inbound, InvalidRemote,
+    MemoryAdapter, MemoryBus, PubSub, RemoteBroadcast, SubscriberId, Subscription,
 };
 pub use registry::SocketRegistry;
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};
@@ -241,6 +243,8 @@ pub struct RuntimeConfig {
     pub adapter: Option<Arc<dyn Adapter>>,
     /// Restart intensity of the supervisors.
     pub supervision: SupervisionConfig,
+    /// How the nodes of a cluster watch each other (used when `adapter` links several).
+    pub cluster: ClusterConfig,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -253,6 +257,7 @@ impl std::fmt::Debug for RuntimeConfig {
                 &self.adapter.as_ref().map(|a| a.node_name().to_owned()),
             )
             .field("supervision", &self.supervision)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -342,9 +347,14 @@ impl Runtime {
             .adapter
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryBus::new().adapter("local")));
-        let tree = supervisor::tree::start(config.supervision, &config.presence, adapter)
-            .await
-            .map_err(|e| StartError(e.to_string()))?;
+        let tree = supervisor::tree::start(
+            config.supervision,
+            &config.presence,
+            adapter,
+            config.cluster.clone(),
+        )
+        .await
+        .map_err(|e| StartError(e.to_string()))?;
         Ok(Self {
             shared: Arc::new(RuntimeShared {
                 pubsub: tree.pubsub.clone(),
@@ -449,6 +459,12 @@ impl Runtime {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.shared.shutdown.cancel();
         self.shared.connections.close();
+        // The other nodes drop this node's presences at once, not after the node timeout.
+        self.shared
+            .pubsub
+            .cluster()
+            .leave(grace.min(Duration::from_secs(2)))
+            .await;
         let drained = tokio::time::timeout(grace, self.shared.connections.wait())
             .await
             .is_ok();
@@ -458,5 +474,12 @@ impl Runtime {
         self.tree.root.stop(None);
         self.tree.watch.stop(None);
         drained
+    }
+}
+
+impl Drop for RuntimeShared {
+    /// A runtime dropped without [`Runtime::shutdown`]: its cluster tasks stop too.
+    fn drop(&mut self) {
+        self.pubsub.cluster().halt();
     }
 }

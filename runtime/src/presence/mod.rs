@@ -36,7 +36,12 @@ use serde_json::value::RawValue;
 
 use super::pubsub::{PubSub, SubscriberId};
 use super::supervisor::{Child, Slot, SupervisorMsg};
+use crate::cluster::wire::{Control, Op};
+pub(crate) use state::Origin;
 use state::TopicPresence;
+
+/// Presences of one topic as another node sends them: `(key, meta)`.
+pub(crate) type Entries = Vec<(String, serde_json::Map<String, Value>)>;
 
 /// The presence event names phoenix.js listens to.
 pub mod events {
@@ -105,6 +110,15 @@ pub(crate) enum PresenceMsg {
     UntrackOwner(String, SubscriberId),
     List(String, RpcReplyPort<Arc<RawValue>>),
     Flush(String),
+    /// Another node's changes to a topic of this shard.
+    Remote(Arc<Origin>, String, Vec<Op>),
+    /// Another node's shard's whole state, for the topics of this shard (every shard gets
+    /// one, possibly empty: what is not in it is gone).
+    Replace(Arc<Origin>, HashMap<String, Entries>),
+    /// A node is gone: drop its presences.
+    DropNode(Arc<str>),
+    /// Send this shard's own presences to a node (or all).
+    Dump(Option<Arc<str>>),
     /// Fault injection: panic in the handler.
     #[cfg(feature = "testing")]
     Fail,
@@ -192,9 +206,65 @@ impl Presence {
     }
 
     fn slot(&self, topic: &str) -> &Slot<ActorRef<PresenceMsg>> {
+        &self.shards[self.index_of(topic)]
+    }
+
+    fn index_of(&self, topic: &str) -> usize {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         topic.hash(&mut hasher);
-        &self.shards[(hasher.finish() % self.shards.len() as u64) as usize]
+        (hasher.finish() % self.shards.len() as u64) as usize
+    }
+
+    fn cast_all(&self, message: impl Fn() -> PresenceMsg) {
+        for slot in self.shards.iter() {
+            let _ = slot.get().cast(message());
+        }
+    }
+
+    /// Applies node `node`'s changes to `topic`, made on its shard `shard`.
+    pub(crate) fn remote_ops(&self, node: &str, inc: u64, shard: u16, topic: String, ops: Vec<Op>) {
+        let origin = Arc::new(Origin {
+            node: node.into(),
+            inc,
+            shard,
+        });
+        let _ = self
+            .shard_of(&topic)
+            .cast(PresenceMsg::Remote(origin, topic, ops));
+    }
+
+    /// Replaces what node `node`'s shard `shard` tracks here with its whole state `topics`.
+    pub(crate) fn replace(
+        &self,
+        node: &str,
+        inc: u64,
+        shard: u16,
+        topics: HashMap<String, Entries>,
+    ) {
+        let origin = Arc::new(Origin {
+            node: node.into(),
+            inc,
+            shard,
+        });
+        let mut parts: Vec<HashMap<String, Entries>> = vec![HashMap::new(); self.shards.len()];
+        for (topic, entries) in topics {
+            parts[self.index_of(&topic)].insert(topic, entries);
+        }
+        for (slot, part) in self.shards.iter().zip(parts) {
+            let _ = slot.get().cast(PresenceMsg::Replace(origin.clone(), part));
+        }
+    }
+
+    /// Node `node` is gone: its presences leave.
+    pub(crate) fn drop_node(&self, node: &str) {
+        let node: Arc<str> = node.into();
+        self.cast_all(|| PresenceMsg::DropNode(node.clone()));
+    }
+
+    /// Every shard sends its own presences to `to` (or every other node).
+    pub(crate) fn dump(&self, to: Option<&str>) {
+        let to: Option<Arc<str>> = to.map(Into::into);
+        self.cast_all(|| PresenceMsg::Dump(to.clone()));
     }
 
     /// The current shard of `topic`.
@@ -324,17 +394,19 @@ struct ShardState {
 }
 
 impl ShardState {
-    /// A unique `phx_ref`: 12 bytes (nanosecond clock, shard, counter), URL-safe base64 →
-    /// 16 characters.
+    /// A `phx_ref` unique in the cluster: 15 bytes (nanosecond clock, node incarnation, shard,
+    /// counter), URL-safe base64 → 20 characters.
     fn next_ref(&self) -> String {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let count = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut bytes = [0u8; 12];
+        let inc = self.args.pubsub.cluster().inc();
+        let mut bytes = [0u8; 15];
         bytes[..8].copy_from_slice(&nanos.to_be_bytes());
-        bytes[8..10].copy_from_slice(&self.args.index.to_be_bytes());
-        bytes[10..].copy_from_slice(&(count as u16).to_be_bytes());
+        bytes[8..11].copy_from_slice(&inc.to_be_bytes()[..3]);
+        bytes[11..13].copy_from_slice(&self.args.index.to_be_bytes());
+        bytes[13..].copy_from_slice(&(count as u16).to_be_bytes());
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
@@ -356,8 +428,36 @@ impl ShardState {
         if let Some(diff) = presence.take_diff() {
             self.args.pubsub.local_broadcast(topic, events::DIFF, diff);
         }
+        let ops = presence.take_outgoing();
+        let cluster = self.args.pubsub.cluster();
+        // With no other node, nothing to tell: a node that comes asks for the whole state.
+        if !ops.is_empty() && cluster.peers() > 0 {
+            cluster.publish(&Control::PresenceOps {
+                node: cluster.node().to_owned(),
+                inc: cluster.inc(),
+                shard: self.args.index,
+                topic: topic.to_owned(),
+                ops,
+            });
+        }
         if presence.is_idle() {
             self.topics.remove(topic);
+        }
+    }
+
+    /// This shard's own presences, by topic, as another node's copy replaces them.
+    fn dump(&self) -> Control {
+        let cluster = self.args.pubsub.cluster();
+        Control::PresenceDump {
+            node: cluster.node().to_owned(),
+            inc: cluster.inc(),
+            shard: self.args.index,
+            topics: self
+                .topics
+                .iter()
+                .map(|(topic, presence)| (topic.clone(), presence.local_entries()))
+                .filter(|(_, entries)| !entries.is_empty())
+                .collect(),
         }
     }
 }
@@ -385,12 +485,24 @@ impl Actor for Shard {
         _myself: ActorRef<PresenceMsg>,
         args: ShardArgs,
     ) -> Result<ShardState, ActorProcessingErr> {
-        Ok(ShardState {
+        let state = ShardState {
             args,
             topics: HashMap::new(),
             scheduled: Default::default(),
             counter: AtomicU32::new(0),
-        })
+        };
+        let cluster = state.args.pubsub.cluster();
+        if cluster.peers() > 0 {
+            // A restarted shard: the other nodes forget what its previous instance tracked
+            // (those joins rejoin here and track anew), and resend theirs, lost with it.
+            cluster.publish(&state.dump());
+            cluster.publish(&Control::Sync {
+                node: cluster.node().to_owned(),
+                inc: cluster.inc(),
+                reply: true,
+            });
+        }
+        Ok(state)
     }
 
     async fn handle(
@@ -450,6 +562,57 @@ impl Actor for Shard {
                 let _ = reply.send(snapshot);
             }
             PresenceMsg::Flush(topic) => state.flush(&topic),
+            PresenceMsg::Remote(origin, topic, ops) => {
+                if state
+                    .topics
+                    .entry(topic.clone())
+                    .or_default()
+                    .apply_remote(&origin, ops)
+                {
+                    state.changed(&myself, &topic);
+                } else if state.topics.get(&topic).is_some_and(TopicPresence::is_idle) {
+                    state.topics.remove(&topic);
+                }
+            }
+            PresenceMsg::Replace(origin, mut part) => {
+                let mut changed = Vec::new();
+                for (topic, presence) in &mut state.topics {
+                    let entries = part.remove(topic).unwrap_or_default();
+                    if (!entries.is_empty() || presence.has_origin(&origin))
+                        && presence.replace_origin(&origin, entries)
+                    {
+                        changed.push(topic.clone());
+                    }
+                }
+                for (topic, entries) in part {
+                    let mut presence = TopicPresence::default();
+                    if presence.replace_origin(&origin, entries) {
+                        state.topics.insert(topic.clone(), presence);
+                        changed.push(topic);
+                    }
+                }
+                for topic in changed {
+                    state.changed(&myself, &topic);
+                }
+            }
+            PresenceMsg::DropNode(node) => {
+                let changed: Vec<String> = state
+                    .topics
+                    .iter_mut()
+                    .filter_map(|(topic, p)| p.drop_node(&node).then(|| topic.clone()))
+                    .collect();
+                for topic in changed {
+                    state.changed(&myself, &topic);
+                }
+            }
+            PresenceMsg::Dump(to) => {
+                let dump = state.dump();
+                let cluster = state.args.pubsub.cluster();
+                match to {
+                    Some(node) => cluster.send_to(&node, &dump),
+                    None => cluster.publish(&dump),
+                }
+            }
             #[cfg(feature = "testing")]
             PresenceMsg::Fail => panic!("fault injected into presence shard {}", state.args.index),
         }

@@ -18,10 +18,33 @@ use serde_json::{Map, Value, json};
 
 use super::PresenceError;
 use crate::SubscriberId;
+use crate::cluster::wire::Op;
+
+/// Where a presence tracked on another node comes from: that node's shard, in one life
+/// (incarnation) of the node.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Origin {
+    pub(crate) node: Arc<str>,
+    pub(crate) inc: u64,
+    pub(crate) shard: u16,
+}
+
+/// Who tracks a presence: a join on this node, or another node.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner {
+    Local(SubscriberId),
+    Remote(Arc<Origin>),
+}
 
 struct Entry {
-    owner: SubscriberId,
+    owner: Owner,
     meta: Map<String, Value>,
+}
+
+impl Entry {
+    fn phx_ref(&self) -> Option<&str> {
+        self.meta.get("phx_ref").and_then(Value::as_str)
+    }
 }
 
 /// Metas by key, as `{key: [meta, …]}`.
@@ -42,6 +65,8 @@ pub(crate) struct TopicPresence {
     snapshot: Option<Arc<RawValue>>,
     /// `phx_ref`s of pending joins that a served snapshot contains.
     exposed: HashSet<String>,
+    /// This node's own changes since the last flush, for the other nodes.
+    outgoing: Vec<Op>,
 }
 
 fn as_object(meta: Value) -> Result<Map<String, Value>, PresenceError> {
@@ -61,6 +86,7 @@ impl TopicPresence {
         phx_ref: String,
     ) -> Result<(), PresenceError> {
         let mut meta = as_object(meta)?;
+        let owner = Owner::Local(owner);
         if self
             .entries
             .get(key)
@@ -71,6 +97,7 @@ impl TopicPresence {
         meta.insert("phx_ref".into(), Value::String(phx_ref));
         meta.remove("phx_ref_prev");
         self.joined(key, &meta);
+        self.outgoing.push(Op::Join(key.to_owned(), meta.clone()));
         self.entries
             .entry(key.to_owned())
             .or_default()
@@ -88,6 +115,7 @@ impl TopicPresence {
         phx_ref: String,
     ) -> Result<(), PresenceError> {
         let mut meta = as_object(meta)?;
+        let owner = Owner::Local(owner);
         let entry = self
             .entries
             .get_mut(key)
@@ -96,35 +124,185 @@ impl TopicPresence {
         let old = std::mem::take(&mut entry.meta);
         let prev = old.get("phx_ref").cloned().unwrap_or(Value::Null);
         meta.insert("phx_ref".into(), Value::String(phx_ref));
-        meta.insert("phx_ref_prev".into(), prev);
+        meta.insert("phx_ref_prev".into(), prev.clone());
         entry.meta = meta.clone();
         self.left(key, &old);
         self.joined(key, &meta);
+        if let Value::String(prev) = prev {
+            self.outgoing.push(Op::Leave(key.to_owned(), prev));
+        }
+        self.outgoing.push(Op::Join(key.to_owned(), meta));
         Ok(())
     }
 
     /// Removes `owner`'s meta for `key`.
     pub(crate) fn untrack(&mut self, owner: SubscriberId, key: &str) -> bool {
-        let Some(list) = self.entries.get_mut(key) else {
+        let owner = Owner::Local(owner);
+        let Some(entry) = self.remove_where(key, |e| e.owner == owner) else {
             return false;
         };
-        let Some(at) = list.iter().position(|e| e.owner == owner) else {
-            return false;
-        };
+        if let Some(phx_ref) = entry.phx_ref() {
+            self.outgoing
+                .push(Op::Leave(key.to_owned(), phx_ref.to_owned()));
+        }
+        true
+    }
+
+    /// Removes the first entry of `key` that `which` picks, announcing it as left.
+    fn remove_where(&mut self, key: &str, which: impl Fn(&Entry) -> bool) -> Option<Entry> {
+        let list = self.entries.get_mut(key)?;
+        let at = list.iter().position(which)?;
         let entry = list.remove(at);
         if list.is_empty() {
             self.entries.remove(key);
         }
         self.left(key, &entry.meta);
+        Some(entry)
+    }
+
+    /// Applies another node's changes (from `origin`, in order). A join already known by its
+    /// `phx_ref` and a leave of an unknown one change nothing. Whether anything changed.
+    pub(crate) fn apply_remote(&mut self, origin: &Arc<Origin>, ops: Vec<Op>) -> bool {
+        let mut changed = false;
+        for op in ops {
+            changed |= match op {
+                Op::Join(key, meta) => self.join_remote(origin, key, meta),
+                Op::Leave(key, phx_ref) => self
+                    .remove_where(&key, |e| {
+                        matches!(&e.owner, Owner::Remote(o) if o == origin)
+                            && e.phx_ref() == Some(&phx_ref)
+                    })
+                    .is_some(),
+            };
+        }
+        changed
+    }
+
+    fn join_remote(&mut self, origin: &Arc<Origin>, key: String, meta: Map<String, Value>) -> bool {
+        let phx_ref = meta.get("phx_ref").and_then(Value::as_str);
+        if phx_ref.is_none()
+            || self
+                .entries
+                .get(&key)
+                .is_some_and(|v| v.iter().any(|e| e.phx_ref() == phx_ref))
+        {
+            return false;
+        }
+        self.joined(&key, &meta);
+        self.entries.entry(key).or_default().push(Entry {
+            owner: Owner::Remote(origin.clone()),
+            meta,
+        });
         true
+    }
+
+    /// Replaces everything `origin` tracks here with `entries` (its whole state for this
+    /// topic): what is no longer there leaves, what is new joins. Whether anything changed.
+    pub(crate) fn replace_origin(
+        &mut self,
+        origin: &Arc<Origin>,
+        entries: Vec<(String, Map<String, Value>)>,
+    ) -> bool {
+        let keep: HashSet<(&str, &str)> = entries
+            .iter()
+            .filter_map(|(key, meta)| Some((key.as_str(), meta.get("phx_ref")?.as_str()?)))
+            .collect();
+        let stale: Vec<(String, String)> = self
+            .entries
+            .iter()
+            .flat_map(|(key, list)| list.iter().map(move |e| (key, e)))
+            .filter(|(key, e)| {
+                matches!(&e.owner, Owner::Remote(o) if o == origin)
+                    && !e
+                        .phx_ref()
+                        .is_some_and(|r| keep.contains(&(key.as_str(), r)))
+            })
+            .filter_map(|(key, e)| Some((key.clone(), e.phx_ref()?.to_owned())))
+            .collect();
+        let mut changed = !stale.is_empty();
+        for (key, phx_ref) in stale {
+            self.remove_where(&key, |e| e.phx_ref() == Some(&phx_ref));
+        }
+        for (key, meta) in entries {
+            changed |= self.join_remote(origin, key, meta);
+        }
+        changed
+    }
+
+    /// Removes every presence tracked by node `node` (any life of it). Whether any went.
+    pub(crate) fn drop_node(&mut self, node: &str) -> bool {
+        let gone: Vec<(String, String)> = self
+            .entries
+            .iter()
+            .flat_map(|(key, list)| list.iter().map(move |e| (key, e)))
+            .filter(|(_, e)| matches!(&e.owner, Owner::Remote(o) if &*o.node == node))
+            .filter_map(|(key, e)| Some((key.clone(), e.phx_ref()?.to_owned())))
+            .collect();
+        for (key, phx_ref) in &gone {
+            self.remove_where(key, |e| e.phx_ref() == Some(phx_ref));
+        }
+        !gone.is_empty()
+    }
+
+    /// Whether `origin` tracks anything here.
+    pub(crate) fn has_origin(&self, origin: &Arc<Origin>) -> bool {
+        self.entries
+            .values()
+            .flatten()
+            .any(|e| matches!(&e.owner, Owner::Remote(o) if o == origin))
+    }
+
+    /// The presences tracked on this node (for another node's copy).
+    pub(crate) fn local_entries(&self) -> Vec<(String, Map<String, Value>)> {
+        self.entries
+            .iter()
+            .flat_map(|(key, list)| list.iter().map(move |e| (key, e)))
+            .filter(|(_, e)| matches!(e.owner, Owner::Local(_)))
+            .map(|(key, e)| (key.clone(), e.meta.clone()))
+            .collect()
+    }
+
+    /// This node's changes since the last call, for the other nodes; a join that left again
+    /// meanwhile is left out.
+    pub(crate) fn take_outgoing(&mut self) -> Vec<Op> {
+        let ops = std::mem::take(&mut self.outgoing);
+        let left: HashSet<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Leave(_, phx_ref) => Some(phx_ref.as_str()),
+                Op::Join(..) => None,
+            })
+            .collect();
+        let joined_then_left: HashSet<String> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Join(_, meta) => meta.get("phx_ref")?.as_str(),
+                Op::Leave(..) => None,
+            })
+            .filter(|r| left.contains(r))
+            .map(str::to_owned)
+            .collect();
+        if joined_then_left.is_empty() {
+            return ops;
+        }
+        ops.into_iter()
+            .filter(|op| {
+                let phx_ref = match op {
+                    Op::Join(_, meta) => meta.get("phx_ref").and_then(Value::as_str),
+                    Op::Leave(_, phx_ref) => Some(phx_ref.as_str()),
+                };
+                !phx_ref.is_some_and(|r| joined_then_left.contains(r))
+            })
+            .collect()
     }
 
     /// Removes every meta `owner` tracked (its channel ended). Returns how many went.
     pub(crate) fn untrack_owner(&mut self, owner: SubscriberId) -> usize {
+        let local = Owner::Local(owner);
         let keys: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, v)| v.iter().any(|e| e.owner == owner))
+            .filter(|(_, v)| v.iter().any(|e| e.owner == local))
             .map(|(k, _)| k.clone())
             .collect();
         keys.iter().filter(|key| self.untrack(owner, key)).count()
@@ -173,7 +351,10 @@ impl TopicPresence {
 
     /// Whether nothing is present and nothing is pending.
     pub(crate) fn is_idle(&self) -> bool {
-        self.entries.is_empty() && self.pending.joins.is_empty() && self.pending.leaves.is_empty()
+        self.entries.is_empty()
+            && self.pending.joins.is_empty()
+            && self.pending.leaves.is_empty()
+            && self.outgoing.is_empty()
     }
 
     /// The pending diff as `{"joins": {...}, "leaves": {...}}` (both always present), or

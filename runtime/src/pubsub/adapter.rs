@@ -49,6 +49,12 @@ pub struct RemoteBroadcast {
 #[error("invalid remote broadcast: {0}")]
 pub struct InvalidRemote(String);
 
+impl InvalidRemote {
+    pub(crate) fn new(why: impl Into<String>) -> Self {
+        Self(why.into())
+    }
+}
+
 /// The wire form's JSON payload: a value, or JSON text written as is.
 #[derive(serde::Serialize)]
 #[serde(untagged)]
@@ -238,10 +244,17 @@ pub trait Adapter: Send + Sync + 'static {
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// An in-process "cluster": every adapter made from one bus is a node that sees the others'
-/// frames. A runtime alone on its bus is a single node (the default).
+/// frames. A runtime alone on its bus is a single node (the default). A node can be cut off
+/// and linked again ([`MemoryBus::set_linked`]), to test what a cluster does when a link fails.
 #[derive(Default)]
 pub struct MemoryBus {
-    nodes: Mutex<Vec<(String, Inbound)>>,
+    nodes: Mutex<Vec<BusNode>>,
+}
+
+struct BusNode {
+    name: String,
+    inbound: Inbound,
+    linked: bool,
 }
 
 impl MemoryBus {
@@ -258,8 +271,26 @@ impl MemoryBus {
         }
     }
 
-    fn nodes(&self) -> std::sync::MutexGuard<'_, Vec<(String, Inbound)>> {
+    /// Cuts node `name` off the bus (`false`: it neither sends nor receives, and reports
+    /// [`AdapterState::Disconnected`], as when its link to Redis is down) or links it again.
+    pub fn set_linked(&self, name: &str, linked: bool) {
+        let mut nodes = self.nodes();
+        for node in nodes.iter_mut().filter(|n| n.name == name) {
+            node.linked = linked;
+            node.inbound.set_state(if linked {
+                AdapterState::Connected
+            } else {
+                AdapterState::Disconnected
+            });
+        }
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, Vec<BusNode>> {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn linked(nodes: &[BusNode], name: &str) -> bool {
+        nodes.iter().any(|n| n.name == name && n.linked)
     }
 }
 
@@ -275,29 +306,44 @@ impl Adapter for MemoryAdapter {
     }
 
     fn publish(&self, frame: Bytes) {
+        let mut nodes = self.bus.nodes();
+        if !MemoryBus::linked(&nodes, &self.node) {
+            return;
+        }
         // Each receiving node's queue keeps each sender's order; a closed one is a node that
         // is gone.
-        self.bus.nodes().retain(|(name, inbound)| {
-            *name == self.node || inbound.deliver(frame.clone()) || !inbound.tx.is_closed()
+        nodes.retain(|n| {
+            n.name == self.node
+                || !n.linked
+                || n.inbound.deliver(frame.clone())
+                || !n.inbound.tx.is_closed()
         });
     }
 
     fn send_to(&self, node: &str, frame: Bytes) {
-        if node == self.node {
+        let nodes = self.bus.nodes();
+        if node == self.node || !MemoryBus::linked(&nodes, &self.node) {
             return;
         }
-        if let Some((_, inbound)) = self.bus.nodes().iter().find(|(name, _)| name == node) {
-            inbound.deliver(frame);
+        if let Some(n) = nodes.iter().find(|n| n.name == node && n.linked) {
+            n.inbound.deliver(frame);
         }
     }
 
     fn start(&self, inbound: Inbound) {
         inbound.set_state(AdapterState::Connected);
-        self.bus.nodes().push((self.node.clone(), inbound));
+        let mut nodes = self.bus.nodes();
+        // A node restarted under its name takes its previous life's place.
+        nodes.retain(|n| n.name != self.node);
+        nodes.push(BusNode {
+            name: self.node.clone(),
+            inbound,
+            linked: true,
+        });
     }
 
     fn close(&self, _deadline: Duration) -> BoxFuture<'_, ()> {
-        self.bus.nodes().retain(|(name, _)| *name != self.node);
+        self.bus.nodes().retain(|n| n.name != self.node);
         Box::pin(async {})
     }
 }

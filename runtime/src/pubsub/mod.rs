@@ -39,6 +39,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::cluster::Cluster;
 use super::protocol::{Payload, Vsn};
 use super::registry::SocketRegistry;
 use super::socket_actor::SocketMsg;
@@ -106,11 +107,26 @@ pub(crate) struct TopicEntry {
 
 struct Inner {
     topics: DashMap<String, TopicEntry>,
-    adapter: Arc<dyn Adapter>,
+    cluster: Arc<Cluster>,
     registry: SocketRegistry,
     /// The `topics` supervisor (replaced when it restarts).
     supervisor: Slot<ActorCell>,
     next_id: AtomicU64,
+}
+
+/// The cluster as one node sees it ([`PubSub::cluster_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterStats {
+    /// This node's name.
+    pub node: String,
+    /// The link to the other nodes.
+    pub state: AdapterState,
+    /// The other nodes heard from (sorted; empty for a single node).
+    pub members: Vec<String>,
+    /// Frames received from other nodes.
+    pub received: u64,
+    /// Frames from other nodes dropped because this node's inbound queue was full.
+    pub dropped: u64,
 }
 
 /// The PubSub handle: cheap to clone, usable anywhere in the server.
@@ -174,41 +190,49 @@ impl Drop for Subscription {
 }
 
 impl PubSub {
-    /// A PubSub for this node, connected to the others through `adapter`, whose topic actors
+    /// A PubSub for this node, connected to the others through `cluster`, whose topic actors
     /// are supervised by the supervisor in `supervisor`.
     pub(crate) fn new(
         supervisor: Slot<ActorCell>,
-        adapter: Arc<dyn Adapter>,
+        cluster: Arc<Cluster>,
         registry: SocketRegistry,
     ) -> Self {
-        let (inbound, mut rx, _shared) = Inbound::new(Inbound::CAPACITY);
-        adapter.start(inbound);
-        let this = Self {
+        Self {
             inner: Arc::new(Inner {
                 topics: DashMap::new(),
-                adapter,
+                cluster,
                 registry,
                 supervisor,
                 next_id: AtomicU64::new(1),
             }),
-        };
-        // Other nodes' broadcasts are delivered here as local ones. Holding only a weak
-        // reference lets the PubSub go when its runtime does.
-        let weak = Arc::downgrade(&this.inner);
-        tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                let Some(inner) = weak.upgrade() else { break };
-                if let Ok(remote) = RemoteBroadcast::decode(&frame) {
-                    PubSub { inner }.dispatch(&remote.topic, &remote.event, remote.payload, None);
-                }
-            }
-        });
-        this
+        }
     }
 
     /// This node's name (from the adapter).
     pub fn node_name(&self) -> &str {
-        self.inner.adapter.node_name()
+        self.inner.cluster.node()
+    }
+
+    /// The state of the link to the other nodes (always [`AdapterState::Connected`] for a
+    /// single node).
+    pub fn adapter_state(&self) -> AdapterState {
+        self.inner.cluster.state()
+    }
+
+    /// The cluster as this node sees it.
+    pub fn cluster_stats(&self) -> ClusterStats {
+        let (received, dropped) = self.inner.cluster.counts();
+        ClusterStats {
+            node: self.node_name().to_owned(),
+            state: self.adapter_state(),
+            members: self.inner.cluster.member_names(),
+            received,
+            dropped,
+        }
+    }
+
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.inner.cluster
     }
 
     pub(crate) fn next_id(&self) -> SubscriberId {
@@ -375,8 +399,13 @@ impl PubSub {
             event: event.to_owned(),
             payload: payload.clone(),
         };
-        self.inner.adapter.publish(remote.encode().into());
+        self.inner.cluster.publish_frame(remote.encode().into());
         self.dispatch(topic, event, payload, from);
+    }
+
+    /// Delivers another node's broadcast to this node's subscribers.
+    pub(crate) fn dispatch_remote(&self, topic: &str, event: &str, payload: Payload) {
+        self.dispatch(topic, event, payload, None);
     }
 
     /// Delivers to this node's subscribers (through the topic's actor, in order).

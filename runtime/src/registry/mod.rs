@@ -27,17 +27,19 @@
 //! - [`SocketRegistry::disconnect_except`]: the same, sparing the sockets that also carry another
 //!   name (a user's sockets but those of the session that changed the password).
 //!
-//! The registry is per node: `push` and `disconnect_except` reach this node's sockets only.
+//! Each node has its own registry of its own sockets; `push` and `disconnect_except` reach the
+//! other nodes' through the cluster (see `crate::cluster`).
 
 mod journal;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::cluster::Cluster;
 use super::protocol::{self, Payload, Ref, Vsn};
 use super::supervisor::{Child, Slot};
 use super::transport::{CloseReason, Control, Outbound, Sent, encoded_to_message};
@@ -274,6 +276,8 @@ struct Inner {
     /// The registry actor (replaced when it restarts).
     actor: Slot<ActorRef<RegistryMsg>>,
     journal: Mutex<Journal>,
+    /// The other nodes (set once the runtime's tree is up).
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 /// The socket registry handle: cheap to clone, usable anywhere in the server
@@ -300,8 +304,14 @@ impl SocketRegistry {
             inner: Arc::new(Inner {
                 actor: Slot::new(actor),
                 journal: Mutex::new(Journal::default()),
+                cluster: OnceLock::new(),
             }),
         })
+    }
+
+    /// Links the registry to the other nodes.
+    pub(crate) fn link(&self, cluster: Arc<Cluster>) {
+        let _ = self.inner.cluster.set(cluster);
     }
 
     fn journal(&self) -> MutexGuard<'_, Journal> {
@@ -419,7 +429,10 @@ impl SocketRegistry {
 
     /// Pushes `event` to every socket registered under `socket_id` (a [`Socket::id`], or one
     /// of its [`Socket::disconnect_topics`]) that has joined `topic`, on that join (the client
-    /// sees a push from its channel). Returns how many sockets it was queued for.
+    /// sees a push from its channel), on every node of the cluster. Returns how many sockets
+    /// it was queued for: this node's, plus those the other nodes counted and reported within
+    /// the cluster's push timeout (`ClusterConfig::push_timeout`). A node that does not answer
+    /// in time is not counted, though it may still deliver the push.
     ///
     /// [`Socket::id`]: super::Socket::id
     /// [`Socket::disconnect_topics`]: super::Socket::disconnect_topics
@@ -431,10 +444,28 @@ impl SocketRegistry {
         payload: impl Into<Payload>,
     ) -> usize {
         let payload = payload.into();
+        let local = self.push_local(socket_id, topic, event, &payload).await;
+        let remote = match self.inner.cluster.get() {
+            Some(cluster) if cluster.peers() > 0 => {
+                cluster.push(socket_id, topic, event, &payload).await
+            }
+            _ => 0,
+        };
+        local + remote
+    }
+
+    /// [`SocketRegistry::push`] on this node only.
+    pub(crate) async fn push_local(
+        &self,
+        socket_id: &str,
+        topic: &str,
+        event: &str,
+        payload: &Payload,
+    ) -> usize {
         self.lookup(socket_id)
             .await
             .iter()
-            .filter(|session| session.push(topic, event, &payload))
+            .filter(|session| session.push(topic, event, payload))
             .count()
     }
 
@@ -459,9 +490,22 @@ impl SocketRegistry {
     /// password (`user_token:<its jti>`). A socket still registering is judged the same way
     /// (closed if it carries `name` and not `keep`).
     ///
-    /// This node's sockets only: unlike [`PubSub::disconnect`](super::PubSub::disconnect),
-    /// nothing carries it to other nodes yet (the cluster adapter's issue must).
+    /// On every node of the cluster: the other nodes carry it out when it reaches them (at
+    /// most once, as broadcasts).
     pub fn disconnect_except(&self, name: &str, keep: &str) {
+        self.disconnect_except_local(name, keep);
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.publish(&super::cluster::wire::Control::DisconnectExcept {
+                node: cluster.node().to_owned(),
+                inc: cluster.inc(),
+                name: name.to_owned(),
+                keep: keep.to_owned(),
+            });
+        }
+    }
+
+    /// [`SocketRegistry::disconnect_except`] on this node only.
+    pub(crate) fn disconnect_except_local(&self, name: &str, keep: &str) {
         let mut journal = self.journal();
         journal
             .disconnects

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 
 use super::{Child, Counters, Slot, SupervisionConfig, Supervisor, SupervisorMsg, Temporary};
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::presence::{Presence, PresenceConfig};
 use crate::pubsub::{Adapter, PubSub};
 use crate::registry::SocketRegistry;
@@ -49,6 +50,7 @@ pub(crate) async fn start(
     limits: SupervisionConfig,
     presence: &PresenceConfig,
     adapter: Arc<dyn Adapter>,
+    cluster: ClusterConfig,
 ) -> Result<Tree, SpawnErr> {
     let health = Slot::new(Health::Up);
     let counters = Arc::new(Counters::default());
@@ -75,7 +77,9 @@ pub(crate) async fn start(
     let sockets = supervised(&root, supervisor("sockets", Temporary::Ignored)).await?;
     adopt(sockets.0, sockets.1).await?;
 
-    let pubsub = PubSub::new(topics.2, adapter, registry.clone());
+    let cluster = Cluster::new(adapter, cluster);
+    registry.link(cluster.clone());
+    let pubsub = PubSub::new(topics.2, cluster.clone(), registry.clone());
     let presence_supervisor = supervisor("presence", Temporary::Ignored)
         .spawn(root.get_cell())
         .await?;
@@ -98,6 +102,7 @@ pub(crate) async fn start(
         })
     };
     adopt(presence_supervisor.get_cell(), restart).await?;
+    cluster.run(pubsub.clone(), presence.clone(), registry.clone());
 
     Ok(Tree {
         root,

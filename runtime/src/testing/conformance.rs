@@ -113,8 +113,133 @@ pub async fn adapter_conformance(make: impl Fn(&str) -> Arc<dyn crate::Adapter>)
         "topics are independent"
     );
 
+    presence_across(&a, &b).await;
+
+    // 5. A node that shuts down says so: the other drops its presences at once.
+    let mut watch = pb.subscribe("conformance:presence").await;
     a.shutdown(Duration::from_secs(1)).await;
+    let left = next_diff(&mut watch, |d| d["leaves"].get("ann").is_some()).await;
+    assert!(left["joins"].get("ann").is_none(), "{left}");
+    assert!(
+        b.presence()
+            .list("conformance:presence")
+            .await
+            .get("ann")
+            .is_none(),
+        "the departed node's presences are gone"
+    );
     b.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Waits for a `presence_diff` on `sub` that `wanted` accepts.
+async fn next_diff(
+    sub: &mut crate::Subscription,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, sub.recv()).await {
+            Ok(Some(b)) if b.event == crate::presence_events::DIFF => {
+                let diff = b.payload.decode::<serde_json::Value>().unwrap_or_default();
+                if wanted(&diff) {
+                    return diff;
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("adapter conformance: expected a presence_diff within {DEADLINE:?}"),
+        }
+    }
+}
+
+/// Waits until `runtime`'s list of `topic` satisfies `wanted`.
+async fn list_until(
+    runtime: &Runtime,
+    topic: &str,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let list = runtime.presence().list(topic).await;
+        if wanted(&list) {
+            return list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "adapter conformance: {what} within {DEADLINE:?}; the list is {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Presence on two nodes: each lists both, diffs cross, updates and leaves too.
+async fn presence_across(a: &Runtime, b: &Runtime) {
+    let topic = "conformance:presence";
+    let mut on_b = b.pubsub().subscribe(topic).await;
+    let ann = a.pubsub().subscribe(topic).await;
+    let bob = b.pubsub().subscribe(topic).await;
+    a.presence()
+        .track(topic, ann.id(), "ann", json!({"device": "phone"}))
+        .await
+        .expect("track on a");
+    b.presence()
+        .track(topic, bob.id(), "bob", json!({"device": "laptop"}))
+        .await
+        .expect("track on b");
+    let joined = next_diff(&mut on_b, |d| d["joins"].get("ann").is_some()).await;
+    assert_eq!(
+        joined["joins"]["ann"]["metas"][0]["device"], "phone",
+        "6. a node's presence reaches the other's subscribers as a presence_diff"
+    );
+    for node in [a, b] {
+        list_until(node, topic, "both presences on each node", |l| {
+            l.get("ann").is_some() && l.get("bob").is_some()
+        })
+        .await;
+    }
+    // A second device of the same key, on the other node: two metas.
+    let ann2 = b.pubsub().subscribe(topic).await;
+    b.presence()
+        .track(topic, ann2.id(), "ann", json!({"device": "tablet"}))
+        .await
+        .expect("second device");
+    let list = list_until(a, topic, "both of ann's devices", |l| {
+        l["ann"]["metas"].as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    let refs: Vec<&str> = list["ann"]["metas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["phx_ref"].as_str())
+        .collect();
+    assert!(
+        refs.len() == 2 && refs[0] != refs[1],
+        "distinct phx_refs: {list}"
+    );
+    a.presence()
+        .update(
+            topic,
+            ann.id(),
+            "ann",
+            json!({"device": "phone", "status": "away"}),
+        )
+        .await
+        .expect("update");
+    list_until(b, topic, "the update", |l| {
+        l["ann"]["metas"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2 && m.iter().any(|m| m["status"] == "away"))
+    })
+    .await;
+    b.presence().untrack(topic, ann2.id(), "ann");
+    list_until(a, topic, "the untrack", |l| {
+        l["ann"]["metas"].as_array().is_some_and(|m| m.len() == 1)
+    })
+    .await;
+    // Kept alive until here: dropping a subscription does not untrack (channels do).
+    drop((ann, bob, ann2));
 }
 
 /// The receiving end of an [`crate::Inbound`] made by [`inbound_probe`]: what an adapter

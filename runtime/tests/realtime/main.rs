@@ -7,6 +7,7 @@ mod broadcast;
 mod budgets;
 mod channel_case;
 mod churn;
+mod cluster;
 mod endings;
 mod front_door;
 mod half_sent;

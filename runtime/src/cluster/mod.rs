@@ -1,0 +1,531 @@
+//! The cluster: this node's view of the other nodes, over its [`Adapter`].
+//!
+//! Every node publishes a heartbeat every [`ClusterConfig::heartbeat`]; a node heard from is a
+//! *member* until it says goodbye (a runtime that shuts down publishes `bye`) or is silent for
+//! [`ClusterConfig::node_timeout`] (it died, or the link to it is down). Each runtime draws a
+//! random *incarnation* when it starts, so a node restarted under the same name is a new member
+//! and its previous life's presences are dropped, never resurrected.
+//!
+//! What crosses between nodes (see `wire`):
+//! - **Broadcasts**: delivered to this node's subscribers as if published here (PubSub).
+//! - **Presence**: each presence shard replicates its own joins and leaves (`pops`, once per
+//!   coalescing window) and, when asked, its whole state (`pdump`). A node that hears of a new
+//!   member asks it for its state (`sync`) and sends its own; a node whose link comes back
+//!   sends its state to all and asks for theirs, because what was published meanwhile is lost.
+//!   A member that leaves or times out has its presences removed everywhere, announced to the
+//!   clients as leaves.
+//! - **Direct pushes** ([`SocketRegistry::push`]): sent to every member, each answers how many
+//!   of its sockets it reached; the caller waits at most [`ClusterConfig::push_timeout`] and
+//!   counts the answers that came.
+//! - **Disconnects** ([`SocketRegistry::disconnect_except`]) are carried out on every node.
+//!
+//! Frames are handled by one task in arrival order, so what one node sent is applied here in
+//! the order it was sent.
+
+pub(crate) mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::presence::Presence;
+use crate::protocol::Payload;
+use crate::pubsub::{Adapter, AdapterState, Inbound, InboundShared, PubSub};
+use crate::registry::SocketRegistry;
+use wire::{Control, Frame, WirePayload};
+
+/// How nodes watch each other. Deserializes (serde) from `heartbeat_ms`, `node_timeout_ms`
+/// and `push_timeout_ms` (milliseconds), each optional.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// How often this node tells the others it is alive. Setting `heartbeat_ms`.
+    #[serde(rename = "heartbeat_ms", with = "crate::units::millis")]
+    pub heartbeat: Duration,
+    /// How long a silent node stays a member: after that its presences are removed on this
+    /// node (announced as leaves). Setting `node_timeout_ms`.
+    #[serde(rename = "node_timeout_ms", with = "crate::units::millis")]
+    pub node_timeout: Duration,
+    /// How long a direct push waits for the other nodes' counts. Setting `push_timeout_ms`.
+    #[serde(rename = "push_timeout_ms", with = "crate::units::millis")]
+    pub push_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(15),
+            push_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A node heard from.
+struct Member {
+    inc: u64,
+    last_seen: Instant,
+}
+
+/// A direct push waiting for the other nodes' counts.
+struct PendingPush {
+    waiting: HashSet<String>,
+    count: usize,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// What a frame's sender is to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    Known,
+    /// Never heard of before (or forgotten).
+    New,
+    /// A new incarnation of a known node: its previous life is gone.
+    Restarted,
+}
+
+/// This node's cluster membership and its link to the others.
+pub(crate) struct Cluster {
+    adapter: Arc<dyn Adapter>,
+    node: Arc<str>,
+    inc: u64,
+    config: ClusterConfig,
+    members: Mutex<HashMap<String, Member>>,
+    /// `members.len()`, read without the lock (presence replicates only when it is not 0).
+    peers: AtomicUsize,
+    pushes: Mutex<HashMap<u64, PendingPush>>,
+    next_push: AtomicU64,
+    inbound: Arc<InboundShared>,
+    rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .field("peers", &self.peers())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Links `adapter`: frames from other nodes wait (bounded) until [`Cluster::run`].
+    pub(crate) fn new(adapter: Arc<dyn Adapter>, config: ClusterConfig) -> Arc<Self> {
+        let (inbound, rx, shared) = Inbound::new(Inbound::CAPACITY);
+        let node: Arc<str> = adapter.node_name().into();
+        adapter.start(inbound);
+        Arc::new(Self {
+            adapter,
+            node,
+            inc: rand_u64(),
+            config,
+            members: Mutex::new(HashMap::new()),
+            peers: AtomicUsize::new(0),
+            pushes: Mutex::new(HashMap::new()),
+            next_push: AtomicU64::new(1),
+            inbound: shared,
+            rx: Mutex::new(Some(rx)),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// This node's name.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// This node's incarnation.
+    pub(crate) fn inc(&self) -> u64 {
+        self.inc
+    }
+
+    /// How many other nodes are members.
+    pub(crate) fn peers(&self) -> usize {
+        self.peers.load(Ordering::Acquire)
+    }
+
+    /// The other members' names.
+    pub(crate) fn member_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.members().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The adapter's link state.
+    pub(crate) fn state(&self) -> AdapterState {
+        *self.inbound.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Frames received from other nodes, and those dropped because this node fell behind.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.inbound.received.load(Ordering::Relaxed),
+            self.inbound.dropped.load(Ordering::Relaxed),
+        )
+    }
+
+    fn members(&self) -> MutexGuard<'_, HashMap<String, Member>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pushes(&self) -> MutexGuard<'_, HashMap<u64, PendingPush>> {
+        self.pushes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a broadcast's frame to every other node.
+    pub(crate) fn publish_frame(&self, frame: Bytes) {
+        self.adapter.publish(frame);
+    }
+
+    /// Sends `control` to every other node.
+    pub(crate) fn publish(&self, control: &Control) {
+        self.adapter.publish(control.encode());
+    }
+
+    /// Sends `control` to `node` only.
+    pub(crate) fn send_to(&self, node: &str, control: &Control) {
+        self.adapter.send_to(node, control.encode());
+    }
+
+    /// Starts handling other nodes' frames and the heartbeat. Called once the PubSub, the
+    /// presence and the registry exist.
+    pub(crate) fn run(
+        self: &Arc<Self>,
+        pubsub: PubSub,
+        presence: Presence,
+        registry: SocketRegistry,
+    ) {
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let handler = Handler {
+            cluster: self.clone(),
+            pubsub,
+            presence: presence.clone(),
+            registry,
+        };
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    frame = rx.recv() => match frame {
+                        Some(frame) => handler.handle(&frame).await,
+                        None => break,
+                    },
+                }
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move { this.heartbeat(presence).await });
+    }
+
+    /// Publishes the heartbeat, forgets silent members, and resynchronises whenever the link
+    /// comes (back) up.
+    async fn heartbeat(self: Arc<Self>, presence: Presence) {
+        let mut tick = tokio::time::interval(self.config.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut links = 0;
+        loop {
+            let changed = self.inbound.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let reconnects = self.inbound.reconnects.load(Ordering::Relaxed);
+            if reconnects != links {
+                links = reconnects;
+                // Linked (again): what was published while unlinked is lost both ways.
+                self.publish(&Control::Sync {
+                    node: self.node.to_string(),
+                    inc: self.inc,
+                    reply: false,
+                });
+                presence.dump(None);
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = &mut changed => {}
+                _ = tick.tick() => {
+                    self.publish(&Control::Heartbeat { node: self.node.to_string(), inc: self.inc });
+                    for node in self.expired() {
+                        tracing::warn!(%node, "cluster node silent: its presences are removed");
+                        self.forget(&node, &presence);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Members silent for longer than the node timeout.
+    fn expired(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.members()
+            .iter()
+            .filter(|(_, m)| now.duration_since(m.last_seen) > self.config.node_timeout)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Records a frame from `node`.
+    fn heard(&self, node: &str, inc: u64) -> Heard {
+        let mut members = self.members();
+        let now = Instant::now();
+        let heard = match members.get_mut(node) {
+            Some(member) if member.inc == inc => {
+                member.last_seen = now;
+                return Heard::Known;
+            }
+            Some(member) => {
+                *member = Member {
+                    inc,
+                    last_seen: now,
+                };
+                Heard::Restarted
+            }
+            None => {
+                members.insert(
+                    node.to_owned(),
+                    Member {
+                        inc,
+                        last_seen: now,
+                    },
+                );
+                Heard::New
+            }
+        };
+        self.peers.store(members.len(), Ordering::Release);
+        drop(members);
+        tracing::info!(%node, "cluster node joined");
+        heard
+    }
+
+    /// `node` is gone: forget it, drop its presences, stop waiting for its counts.
+    fn forget(&self, node: &str, presence: &Presence) {
+        {
+            let mut members = self.members();
+            if members.remove(node).is_none() {
+                return;
+            }
+            self.peers.store(members.len(), Ordering::Release);
+        }
+        presence.drop_node(node);
+        for pending in self.pushes().values_mut() {
+            pending.waiting.remove(node);
+            if pending.waiting.is_empty()
+                && let Some(done) = pending.done.take()
+            {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Pushes to the sockets named `name` on the other nodes; how many they reached, as
+    /// counted by the nodes that answered within the push timeout.
+    pub(crate) async fn push(
+        &self,
+        name: &str,
+        topic: &str,
+        event: &str,
+        payload: &Payload,
+    ) -> usize {
+        let waiting: HashSet<String> = self.members().keys().cloned().collect();
+        if waiting.is_empty() {
+            return 0;
+        }
+        let id = self.next_push.fetch_add(1, Ordering::Relaxed);
+        let (done, answered) = oneshot::channel();
+        let pending = PendingPush {
+            waiting,
+            count: 0,
+            done: Some(done),
+        };
+        self.pushes().insert(id, pending);
+        self.publish(&Control::Push {
+            node: self.node.to_string(),
+            inc: self.inc,
+            id,
+            name: name.to_owned(),
+            topic: topic.to_owned(),
+            event: event.to_owned(),
+            payload: WirePayload::from_payload(payload),
+        });
+        if tokio::time::timeout(self.config.push_timeout, answered)
+            .await
+            .is_err()
+        {
+            tracing::debug!(%name, "not every node counted a direct push in time");
+        }
+        self.pushes().remove(&id).map_or(0, |p| p.count)
+    }
+
+    fn acked(&self, node: &str, id: u64, count: usize) {
+        let mut pushes = self.pushes();
+        let Some(pending) = pushes.get_mut(&id) else {
+            return;
+        };
+        if pending.waiting.remove(node) {
+            pending.count += count;
+        }
+        if pending.waiting.is_empty()
+            && let Some(done) = pending.done.take()
+        {
+            let _ = done.send(());
+        }
+    }
+
+    /// Tells the others this node leaves (they drop its presences now), sends what is still
+    /// queued within `deadline`, and stops.
+    pub(crate) async fn leave(&self, deadline: Duration) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        self.publish(&Control::Bye {
+            node: self.node.to_string(),
+            inc: self.inc,
+        });
+        self.stop.cancel();
+        self.adapter.close(deadline).await;
+    }
+
+    /// Stops the tasks without a goodbye (the runtime was dropped).
+    pub(crate) fn halt(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Handles other nodes' frames.
+struct Handler {
+    cluster: Arc<Cluster>,
+    pubsub: PubSub,
+    presence: Presence,
+    registry: SocketRegistry,
+}
+
+impl Handler {
+    async fn handle(&self, bytes: &[u8]) {
+        let frame = match Frame::decode(bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster frame dropped");
+                return;
+            }
+        };
+        let cluster = &self.cluster;
+        let control = match frame {
+            Frame::Broadcast(b) => {
+                if b.node != *cluster.node {
+                    self.pubsub.dispatch_remote(&b.topic, &b.event, b.payload);
+                }
+                return;
+            }
+            Frame::Control(control) => control,
+        };
+        let (node, inc) = control.sender();
+        if node == &*cluster.node {
+            return;
+        }
+        let node = node.to_owned();
+        if let Control::Bye { .. } = control {
+            if cluster.members().get(&node).is_some_and(|m| m.inc == inc) {
+                tracing::info!(%node, "cluster node left");
+                cluster.forget(&node, &self.presence);
+            }
+            return;
+        }
+        let heard = cluster.heard(&node, inc);
+        if heard == Heard::Restarted {
+            self.presence.drop_node(&node);
+        }
+        let fresh = heard != Heard::Known;
+        match control {
+            Control::Sync { reply, .. } => {
+                if fresh && !reply {
+                    cluster.send_to(&node, &self.sync(true));
+                }
+                self.presence.dump(Some(&node));
+            }
+            _ if fresh => {
+                // Heard of it first by something else: ask for its presences.
+                cluster.send_to(&node, &self.sync(false));
+                self.apply(control, node).await;
+            }
+            control => self.apply(control, node).await,
+        }
+    }
+
+    fn sync(&self, reply: bool) -> Control {
+        Control::Sync {
+            node: self.cluster.node.to_string(),
+            inc: self.cluster.inc,
+            reply,
+        }
+    }
+
+    async fn apply(&self, control: Control, from: String) {
+        match control {
+            Control::Heartbeat { .. } | Control::Sync { .. } | Control::Bye { .. } => {}
+            Control::PresenceOps {
+                inc,
+                shard,
+                topic,
+                ops,
+                ..
+            } => self.presence.remote_ops(&from, inc, shard, topic, ops),
+            Control::PresenceDump {
+                inc, shard, topics, ..
+            } => self.presence.replace(&from, inc, shard, topics),
+            Control::Push {
+                id,
+                name,
+                topic,
+                event,
+                payload,
+                ..
+            } => {
+                let count = match payload.into_payload() {
+                    Ok(payload) => {
+                        self.registry
+                            .push_local(&name, &topic, &event, &payload)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "direct push with a bad payload dropped");
+                        0
+                    }
+                };
+                self.cluster.send_to(
+                    &from,
+                    &Control::Ack {
+                        node: self.cluster.node.to_string(),
+                        inc: self.cluster.inc,
+                        id,
+                        count,
+                    },
+                );
+            }
+            Control::Ack { id, count, .. } => self.cluster.acked(&from, id, count),
+            Control::DisconnectExcept { name, keep, .. } => {
+                self.registry.disconnect_except_local(&name, &keep);
+            }
+        }
+    }
+}
+
+/// A random 64-bit number (the incarnation), from the standard library's randomly keyed
+/// hasher and the clock: unique enough to tell two lives of a node apart.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}

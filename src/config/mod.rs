@@ -6,6 +6,7 @@
 //! the process environment.
 
 mod cli;
+mod pubsub;
 mod secret;
 mod signed;
 mod validate;
@@ -18,6 +19,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use cli::{Cli, Command, MigrateAction};
+pub use pubsub::{AdapterKind, PubSubConfig};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
 pub use signed::{SignError, VerifyError};
 pub use validate::{InvalidSetting, MIN_OUTBOUND_QUEUE_BYTES};
@@ -77,6 +79,10 @@ pub struct Config {
     pub socket: SocketConfig,
     /// Presence (`window_ms`, `shards`), read straight into the runtime's settings.
     pub presence: crate::runtime::PresenceConfig,
+    /// How this node reaches the other nodes of a cluster.
+    pub pubsub: PubSubConfig,
+    /// This node's name, unique in the cluster; unset: the host name and the process id.
+    pub node_name: Option<String>,
 }
 
 /// WebSocket settings (the `[socket]` section): the runtime's transport settings, read
@@ -230,6 +236,8 @@ impl Default for Config {
             mail: MailConfig::default(),
             socket: SocketConfig::default(),
             presence: crate::runtime::PresenceConfig::default(),
+            pubsub: PubSubConfig::default(),
+            node_name: None,
         }
     }
 }
@@ -347,6 +355,9 @@ impl Config {
         if let Some(v) = value.get_mut("database_url") {
             *v = redact_url_password(&self.database_url).into();
         }
+        if let Some(v) = value.pointer_mut("/pubsub/redis_url") {
+            *v = redact_url_password(&self.pubsub.redis_url).into();
+        }
         value
     }
 
@@ -365,14 +376,23 @@ impl Config {
         std::time::Duration::from_secs(self.socket.token_ttl_secs)
     }
 
-    /// The runtime's configuration: the `socket` and `presence` sections as read (a single
-    /// node, default supervision).
+    /// The runtime's configuration: the `socket` and `presence` sections as read, the
+    /// cluster timings of `pubsub`, default supervision; no adapter (a single node) — the
+    /// server links the `pubsub.adapter` itself.
     pub fn runtime(&self) -> crate::runtime::RuntimeConfig {
         crate::runtime::RuntimeConfig {
             transport: self.socket.transport.clone(),
             presence: self.presence.clone(),
+            cluster: self.pubsub.cluster.clone(),
             ..Default::default()
         }
+    }
+
+    /// This node's name: `node_name`, or the host name and the process id.
+    pub fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .unwrap_or_else(pubsub::default_node_name)
     }
 }
 

@@ -55,7 +55,7 @@ impl Config {
     /// [`crate::app::Server::start`] calls it before anything starts.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let smtp = self.mail.transport == MailTransportKind::Smtp;
-        let zeros: [(&'static str, bool, &'static str); 12] = [
+        let zeros: [(&'static str, bool, &'static str); 14] = [
             (
                 "token_ttl_secs",
                 self.token_ttl_secs == 0,
@@ -116,6 +116,16 @@ impl Config {
                 smtp && self.mail.smtp_timeout_secs == 0,
                 "times every SMTP delivery out",
             ),
+            (
+                "pubsub.heartbeat_ms",
+                self.pubsub.cluster.heartbeat.is_zero(),
+                "leaves nodes no interval to tell each other they are alive",
+            ),
+            (
+                "pubsub.push_timeout_ms",
+                self.pubsub.cluster.push_timeout.is_zero(),
+                "counts no other node's sockets in a direct push",
+            ),
         ];
         if let Some((setting, _, consequence)) = zeros.into_iter().find(|(_, zero, _)| *zero) {
             return Err(InvalidSetting::zero(setting, consequence));
@@ -126,6 +136,16 @@ impl Config {
                 self.socket.transport.outbound_queue_bytes as u64,
                 MIN_OUTBOUND_QUEUE_BYTES as u64,
                 "cuts off sockets as slow consumers (1013) for a few queued messages",
+            ));
+        }
+        let heartbeat = self.pubsub.cluster.heartbeat.as_millis() as u64;
+        let node_timeout = self.pubsub.cluster.node_timeout.as_millis() as u64;
+        if node_timeout < 2 * heartbeat {
+            return Err(InvalidSetting::below(
+                "pubsub.node_timeout_ms",
+                node_timeout,
+                2 * heartbeat,
+                "drops live nodes between two heartbeats (at least twice pubsub.heartbeat_ms)",
             ));
         }
         Ok(())
@@ -144,8 +164,14 @@ mod tests {
     #[test]
     fn the_defaults_are_valid_and_each_useless_zero_is_named() {
         assert_eq!(Config::default().validate(), Ok(()));
-        let cases: [Case; 12] = [
+        let cases: [Case; 14] = [
             ("token_ttl_secs", |c| c.token_ttl_secs = 0),
+            ("pubsub.heartbeat_ms", |c| {
+                c.pubsub.cluster.heartbeat = Duration::ZERO;
+            }),
+            ("pubsub.push_timeout_ms", |c| {
+                c.pubsub.cluster.push_timeout = Duration::ZERO;
+            }),
             ("socket.token_ttl_secs", |c| c.socket.token_ttl_secs = 0),
             ("http.body_limit_bytes", |c| c.http.body_limit_bytes = 0),
             ("http.request_timeout_secs", |c| {

@@ -20,13 +20,30 @@ pub(crate) async fn ready(app: &App) -> Result<Response, ApiError> {
     match app.db.ping().await {
         Ok(()) => Ok(response::json(
             StatusCode::OK,
-            &json!({ "status": "ok", "database": "ok", "realtime": "ok" }),
+            &json!({
+                "status": "ok",
+                "database": "ok",
+                "realtime": "ok",
+                "pubsub": pubsub(app),
+            }),
         )),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: database unreachable");
             Err(ApiError::Unavailable)
         }
     }
+}
+
+/// The cluster link as `/ready` reports it. A link that is down does not fail readiness: the
+/// node still serves its own clients, and chat history is in the database.
+fn pubsub(app: &App) -> serde_json::Value {
+    let stats = app.pubsub.cluster_stats();
+    json!({
+        "adapter": app.config.pubsub.adapter,
+        "node": stats.node,
+        "state": stats.state,
+        "members": stats.members,
+    })
 }
 
 fn runtime_up(app: &App) -> Result<(), ApiError> {

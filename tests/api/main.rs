@@ -6,6 +6,7 @@
 mod chat;
 mod chat_channel;
 mod cli;
+mod cluster;
 mod conversation_channel;
 mod conversations;
 mod credentials;

@@ -1,0 +1,184 @@
+//! Cluster mode over real processes: three `fawkes serve` sharing one database and one Redis,
+//! official phoenix.js clients on each (`tests/js/cluster.mjs`), nodes killed, stopped and
+//! restarted, Redis stopped and started again.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::cluster::{Cluster, Script, User};
+
+/// The script's configuration: every node's socket and HTTP URL, the users, and `extra`.
+fn config(cluster: &Cluster, nodes: usize, users: &[(&str, Value)], extra: Value) -> Value {
+    let mut config = json!({
+        "nodes": (1..=nodes).map(|n| cluster.socket_url(n)).collect::<Vec<_>>(),
+        "http": (1..=nodes).map(|n| cluster.url(n).to_owned()).collect::<Vec<_>>(),
+        "users": users
+            .iter()
+            .map(|(name, user)| ((*name).to_owned(), user.clone()))
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
+        config.extend(extra);
+    }
+    config
+}
+
+/// Users registered through node-1, by name.
+async fn users(cluster: &Cluster, names: &[&str]) -> Vec<User> {
+    let mut users = Vec::new();
+    for name in names {
+        users.push(cluster.user(1, name).await);
+    }
+    users
+}
+
+fn named<'a>(names: &[&'a str], users: &[User]) -> Vec<(&'a str, Value)> {
+    names.iter().copied().zip(users.iter().map(User::json)).collect()
+}
+
+/// Runs a scenario without steps to its end.
+async fn run(cluster: &mut Cluster, mode: &str, config: &Value) -> String {
+    Script::start(mode, config).await.finish(cluster).await
+}
+
+#[tokio::test]
+async fn broadcasts_presence_and_direct_pushes_cross_the_nodes() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let names = ["A", "B", "C", "X", "Y"];
+    let all = users(&cluster, &names).await;
+    let users = named(&names, &all);
+    let (x, y) = (&all[3], &all[4]);
+    let conversation = cluster.conversation(1, &x.token, y.id).await;
+    let config = config(&cluster, 3, &users, json!({ "conversation": conversation }));
+
+    let output = run(&mut cluster, "broadcast", &config).await;
+    assert!(output.contains("broadcast passed"), "{output}");
+    let output = run(&mut cluster, "presence", &config).await;
+    assert!(output.contains("presence passed"), "{output}");
+    let output = run(&mut cluster, "direct", &config).await;
+    assert!(output.contains("direct passed"), "{output}");
+}
+
+#[tokio::test]
+async fn logging_out_or_deleting_the_account_on_one_node_closes_the_sockets_on_all() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let names = ["X", "W"];
+    let all = users(&cluster, &names).await;
+    let mut users = named(&names, &all);
+    // A second session of X (logged in through node-2), which the logout must spare.
+    let other = cluster.login(2, &all[0].email, &all[0].password).await;
+    users[0].1["other"] = json!(other);
+    let config = config(&cluster, 3, &users, json!({}));
+
+    let output = run(&mut cluster, "logout", &config).await;
+    assert!(output.contains("logout passed"), "{output}");
+}
+
+/// With the default timings: a node that dies without a word is dropped, and its clients'
+/// presences with it, within the node timeout (15 s; the script allows 30 s).
+#[tokio::test]
+async fn a_killed_node_s_presences_leave_everywhere_and_do_not_come_back_with_it() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let names = ["A", "B", "C", "D"];
+    let all = users(&cluster, &names).await;
+    let config = config(&cluster, 3, &named(&names, &all), json!({}));
+
+    let mut script = Script::start("sigkill", &config).await;
+    script.step(&mut cluster, "kill node-3").await;
+    cluster.kill(3);
+    script.reply(json!({})).await;
+    script.step(&mut cluster, "restart node-3").await;
+    // B has left everywhere by now: node-3 is no member of the others any more.
+    cluster.wait_members().await;
+    cluster.restart(3).await;
+    script.reply(json!({ "url": cluster.socket_url(3) })).await;
+    let output = script.finish(&mut cluster).await;
+    assert!(output.contains("sigkill passed"), "{output}");
+}
+
+/// A node stopping gracefully says goodbye: its presences leave at once, long before the
+/// node timeout (60 s here) would drop them.
+#[tokio::test]
+async fn a_node_stopped_with_sigterm_says_goodbye() {
+    let mut cluster = Cluster::start(3, &[("FAWKES_PUBSUB__NODE_TIMEOUT_MS", "60000")]).await;
+    let names = ["A", "B", "C"];
+    let all = users(&cluster, &names).await;
+    let config = config(&cluster, 3, &named(&names, &all), json!({}));
+
+    let mut script = Script::start("sigterm", &config).await;
+    script.step(&mut cluster, "terminate node-3").await;
+    cluster.terminate(3);
+    script.reply(json!({})).await;
+    let output = script.finish(&mut cluster).await;
+    assert!(output.contains("sigterm passed"), "{output}");
+
+    let status = cluster.wait_exit(3).await;
+    assert!(status.success(), "node-3 exits cleanly: {status:?}");
+    assert!(
+        cluster
+            .log(3)
+            .iter()
+            .any(|l| l.contains("shutdown complete")),
+        "{}",
+        cluster.all_logs()
+    );
+    // The others dropped node-3 from their members: its goodbye, since the timeout is 60 s
+    // and `wait_members` allows 30.
+    cluster.wait_members().await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_keeps_local_traffic_and_the_cluster_heals_afterwards() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let names = ["X", "Y", "C"];
+    let all = users(&cluster, &names).await;
+    let conversation = cluster.conversation(1, &all[0].token, all[1].id).await;
+    let config = config(
+        &cluster,
+        2,
+        &named(&names, &all),
+        json!({ "conversation": conversation }),
+    );
+
+    let mut script = Script::start("redis", &config).await;
+    script.step(&mut cluster, "stop redis").await;
+    cluster.stop_redis();
+    for node in 1..=2 {
+        cluster
+            .wait_link(node, "disconnected", Duration::from_secs(10))
+            .await;
+    }
+    script.reply(json!({})).await;
+    script.step(&mut cluster, "start redis").await;
+    cluster.start_redis();
+    for node in 1..=2 {
+        cluster
+            .wait_link(node, "connected", Duration::from_secs(10))
+            .await;
+    }
+    cluster.wait_members().await;
+    script.reply(json!({})).await;
+    let output = script.finish(&mut cluster).await;
+    assert!(output.contains("redis passed"), "{output}");
+
+    // One warning per node for the one outage, however many reconnection attempts failed.
+    for node in 1..=2 {
+        let lost: Vec<String> = cluster
+            .log(node)
+            .iter()
+            .filter(|l| {
+                let l = l.to_lowercase();
+                l.contains("redis") && (l.contains("lost") || l.contains("down"))
+            })
+            .cloned()
+            .collect();
+        assert_eq!(
+            lost.len(),
+            1,
+            "node-{node} warns once that the link is lost: {lost:#?}\n{}",
+            cluster.all_logs()
+        );
+    }
+}
+

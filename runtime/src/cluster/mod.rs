@@ -25,7 +25,7 @@
 pub(crate) mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,8 @@ pub(crate) struct Cluster {
     inbound: Arc<InboundShared>,
     rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
     stop: CancellationToken,
+    /// Set once this node has said goodbye: it sends nothing more.
+    gone: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -132,6 +134,7 @@ impl Cluster {
             inbound: shared,
             rx: Mutex::new(Some(rx)),
             stop: CancellationToken::new(),
+            gone: AtomicBool::new(false),
         })
     }
 
@@ -180,17 +183,23 @@ impl Cluster {
 
     /// Sends a broadcast's frame to every other node.
     pub(crate) fn publish_frame(&self, frame: Bytes) {
-        self.adapter.publish(frame);
+        if !self.gone.load(Ordering::Acquire) {
+            self.adapter.publish(frame);
+        }
     }
 
     /// Sends `control` to every other node.
     pub(crate) fn publish(&self, control: &Control) {
-        self.adapter.publish(control.encode());
+        if !self.gone.load(Ordering::Acquire) {
+            self.adapter.publish(control.encode());
+        }
     }
 
     /// Sends `control` to `node` only.
     pub(crate) fn send_to(&self, node: &str, control: &Control) {
-        self.adapter.send_to(node, control.encode());
+        if !self.gone.load(Ordering::Acquire) {
+            self.adapter.send_to(node, control.encode());
+        }
     }
 
     /// Starts handling other nodes' frames and the heartbeat. Called once the PubSub, the
@@ -388,6 +397,9 @@ impl Cluster {
             node: self.node.to_string(),
             inc: self.inc,
         });
+        // What this node would still send (its joins ending as its sockets close) would only
+        // make the others hear of it again.
+        self.gone.store(true, Ordering::Release);
         self.stop.cancel();
         self.adapter.close(deadline).await;
     }

@@ -259,7 +259,8 @@ fn cluster_adapter(config: &Config) -> Result<Option<Arc<dyn Adapter>>, StartErr
     match config.pubsub.adapter {
         AdapterKind::Memory => Ok(None),
         AdapterKind::Redis => {
-            let mut redis = fawkes_redis::RedisConfig::new(&config.pubsub.redis_url, config.node_name());
+            let mut redis =
+                fawkes_redis::RedisConfig::new(&config.pubsub.redis_url, config.node_name());
             redis.prefix = config.pubsub.redis_prefix.clone();
             let adapter = fawkes_redis::RedisAdapter::new(redis)
                 .map_err(|e| StartError::Cluster(e.to_string()))?;

@@ -27,11 +27,11 @@ use sea_orm::{
 use serde::Serialize;
 use serde_json::Value;
 
+pub use cluster::{REFRESH_EVERY, REVOCATIONS_TOPIC};
 pub use params::{
     FieldErrors, MAX_EMAIL_LEN, MAX_PASSWORD_LEN, MAX_TEXT_LEN, MIN_PASSWORD_LEN, UserParams,
     is_valid_email,
 };
-pub use cluster::{REFRESH_EVERY, REVOCATIONS_TOPIC};
 pub use socket_token::SocketToken;
 pub use token::AccessClaims;
 

@@ -241,6 +241,7 @@ impl Cluster {
         let mut tick = tokio::time::interval(self.config.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut links = 0;
+        let mut dropped = 0;
         loop {
             let changed = self.inbound.changed.notified();
             tokio::pin!(changed);
@@ -261,6 +262,21 @@ impl Cluster {
                 () = &mut changed => {}
                 _ = tick.tick() => {
                     self.publish(&Control::Heartbeat { node: self.node.to_string(), inc: self.inc });
+                    let now_dropped = self.inbound.dropped.load(Ordering::Relaxed);
+                    if now_dropped != dropped {
+                        // Frames from other nodes were dropped (this node fell behind): the
+                        // presence changes among them are lost; ask for whole states again.
+                        tracing::warn!(
+                            dropped = now_dropped - dropped,
+                            "frames from other nodes dropped: resynchronising presence"
+                        );
+                        dropped = now_dropped;
+                        self.publish(&Control::Sync {
+                            node: self.node.to_string(),
+                            inc: self.inc,
+                            reply: true,
+                        });
+                    }
                     for node in self.expired() {
                         tracing::warn!(%node, "cluster node silent: its presences are removed");
                         self.forget(&node, &presence);
@@ -343,7 +359,8 @@ impl Cluster {
         payload: &Payload,
     ) -> usize {
         let waiting: HashSet<String> = self.members().keys().cloned().collect();
-        if waiting.is_empty() {
+        // Unlinked, nothing can reach the others (nor their counts): do not wait for them.
+        if waiting.is_empty() || self.state() != AdapterState::Connected {
             return 0;
         }
         let id = self.next_push.fetch_add(1, Ordering::Relaxed);

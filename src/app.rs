@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, AccountsError};
 use crate::config::{
-    Config, Environment, InvalidSetting, SecretKey, SecretKeyError, SecretKeySource,
+    AdapterKind, Config, Environment, InvalidSetting, SecretKey, SecretKeyError, SecretKeySource,
 };
 use crate::mailer::{Mailer, MailerError};
-use crate::runtime::{InvalidPattern, PubSub, Runtime, SocketRegistry};
+use crate::runtime::{Adapter, InvalidPattern, PubSub, Runtime, SocketRegistry};
 use crate::web::{
     self,
     rate_limit::{LoginLimiter, RegisterLimiter, RequestLimiter},
@@ -83,6 +83,9 @@ pub enum StartError {
     /// The realtime runtime could not start.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::StartError),
+    /// The cluster adapter's settings are wrong (e.g. `pubsub.redis_url`).
+    #[error("pubsub: {0}")]
+    Cluster(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -133,7 +136,22 @@ impl Server {
         let accounts = Accounts::new(db.clone(), key.clone(), config.token_ttl(), mailer.clone())
             .await?
             .with_socket_token_ttl(config.socket_token_ttl());
-        let runtime = Runtime::start(config.runtime()).await?;
+        let clustered = config.pubsub.adapter != AdapterKind::Memory;
+        if clustered && config.is_sqlite() {
+            tracing::warn!(
+                "pubsub.adapter = redis over SQLite: SQLite is one node's embedded database, so \
+                 this node cannot share its accounts and history with other nodes; use \
+                 PostgreSQL (database_url = postgres://…) for a cluster"
+            );
+        }
+        let mut runtime_config = config.runtime();
+        runtime_config.adapter = cluster_adapter(&config)?;
+        let runtime = Runtime::start(runtime_config).await?;
+        tracing::info!(
+            node = runtime.pubsub().node_name(),
+            adapter = ?config.pubsub.adapter,
+            "realtime runtime started"
+        );
         let listener = listen(config.bind).map_err(|source| StartError::Bind {
             addr: config.bind,
             source,
@@ -157,6 +175,10 @@ impl Server {
             mailer,
         });
         let shutdown = CancellationToken::new();
+        if clustered {
+            app.accounts
+                .join_cluster(app.pubsub.clone(), shutdown.clone());
+        }
         let grace = Duration::from_secs(app.config.http.shutdown_timeout_secs);
         let endpoint = runtime
             .endpoint()
@@ -232,6 +254,21 @@ impl Server {
     }
 }
 
+/// The adapter `pubsub.adapter` names, for `node_name`; `None` for a single node.
+fn cluster_adapter(config: &Config) -> Result<Option<Arc<dyn Adapter>>, StartError> {
+    match config.pubsub.adapter {
+        AdapterKind::Memory => Ok(None),
+        AdapterKind::Redis => {
+            let mut redis =
+                fawkes_redis::RedisConfig::new(&config.pubsub.redis_url, config.node_name());
+            redis.prefix = config.pubsub.redis_prefix.clone();
+            let adapter = fawkes_redis::RedisAdapter::new(redis)
+                .map_err(|e| StartError::Cluster(e.to_string()))?;
+            Ok(Some(Arc::new(adapter)))
+        }
+    }
+}
+
 /// Connections the kernel may hold for `accept` (it caps this at `net.core.somaxconn`). Tokio's
 /// `TcpListener::bind` asks for 1,024, which a burst of connections (a reconnect storm, or a
 /// client refused by the connection caps and retrying at once) can fill; the kernel then drops
@@ -253,11 +290,18 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
     let mut limiters = tokio::time::interval(web::rate_limit::PRUNE_EVERY);
     let mut revocations = tokio::time::interval(PRUNE_REVOCATIONS_EVERY);
-    for every in [&mut limiters, &mut revocations] {
+    let mut others = tokio::time::interval(crate::accounts::REFRESH_EVERY);
+    for every in [&mut limiters, &mut revocations, &mut others] {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
+    let clustered = app.config.pubsub.adapter != AdapterKind::Memory;
     loop {
         tokio::select! {
+            _ = others.tick(), if clustered => {
+                if let Err(e) = app.accounts.refresh_revocations().await {
+                    tracing::warn!(error = %e, "reading other nodes' revocations failed");
+                }
+            }
             _ = limiters.tick() => {
                 app.login_limiter.prune();
                 app.register_limiter.prune();

@@ -4,6 +4,7 @@
 //! Controllers hand it untrusted input and get typed results or an [`AccountsError`] back;
 //! they never see the database.
 
+mod cluster;
 mod params;
 mod password;
 mod revocation;
@@ -26,6 +27,7 @@ use sea_orm::{
 use serde::Serialize;
 use serde_json::Value;
 
+pub use cluster::{REFRESH_EVERY, REVOCATIONS_TOPIC};
 pub use params::{
     FieldErrors, MAX_EMAIL_LEN, MAX_PASSWORD_LEN, MAX_TEXT_LEN, MIN_PASSWORD_LEN, UserParams,
     is_valid_email,
@@ -191,6 +193,8 @@ pub struct Accounts {
     revocations: Arc<Revocations>,
     mailer: Mailer,
     socket_token_ttl: Duration,
+    /// The cluster revocations are announced to (unset: a single node).
+    cluster: Arc<std::sync::OnceLock<crate::runtime::PubSub>>,
 }
 
 /// How long a socket token is valid unless [`Accounts::with_socket_token_ttl`] says otherwise.
@@ -213,6 +217,7 @@ impl Accounts {
             db,
             mailer,
             socket_token_ttl: DEFAULT_SOCKET_TOKEN_TTL,
+            cluster: Arc::default(),
         })
     }
 
@@ -314,7 +319,8 @@ impl Accounts {
 
     /// Revokes the token `claims` came from.
     pub async fn logout(&self, claims: &AccessClaims) -> Result<(), AccountsError> {
-        self.revocations.revoke_token(&self.db, claims).await?;
+        let row = self.revocations.revoke_token(&self.db, claims).await?;
+        self.announce(&row);
         tracing::info!(user_id = claims.user_id, "token revoked");
         Ok(())
     }
@@ -474,8 +480,12 @@ impl Accounts {
     /// instant taken inside the transaction yet before the commit) and caches it again.
     async fn settle(&self, user_id: i64, mut revocation: entity::token_revocation::Model) {
         self.revocations.remember(&revocation);
+        self.announce(&revocation);
         match Revocations::move_to_now(&self.db, &mut revocation, self.tokens.ttl()).await {
-            Ok(()) => self.revocations.remember(&revocation),
+            Ok(()) => {
+                self.revocations.remember(&revocation);
+                self.announce(&revocation);
+            }
             Err(e) => {
                 tracing::warn!(user_id, error = %e, "could not move a revocation past its commit");
             }

@@ -9,8 +9,10 @@
 //! instant, optionally sparing one token (account deletion; a password or e-mail change, which
 //! spares the token that made it).
 //!
-//! With several server nodes, each node's cache would also need other nodes' revocations
-//! (through PubSub); that arrives with the multi-node adapter.
+//! With several server nodes, each node also takes in the others' revocations: a node that
+//! commits one announces it to the cluster (see `super::cluster`), and every node reads the
+//! rows it has not seen from the database every few seconds, which covers announcements lost
+//! while the link between nodes was down.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -73,7 +75,13 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Revocations {
     state: RwLock<State>,
+    /// When the last successful [`Revocations::refresh`] (or the load) began.
+    refreshed: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
+
+/// How far back a refresh reads before the previous one: rows commit out of order (a
+/// transaction may commit after a later one) and nodes' clocks differ a little.
+const REFRESH_OVERLAP: chrono::Duration = chrono::Duration::minutes(5);
 
 impl Revocations {
     /// Loads every revocation that can still match a live token.
@@ -87,6 +95,7 @@ impl Revocations {
         for row in rows {
             this.remember(&row);
         }
+        *this.refreshed.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         Ok(this)
     }
 
@@ -105,7 +114,7 @@ impl Revocations {
         &self,
         db: &impl ConnectionTrait,
         claims: &AccessClaims,
-    ) -> Result<(), DbErr> {
+    ) -> Result<token_revocation::Model, DbErr> {
         let row = token_revocation::ActiveModel {
             jti: Set(Some(claims.jti.clone())),
             user_id: Set(None),
@@ -120,7 +129,7 @@ impl Revocations {
             .exec_with_returning(db)
             .await?;
         self.remember(&row);
-        Ok(())
+        Ok(row)
     }
 
     /// Writes (inside the caller's transaction) a revocation of every token of `user_id`
@@ -176,6 +185,28 @@ impl Revocations {
         token_revocation::Entity::update(active).exec(db).await?;
         *row = moved;
         Ok(())
+    }
+
+    /// Reads the unexpired rows written or moved since a little before the previous refresh
+    /// (other nodes' revocations; see [`REFRESH_OVERLAP`]); returns how many it read.
+    pub(crate) async fn refresh(&self, db: &DatabaseConnection) -> Result<usize, DbErr> {
+        let started = Utc::now();
+        let previous = *self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+        let since = previous.map_or(DateTime::<Utc>::MIN_UTC, |at| at - REFRESH_OVERLAP);
+        let rows = token_revocation::Entity::find()
+            .filter(
+                sea_orm::Condition::any()
+                    .add(token_revocation::Column::InsertedAt.gte(since))
+                    .add(token_revocation::Column::RevokedBefore.gte(since)),
+            )
+            .filter(token_revocation::Column::ExpiresAt.gt(started))
+            .all(db)
+            .await?;
+        for row in &rows {
+            self.remember(row);
+        }
+        *self.refreshed.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+        Ok(rows.len())
     }
 
     /// Adds a committed revocation row to the cache.

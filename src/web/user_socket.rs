@@ -6,8 +6,8 @@
 //! token, which would otherwise sit in URLs that proxies log. A missing, expired, revoked or
 //! forged token is refused with 403 before the upgrade. The socket id is `user_socket:<user
 //! id>` (deleting the account closes them all; changing its password or e-mail closes those of
-//! the user's other sessions, keeping the ones of the session that made the change, and today
-//! only on this node: `SocketRegistry::disconnect_except`), and each socket also listens on
+//! the user's other sessions, keeping the ones of the session that made the change, on every
+//! node: `SocketRegistry::disconnect_except`), and each socket also listens on
 //! `user_token:<jti>` of its session (the access token, or the one that asked for the socket
 //! token), so logging out closes exactly the sockets of that session.
 //!

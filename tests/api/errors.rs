@@ -129,9 +129,20 @@ async fn slow_requests_time_out_with_408() {
 async fn internal_errors_are_500_without_internals_and_ready_turns_503() {
     let t = TestServer::start().await;
     let (_, token) = t.user("doomed@example.com").await;
+    let ready = t.get("/ready", None).await.body;
     assert_eq!(
-        t.get("/ready", None).await.body,
-        json!({"status": "ok", "database": "ok", "realtime": "ok"})
+        (&ready["status"], &ready["database"], &ready["realtime"]),
+        (&json!("ok"), &json!("ok"), &json!("ok")),
+        "{ready}"
+    );
+    assert_eq!(
+        (
+            &ready["pubsub"]["adapter"],
+            &ready["pubsub"]["state"],
+            &ready["pubsub"]["members"]
+        ),
+        (&json!("memory"), &json!("connected"), &json!([])),
+        "a single node: {ready}"
     );
 
     t.server()

@@ -48,7 +48,7 @@ async fn joining_a_room_tracks_the_user_by_id_with_name_and_online_at() {
         .parse()
         .expect("number");
     assert!((chrono::Utc::now().timestamp() - online_at).abs() < 60);
-    assert_eq!(meta["phx_ref"].as_str().map(str::len), Some(16));
+    assert_eq!(meta["phx_ref"].as_str().map(str::len), Some(20));
 
     let mut bob = connect(&t, &bob_token).await;
     let (jb, bob_state) = join_room(&mut bob, "room:lobby").await;

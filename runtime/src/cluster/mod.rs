@@ -25,7 +25,7 @@
 pub(crate) mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,8 @@ pub(crate) struct Cluster {
     inbound: Arc<InboundShared>,
     rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
     stop: CancellationToken,
+    /// Set once this node has said goodbye: it sends nothing more.
+    gone: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -132,6 +134,7 @@ impl Cluster {
             inbound: shared,
             rx: Mutex::new(Some(rx)),
             stop: CancellationToken::new(),
+            gone: AtomicBool::new(false),
         })
     }
 
@@ -180,17 +183,23 @@ impl Cluster {
 
     /// Sends a broadcast's frame to every other node.
     pub(crate) fn publish_frame(&self, frame: Bytes) {
-        self.adapter.publish(frame);
+        if !self.gone.load(Ordering::Acquire) {
+            self.adapter.publish(frame);
+        }
     }
 
     /// Sends `control` to every other node.
     pub(crate) fn publish(&self, control: &Control) {
-        self.adapter.publish(control.encode());
+        if !self.gone.load(Ordering::Acquire) {
+            self.adapter.publish(control.encode());
+        }
     }
 
     /// Sends `control` to `node` only.
     pub(crate) fn send_to(&self, node: &str, control: &Control) {
-        self.adapter.send_to(node, control.encode());
+        if !self.gone.load(Ordering::Acquire) {
+            self.adapter.send_to(node, control.encode());
+        }
     }
 
     /// Starts handling other nodes' frames and the heartbeat. Called once the PubSub, the
@@ -232,6 +241,7 @@ impl Cluster {
         let mut tick = tokio::time::interval(self.config.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut links = 0;
+        let mut dropped = 0;
         loop {
             let changed = self.inbound.changed.notified();
             tokio::pin!(changed);
@@ -252,6 +262,21 @@ impl Cluster {
                 () = &mut changed => {}
                 _ = tick.tick() => {
                     self.publish(&Control::Heartbeat { node: self.node.to_string(), inc: self.inc });
+                    let now_dropped = self.inbound.dropped.load(Ordering::Relaxed);
+                    if now_dropped != dropped {
+                        // Frames from other nodes were dropped (this node fell behind): the
+                        // presence changes among them are lost; ask for whole states again.
+                        tracing::warn!(
+                            dropped = now_dropped - dropped,
+                            "frames from other nodes dropped: resynchronising presence"
+                        );
+                        dropped = now_dropped;
+                        self.publish(&Control::Sync {
+                            node: self.node.to_string(),
+                            inc: self.inc,
+                            reply: true,
+                        });
+                    }
                     for node in self.expired() {
                         tracing::warn!(%node, "cluster node silent: its presences are removed");
                         self.forget(&node, &presence);
@@ -334,7 +359,8 @@ impl Cluster {
         payload: &Payload,
     ) -> usize {
         let waiting: HashSet<String> = self.members().keys().cloned().collect();
-        if waiting.is_empty() {
+        // Unlinked, nothing can reach the others (nor their counts): do not wait for them.
+        if waiting.is_empty() || self.state() != AdapterState::Connected {
             return 0;
         }
         let id = self.next_push.fetch_add(1, Ordering::Relaxed);
@@ -388,6 +414,9 @@ impl Cluster {
             node: self.node.to_string(),
             inc: self.inc,
         });
+        // What this node would still send (its joins ending as its sockets close) would only
+        // make the others hear of it again.
+        self.gone.store(true, Ordering::Release);
         self.stop.cancel();
         self.adapter.close(deadline).await;
     }

@@ -34,7 +34,11 @@ async fn users(cluster: &Cluster, names: &[&str]) -> Vec<User> {
 }
 
 fn named<'a>(names: &[&'a str], users: &[User]) -> Vec<(&'a str, Value)> {
-    names.iter().copied().zip(users.iter().map(User::json)).collect()
+    names
+        .iter()
+        .copied()
+        .zip(users.iter().map(User::json))
+        .collect()
 }
 
 /// Runs a scenario without steps to its end.
@@ -130,7 +134,8 @@ async fn a_node_stopped_with_sigterm_says_goodbye() {
 
 #[tokio::test]
 async fn a_redis_outage_keeps_local_traffic_and_the_cluster_heals_afterwards() {
-    let mut cluster = Cluster::start(2, &[]).await;
+    // The adapter's debug lines show each failed reconnection attempt.
+    let mut cluster = Cluster::start(2, &[("FAWKES_LOG", "info,fawkes_redis=debug")]).await;
     let names = ["X", "Y", "C"];
     let all = users(&cluster, &names).await;
     let conversation = cluster.conversation(1, &all[0].token, all[1].id).await;
@@ -151,6 +156,12 @@ async fn a_redis_outage_keeps_local_traffic_and_the_cluster_heals_afterwards() {
     }
     script.reply(json!({})).await;
     script.step(&mut cluster, "start redis").await;
+    // A long enough outage for reconnection attempts to fail (each logged at debug level).
+    for node in 1..=2 {
+        cluster
+            .wait_log(node, "redis link still down", 2, Duration::from_secs(10))
+            .await;
+    }
     cluster.start_redis();
     for node in 1..=2 {
         cluster
@@ -162,23 +173,32 @@ async fn a_redis_outage_keeps_local_traffic_and_the_cluster_heals_afterwards() {
     let output = script.finish(&mut cluster).await;
     assert!(output.contains("redis passed"), "{output}");
 
-    // One warning per node for the one outage, however many reconnection attempts failed.
+    // One warning per node for the one outage, however many reconnection attempts failed,
+    // and one line when the link is back.
     for node in 1..=2 {
-        let lost: Vec<String> = cluster
+        for (what, line) in [
+            ("lost", "redis link lost"),
+            ("restored", "redis link restored"),
+        ] {
+            let lines: Vec<String> = cluster
+                .log(node)
+                .iter()
+                .filter(|l| l.contains(line))
+                .cloned()
+                .collect();
+            assert_eq!(
+                lines.len(),
+                1,
+                "node-{node} logs once that the link is {what}: {lines:#?}\n{}",
+                cluster.all_logs()
+            );
+        }
+        let warning = cluster
             .log(node)
             .iter()
-            .filter(|l| {
-                let l = l.to_lowercase();
-                l.contains("redis") && (l.contains("lost") || l.contains("down"))
-            })
+            .find(|l| l.contains("redis link lost"))
             .cloned()
-            .collect();
-        assert_eq!(
-            lost.len(),
-            1,
-            "node-{node} warns once that the link is lost: {lost:#?}\n{}",
-            cluster.all_logs()
-        );
+            .unwrap_or_default();
+        assert!(warning.contains("WARN"), "{warning}");
     }
 }
-

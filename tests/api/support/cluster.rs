@@ -26,7 +26,10 @@ const EXIT_WITHIN: Duration = Duration::from_secs(30);
 const BASE_ENV: [(&str, &str); 9] = [
     ("FAWKES_RATE_LIMIT__LOGIN_PER_IP_PER_MINUTE", "1000"),
     ("FAWKES_RATE_LIMIT__LOGIN_PER_EMAIL_PER_MINUTE", "1000"),
-    ("FAWKES_RATE_LIMIT__LOGIN_PER_EMAIL_ALL_ADDRESSES_PER_MINUTE", "1000"),
+    (
+        "FAWKES_RATE_LIMIT__LOGIN_PER_EMAIL_ALL_ADDRESSES_PER_MINUTE",
+        "1000",
+    ),
     ("FAWKES_RATE_LIMIT__REGISTER_PER_IP_PER_MINUTE", "1000"),
     ("FAWKES_RATE_LIMIT__REGISTER_PER_MINUTE", "10000"),
     ("FAWKES_RATE_LIMIT__REQUESTS_PER_IP_PER_SECOND", "0"),
@@ -241,7 +244,13 @@ impl Cluster {
     pub async fn conversation(&self, node: usize, token: &str, recipient: i64) -> i64 {
         let body = json!({ "recipient_id": recipient });
         let resp = self
-            .call(node, "POST", "/api/v1/conversations", Some(token), Some(body))
+            .call(
+                node,
+                "POST",
+                "/api/v1/conversations",
+                Some(token),
+                Some(body),
+            )
             .await;
         assert!(matches!(resp.status, 200 | 201), "{}", resp.text);
         resp.body["data"]["id"].as_i64().expect("id")
@@ -374,6 +383,24 @@ impl Cluster {
         &process.log
     }
 
+    /// Waits until a node's log has at least `count` lines containing `text`, for at most
+    /// `within`.
+    pub async fn wait_log(&mut self, node: usize, text: &str, count: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self.log(node).iter().filter(|l| l.contains(text)).count();
+            if found >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node-{node} logs `{text}` {count} times within {within:?} (found {found})\n{}",
+                self.all_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The end of every node's log, for failure messages.
     fn logs(&self) -> String {
         const LAST: usize = 60;
@@ -382,7 +409,11 @@ impl Cluster {
             .map(|n| {
                 let log = &n.process().log;
                 let tail = &log[log.len().saturating_sub(LAST)..];
-                format!("--- {} (last {LAST} lines) ---\n{}", n.name, tail.join("\n"))
+                format!(
+                    "--- {} (last {LAST} lines) ---\n{}",
+                    n.name,
+                    tail.join("\n")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -448,7 +479,10 @@ impl Script {
         let line = tokio::time::timeout(SCRIPT_STEP_WITHIN, self.stdout.next_line()).await;
         match line {
             Ok(Ok(line)) => line,
-            Ok(Err(e)) => self.fail(cluster, &format!("reading its output: {e}")).await,
+            Ok(Err(e)) => {
+                self.fail(cluster, &format!("reading its output: {e}"))
+                    .await
+            }
             Err(_) => {
                 let why = format!("no output within {SCRIPT_STEP_WITHIN:?}");
                 self.fail(cluster, &why).await
@@ -496,7 +530,10 @@ impl Script {
         let status = tokio::time::timeout(SCRIPT_STEP_WITHIN, self.child.wait()).await;
         match status {
             Ok(Ok(status)) if status.success() => self.output.join("\n"),
-            Ok(Ok(status)) => self.fail(cluster, &format!("it exited with {status}")).await,
+            Ok(Ok(status)) => {
+                self.fail(cluster, &format!("it exited with {status}"))
+                    .await
+            }
             Ok(Err(e)) => self.fail(cluster, &format!("waiting for it: {e}")).await,
             Err(_) => self.fail(cluster, "it did not exit").await,
         }

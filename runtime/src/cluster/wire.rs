@@ -94,7 +94,7 @@ pub(crate) enum Control {
         node: String,
         inc: u64,
         shard: u16,
-        topics: HashMap<String, Vec<(String, Map<String, Value>)>>,
+        topics: HashMap<String, crate::presence::Entries>,
     },
     /// A direct push to the sockets named `name` that joined `topic`; answered with `Ack`.
     #[serde(rename = "push")]

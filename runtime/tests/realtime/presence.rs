@@ -85,8 +85,8 @@ async fn state_after_join_and_diffs_for_joins_leaves_and_updates() {
     let phx_ref = meta["phx_ref"].as_str().expect("phx_ref");
     assert_eq!(
         phx_ref.len(),
-        16,
-        "16 URL-safe base64 characters: {phx_ref}"
+        20,
+        "20 URL-safe base64 characters: {phx_ref}"
     );
     assert!(
         phx_ref

@@ -13,6 +13,8 @@ use super::TestDb;
 use super::http::{self, Resp};
 use super::process::{Process, fawkes};
 
+// `interop.rs` includes it too, privately; `ensure_installed` locks across the copies.
+#[allow(clippy::duplicate_mod)]
 #[path = "../../js/node.rs"]
 mod node;
 

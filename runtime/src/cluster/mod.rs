@@ -225,7 +225,10 @@ impl Cluster {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     frame = rx.recv() => match frame {
-                        Some(frame) => handler.handle(&frame).await,
+                        Some(frame) => {
+                            handler.cluster.inbound.taken(frame.len());
+                            handler.handle(&frame).await;
+                        }
                         None => break,
                     },
                 }

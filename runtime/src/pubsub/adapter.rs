@@ -19,7 +19,7 @@
 //! 6. The link's state is reported with [`Inbound::set_state`]; after a lost link the
 //!    adapter reconnects by itself and reports [`AdapterState::Connected`] again.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -148,8 +148,9 @@ pub enum AdapterState {
 }
 
 /// Where an adapter hands over the frames it receives from other nodes. Bounded: a frame that
-/// finds the queue full is dropped and counted (delivery between nodes is at most once), so a
-/// burst from other nodes never holds more than [`Inbound::CAPACITY`] frames in memory.
+/// finds the queue full ([`Inbound::CAPACITY`] frames or [`Inbound::CAPACITY_BYTES`] bytes
+/// waiting) is dropped and counted (delivery between nodes is at most once); the runtime then
+/// asks the other nodes for their presence state again.
 #[derive(Clone)]
 pub struct Inbound {
     tx: mpsc::Sender<Bytes>,
@@ -162,22 +163,41 @@ pub(crate) struct InboundShared {
     pub(crate) state: Mutex<AdapterState>,
     pub(crate) received: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Frames this node sent that the adapter could not send (reported by the adapter).
+    pub(crate) lost: AtomicU64,
+    /// Bytes of the frames waiting for the runtime.
+    pub(crate) bytes: AtomicUsize,
+    pub(crate) max_bytes: usize,
     /// Bumped on every change to `Connected`: the runtime resynchronises after an outage.
     pub(crate) reconnects: AtomicU64,
     pub(crate) changed: tokio::sync::Notify,
 }
 
+impl InboundShared {
+    /// A frame of `len` bytes left the queue.
+    pub(crate) fn taken(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+    }
+}
+
 impl Inbound {
     /// Frames waiting for the runtime before more are dropped.
     pub const CAPACITY: usize = 65_536;
+    /// Bytes waiting for the runtime before more frames are dropped (an empty queue takes any
+    /// one frame).
+    pub const CAPACITY_BYTES: usize = 64 * 1024 * 1024;
 
-    /// A queue with room for `capacity` frames, and its receiving end.
+    /// A queue with room for `capacity` frames and [`Inbound::CAPACITY_BYTES`], and its
+    /// receiving end.
     pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Bytes>, Arc<InboundShared>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let shared = Arc::new(InboundShared {
             state: Mutex::new(AdapterState::Disconnected),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            bytes: AtomicUsize::new(0),
+            max_bytes: Self::CAPACITY_BYTES,
             reconnects: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
         });
@@ -192,12 +212,30 @@ impl Inbound {
     /// is full (the frame is dropped and counted); never waits.
     pub fn deliver(&self, frame: Bytes) -> bool {
         self.shared.received.fetch_add(1, Ordering::Relaxed);
+        let len = frame.len();
+        let before = self.shared.bytes.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.shared.max_bytes {
+            self.shared.bytes.fetch_sub(len, Ordering::AcqRel);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(_) => {
+                self.shared.bytes.fetch_sub(len, Ordering::AcqRel);
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
+        }
+    }
+
+    /// Reports that `frames` this node asked the adapter to send were dropped (a full send
+    /// queue, a link that failed under them) while the link otherwise stayed up: the runtime
+    /// sends its presence state again, since changes among them are lost. (Frames dropped
+    /// while the link is down need no report: the link's return resynchronises.)
+    pub fn lost(&self, frames: u64) {
+        if frames > 0 {
+            self.shared.lost.fetch_add(frames, Ordering::Relaxed);
         }
     }
 

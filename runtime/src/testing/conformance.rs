@@ -252,15 +252,24 @@ pub struct InboundProbe {
 impl InboundProbe {
     /// The next frame delivered, waiting up to [`DEADLINE`]; `None` if none came.
     pub async fn recv(&mut self) -> Option<bytes::Bytes> {
-        tokio::time::timeout(DEADLINE, self.rx.recv())
+        let frame = tokio::time::timeout(DEADLINE, self.rx.recv())
             .await
             .ok()
-            .flatten()
+            .flatten()?;
+        self.shared.taken(frame.len());
+        Some(frame)
     }
 
     /// The next frame if one is already waiting.
     pub fn try_recv(&mut self) -> Option<bytes::Bytes> {
-        self.rx.try_recv().ok()
+        let frame = self.rx.try_recv().ok()?;
+        self.shared.taken(frame.len());
+        Some(frame)
+    }
+
+    /// Frames the adapter reported lost on the way out ([`crate::Inbound::lost`]).
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The state the adapter last reported.

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{Accounts, AccountsError};
+use crate::accounts::{Accounts, AccountsError, Revoked};
 use crate::config::{
     AdapterKind, Config, Environment, InvalidSetting, SecretKey, SecretKeyError, SecretKeySource,
 };
@@ -24,6 +24,7 @@ use crate::runtime::{Adapter, InvalidPattern, PubSub, Runtime, SocketRegistry};
 use crate::web::{
     self,
     rate_limit::{LoginLimiter, RegisterLimiter, RequestLimiter},
+    user_socket::{token_topic, user_socket_id},
 };
 
 /// How often expired revocations are pruned (a database query; the rate limiters are pruned
@@ -176,8 +177,23 @@ impl Server {
         });
         let shutdown = CancellationToken::new();
         if clustered {
+            // Another node's revocation closes this node's sockets of the revoked tokens.
+            let registry = app.registry.clone();
+            let on_revoked: crate::accounts::OnRevoked = Arc::new(move |revoked| match revoked {
+                Revoked::Token { jti } => registry.disconnect(&token_topic(jti)),
+                Revoked::User {
+                    user_id,
+                    spared: None,
+                } => {
+                    registry.disconnect(&user_socket_id(*user_id));
+                }
+                Revoked::User {
+                    user_id,
+                    spared: Some(jti),
+                } => registry.disconnect_except(&user_socket_id(*user_id), &token_topic(jti)),
+            });
             app.accounts
-                .join_cluster(app.pubsub.clone(), shutdown.clone());
+                .join_cluster(app.pubsub.clone(), on_revoked, shutdown.clone());
         }
         let grace = Duration::from_secs(app.config.http.shutdown_timeout_secs);
         let endpoint = runtime

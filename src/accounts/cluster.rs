@@ -6,7 +6,13 @@
 //! broadcast between nodes, so each node also reads the recent rows from the database every
 //! [`REFRESH_EVERY`] (`Accounts::refresh_revocations`): a revocation announced while the link
 //! was down is in force everywhere within that interval.
+//!
+//! Each revocation a node learns this way is also handed to the hook given to
+//! [`Accounts::join_cluster`], which closes the node's sockets of the revoked tokens: the
+//! disconnect the revoking node broadcast is at most once too, and a socket that reconnected
+//! with a revoked token before its revocation was known here is closed all the same.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -67,11 +73,48 @@ impl From<Announced> for token_revocation::Model {
     }
 }
 
+/// A revocation another node made, as [`Accounts::join_cluster`]'s hook receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// One token (logout).
+    Token {
+        /// Its `jti`.
+        jti: String,
+    },
+    /// Every token of a user issued up to the revocation, but `spared`'s (the token whose
+    /// session made the change) if any.
+    User {
+        /// The user.
+        user_id: i64,
+        /// The spared token's `jti`.
+        spared: Option<String>,
+    },
+}
+
+impl From<&token_revocation::Model> for Revoked {
+    fn from(row: &token_revocation::Model) -> Self {
+        match (&row.jti, row.user_id) {
+            (Some(jti), _) => Revoked::Token { jti: jti.clone() },
+            (None, Some(user_id)) => Revoked::User {
+                user_id,
+                spared: row.except_jti.clone(),
+            },
+            // Neither: a row written by hand that revokes nothing.
+            (None, None) => Revoked::Token { jti: String::new() },
+        }
+    }
+}
+
+/// What a node does with a revocation another node made (closes its sockets).
+pub type OnRevoked = Arc<dyn Fn(&Revoked) + Send + Sync>;
+
 impl Accounts {
     /// Makes this node part of a cluster: every revocation it commits is announced through
-    /// `pubsub`, and the others' are cached as they are heard, until `shutdown`.
-    pub fn join_cluster(&self, pubsub: PubSub, shutdown: CancellationToken) {
+    /// `pubsub`, and the others' are cached as they are heard (and handed to `on_revoked`),
+    /// until `shutdown`.
+    pub fn join_cluster(&self, pubsub: PubSub, on_revoked: OnRevoked, shutdown: CancellationToken) {
         let _ = self.cluster.set(pubsub.clone());
+        let _ = self.on_revoked.set(on_revoked);
         let this = self.clone();
         tokio::spawn(async move {
             loop {
@@ -81,7 +124,7 @@ impl Accounts {
                         () = shutdown.cancelled() => return,
                         next = heard.recv() => match next {
                             Some(b) => match b.payload.decode::<Announced>() {
-                                Ok(row) => this.revocations.remember(&row.into()),
+                                Ok(row) => this.learned(&row.into()),
                                 Err(e) => tracing::warn!(error = %e, "bad revocation announcement"),
                             },
                             None => break,
@@ -112,9 +155,24 @@ impl Accounts {
         }
     }
 
-    /// Caches the revocations written (by any node) since shortly before the last call;
-    /// returns how many rows were read.
+    /// A revocation heard of or read: cached, and if it is new here, handed to the hook.
+    fn learned(&self, row: &token_revocation::Model) {
+        if self.revocations.remember(row)
+            && let Some(hook) = self.on_revoked.get()
+        {
+            hook(&Revoked::from(row));
+        }
+    }
+
+    /// Caches the revocations written (by any node) since shortly before the last call, and
+    /// hands those new here to the hook; returns how many were new.
     pub async fn refresh_revocations(&self) -> Result<usize, AccountsError> {
-        Ok(self.revocations.refresh(&self.db).await?)
+        let new = self.revocations.refresh(&self.db).await?;
+        if let Some(hook) = self.on_revoked.get() {
+            for row in &new {
+                hook(&Revoked::from(row));
+            }
+        }
+        Ok(new.len())
     }
 }

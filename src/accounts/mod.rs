@@ -27,7 +27,7 @@ use sea_orm::{
 use serde::Serialize;
 use serde_json::Value;
 
-pub use cluster::{REFRESH_EVERY, REVOCATIONS_TOPIC};
+pub use cluster::{OnRevoked, REFRESH_EVERY, REVOCATIONS_TOPIC, Revoked};
 pub use params::{
     FieldErrors, MAX_EMAIL_LEN, MAX_PASSWORD_LEN, MAX_TEXT_LEN, MIN_PASSWORD_LEN, UserParams,
     is_valid_email,
@@ -195,6 +195,8 @@ pub struct Accounts {
     socket_token_ttl: Duration,
     /// The cluster revocations are announced to (unset: a single node).
     cluster: Arc<std::sync::OnceLock<crate::runtime::PubSub>>,
+    /// What to do with other nodes' revocations (set with the cluster).
+    on_revoked: Arc<std::sync::OnceLock<OnRevoked>>,
 }
 
 /// How long a socket token is valid unless [`Accounts::with_socket_token_ttl`] says otherwise.
@@ -218,6 +220,7 @@ impl Accounts {
             mailer,
             socket_token_ttl: DEFAULT_SOCKET_TOKEN_TTL,
             cluster: Arc::default(),
+            on_revoked: Arc::default(),
         })
     }
 

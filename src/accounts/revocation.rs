@@ -188,8 +188,11 @@ impl Revocations {
     }
 
     /// Reads the unexpired rows written or moved since a little before the previous refresh
-    /// (other nodes' revocations; see [`REFRESH_OVERLAP`]); returns how many it read.
-    pub(crate) async fn refresh(&self, db: &DatabaseConnection) -> Result<usize, DbErr> {
+    /// (other nodes' revocations; see [`REFRESH_OVERLAP`]); returns those that were new here.
+    pub(crate) async fn refresh(
+        &self,
+        db: &DatabaseConnection,
+    ) -> Result<Vec<token_revocation::Model>, DbErr> {
         let started = Utc::now();
         let previous = *self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
         let since = previous.map_or(DateTime::<Utc>::MIN_UTC, |at| at - REFRESH_OVERLAP);
@@ -202,18 +205,18 @@ impl Revocations {
             .filter(token_revocation::Column::ExpiresAt.gt(started))
             .all(db)
             .await?;
-        for row in &rows {
-            self.remember(row);
-        }
+        let new = rows.into_iter().filter(|row| self.remember(row)).collect();
         *self.refreshed.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
-        Ok(rows.len())
+        Ok(new)
     }
 
-    /// Adds a committed revocation row to the cache.
-    pub(crate) fn remember(&self, row: &token_revocation::Model) {
+    /// Adds a committed revocation row to the cache; whether it refuses a token that the cache
+    /// did not refuse before (a row already known, or covered by a known rule, does not).
+    pub(crate) fn remember(&self, row: &token_revocation::Model) -> bool {
+        let mut new = false;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if let Some(jti) = &row.jti {
-            state.tokens.insert(jti.clone(), row.expires_at);
+            new |= state.tokens.insert(jti.clone(), row.expires_at).is_none();
         }
         if let (Some(user_id), Some(before)) = (row.user_id, row.revoked_before) {
             let rule = UserRule {
@@ -229,8 +232,10 @@ impl Revocations {
             if !rules.iter().any(|old| old.covers(&rule)) {
                 rules.retain(|old| !rule.covers(old));
                 rules.push(rule);
+                new = true;
             }
         }
+        new
     }
 
     /// Drops rules that can no longer match a live token, from the cache and the database.

@@ -7,7 +7,7 @@
 //! forged token is refused with 403 before the upgrade. The socket id is `user_socket:<user
 //! id>` (deleting the account closes them all; changing its password or e-mail closes those of
 //! the user's other sessions, keeping the ones of the session that made the change, on every
-//! node: `SocketRegistry::disconnect_except`), and each socket also listens on
+//! node: `PubSub::disconnect_except`), and each socket also listens on
 //! `user_token:<jti>` of its session (the access token, or the one that asked for the socket
 //! token), so logging out closes exactly the sockets of that session.
 //!

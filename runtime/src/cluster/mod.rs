@@ -17,11 +17,15 @@
 //! - **Direct pushes** ([`SocketRegistry::push`]): sent to every member, each answers how many
 //!   of its sockets it reached; the caller waits at most [`ClusterConfig::push_timeout`] and
 //!   counts the answers that came.
-//! - **Disconnects** ([`SocketRegistry::disconnect_except`]) are carried out on every node.
+//! - **Disconnects** (`PubSub::disconnect`, `PubSub::disconnect_except`) are carried out on
+//!   every node.
 //!
 //! Frames are handled by one task in arrival order, so what one node sent is applied here in
 //! the order it was sent.
 
+mod handler;
+#[cfg(test)]
+mod tests;
 pub(crate) mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -37,7 +41,7 @@ use crate::presence::Presence;
 use crate::protocol::Payload;
 use crate::pubsub::{Adapter, AdapterState, Inbound, InboundShared, PubSub};
 use crate::registry::SocketRegistry;
-use wire::{Control, Frame, WirePayload};
+use wire::{Control, WirePayload};
 
 /// How nodes watch each other. Deserializes (serde) from `heartbeat_ms`, `node_timeout_ms`
 /// and `push_timeout_ms` (milliseconds), each optional.
@@ -65,6 +69,9 @@ impl Default for ClusterConfig {
         }
     }
 }
+
+/// Heartbeats between two resynchronisations caused by lost frames, at the most.
+const RESYNC_EVERY_TICKS: u32 = 5;
 
 /// A node heard from.
 struct Member {
@@ -213,7 +220,7 @@ impl Cluster {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        let handler = Handler {
+        let handler = handler::Handler {
             cluster: self.clone(),
             pubsub,
             presence: presence.clone(),
@@ -244,7 +251,9 @@ impl Cluster {
         let mut tick = tokio::time::interval(self.config.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut links = 0;
-        let mut dropped = 0;
+        // Frames lost (dropped here, or reported lost on the way out) as of the last resync.
+        let mut losses = (0, 0);
+        let mut ticks_since_resync = u32::MAX;
         loop {
             let changed = self.inbound.changed.notified();
             tokio::pin!(changed);
@@ -253,32 +262,32 @@ impl Cluster {
             if reconnects != links {
                 links = reconnects;
                 // Linked (again): what was published while unlinked is lost both ways.
-                self.publish(&Control::Sync {
-                    node: self.node.to_string(),
-                    inc: self.inc,
-                    reply: false,
-                });
-                presence.dump(None);
+                self.resync(&presence);
+                ticks_since_resync = 0;
             }
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 () = &mut changed => {}
                 _ = tick.tick() => {
                     self.publish(&Control::Heartbeat { node: self.node.to_string(), inc: self.inc });
-                    let now_dropped = self.inbound.dropped.load(Ordering::Relaxed);
-                    if now_dropped != dropped {
-                        // Frames from other nodes were dropped (this node fell behind): the
-                        // presence changes among them are lost; ask for whole states again.
+                    ticks_since_resync = ticks_since_resync.saturating_add(1);
+                    let now = (
+                        self.inbound.dropped.load(Ordering::Relaxed),
+                        self.inbound.lost.load(Ordering::Relaxed),
+                    );
+                    // Frames were lost while linked (this node fell behind, or its adapter
+                    // could not send): presence changes among them are lost both ways. At
+                    // most once every few heartbeats, so that an overloaded node is not sent
+                    // a stream of whole states.
+                    if now != losses && ticks_since_resync >= RESYNC_EVERY_TICKS {
                         tracing::warn!(
-                            dropped = now_dropped - dropped,
-                            "frames from other nodes dropped: resynchronising presence"
+                            dropped = now.0 - losses.0,
+                            lost = now.1 - losses.1,
+                            "frames between nodes lost: resynchronising presence"
                         );
-                        dropped = now_dropped;
-                        self.publish(&Control::Sync {
-                            node: self.node.to_string(),
-                            inc: self.inc,
-                            reply: true,
-                        });
+                        losses = now;
+                        self.resync(&presence);
+                        ticks_since_resync = 0;
                     }
                     for node in self.expired() {
                         tracing::warn!(%node, "cluster node silent: its presences are removed");
@@ -286,6 +295,21 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+
+    /// Sends this node's whole presence state to every other node and asks for theirs.
+    fn resync(&self, presence: &Presence) {
+        self.publish(&self.sync());
+        presence.dump(None);
+    }
+
+    /// "Send me your presences."
+    pub(crate) fn sync(&self) -> Control {
+        Control::Sync {
+            node: self.node.to_string(),
+            inc: self.inc,
+            reply: true,
         }
     }
 
@@ -374,6 +398,8 @@ impl Cluster {
             done: Some(done),
         };
         self.pushes().insert(id, pending);
+        // However this call ends (answered, timed out, or its caller gone), the entry goes.
+        let entry = PendingGuard { cluster: self, id };
         self.publish(&Control::Push {
             node: self.node.to_string(),
             inc: self.inc,
@@ -389,10 +415,14 @@ impl Cluster {
         {
             tracing::debug!(%name, "not every node counted a direct push in time");
         }
-        self.pushes().remove(&id).map_or(0, |p| p.count)
+        entry.take()
     }
 
-    fn acked(&self, node: &str, id: u64, count: usize) {
+    fn acked(&self, node: &str, of: u64, id: u64, count: usize) {
+        if of != self.inc {
+            // An answer to a push of this node's previous life.
+            return;
+        }
         let mut pushes = self.pushes();
         let Some(pending) = pushes.get_mut(&id) else {
             return;
@@ -413,13 +443,14 @@ impl Cluster {
         if self.stop.is_cancelled() {
             return;
         }
-        self.publish(&Control::Bye {
+        // What this node would still send (its joins ending as its sockets close, a heartbeat)
+        // would only make the others hear of it again: nothing goes after the goodbye.
+        self.gone.store(true, Ordering::Release);
+        let bye = Control::Bye {
             node: self.node.to_string(),
             inc: self.inc,
-        });
-        // What this node would still send (its joins ending as its sockets close) would only
-        // make the others hear of it again.
-        self.gone.store(true, Ordering::Release);
+        };
+        self.adapter.publish(bye.encode());
         self.stop.cancel();
         self.adapter.close(deadline).await;
     }
@@ -430,121 +461,25 @@ impl Cluster {
     }
 }
 
-/// Handles other nodes' frames.
-struct Handler {
-    cluster: Arc<Cluster>,
-    pubsub: PubSub,
-    presence: Presence,
-    registry: SocketRegistry,
+/// A pending push's entry, removed when the push ends however it ends.
+struct PendingGuard<'a> {
+    cluster: &'a Cluster,
+    id: u64,
 }
 
-impl Handler {
-    async fn handle(&self, bytes: &[u8]) {
-        let frame = match Frame::decode(bytes) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::debug!(error = %e, "cluster frame dropped");
-                return;
-            }
-        };
-        let cluster = &self.cluster;
-        let control = match frame {
-            Frame::Broadcast(b) => {
-                if b.node != *cluster.node {
-                    self.pubsub.dispatch_remote(&b.topic, &b.event, b.payload);
-                }
-                return;
-            }
-            Frame::Control(control) => control,
-        };
-        let (node, inc) = control.sender();
-        if node == &*cluster.node {
-            return;
-        }
-        let node = node.to_owned();
-        if let Control::Bye { .. } = control {
-            if cluster.members().get(&node).is_some_and(|m| m.inc == inc) {
-                tracing::info!(%node, "cluster node left");
-                cluster.forget(&node, &self.presence);
-            }
-            return;
-        }
-        let heard = cluster.heard(&node, inc);
-        if heard == Heard::Restarted {
-            self.presence.drop_node(&node);
-        }
-        let fresh = heard != Heard::Known;
-        match control {
-            Control::Sync { reply, .. } => {
-                if fresh && !reply {
-                    cluster.send_to(&node, &self.sync(true));
-                }
-                self.presence.dump(Some(&node));
-            }
-            _ if fresh => {
-                // Heard of it first by something else: ask for its presences.
-                cluster.send_to(&node, &self.sync(false));
-                self.apply(control, node).await;
-            }
-            control => self.apply(control, node).await,
-        }
+impl PendingGuard<'_> {
+    /// Removes the entry; the count it gathered.
+    fn take(self) -> usize {
+        self.cluster
+            .pushes()
+            .remove(&self.id)
+            .map_or(0, |p| p.count)
     }
+}
 
-    fn sync(&self, reply: bool) -> Control {
-        Control::Sync {
-            node: self.cluster.node.to_string(),
-            inc: self.cluster.inc,
-            reply,
-        }
-    }
-
-    async fn apply(&self, control: Control, from: String) {
-        match control {
-            Control::Heartbeat { .. } | Control::Sync { .. } | Control::Bye { .. } => {}
-            Control::PresenceOps {
-                inc,
-                shard,
-                topic,
-                ops,
-                ..
-            } => self.presence.remote_ops(&from, inc, shard, topic, ops),
-            Control::PresenceDump {
-                inc, shard, topics, ..
-            } => self.presence.replace(&from, inc, shard, topics),
-            Control::Push {
-                id,
-                name,
-                topic,
-                event,
-                payload,
-                ..
-            } => {
-                let count = match payload.into_payload() {
-                    Ok(payload) => {
-                        self.registry
-                            .push_local(&name, &topic, &event, &payload)
-                            .await
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "direct push with a bad payload dropped");
-                        0
-                    }
-                };
-                self.cluster.send_to(
-                    &from,
-                    &Control::Ack {
-                        node: self.cluster.node.to_string(),
-                        inc: self.cluster.inc,
-                        id,
-                        count,
-                    },
-                );
-            }
-            Control::Ack { id, count, .. } => self.cluster.acked(&from, id, count),
-            Control::DisconnectExcept { name, keep, .. } => {
-                self.registry.disconnect_except_local(&name, &keep);
-            }
-        }
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.cluster.pushes().remove(&self.id);
     }
 }
 

@@ -71,8 +71,9 @@ pub(crate) enum Control {
     /// "I am alive" (published every heartbeat interval).
     #[serde(rename = "hb")]
     Heartbeat { node: String, inc: u64 },
-    /// "Send me your presences." `reply`: this answers the receiver's own `sync` (do not ask
-    /// back).
+    /// "Send me your presences." (`reply` is kept for the wire form's sake; every `sync` is
+    /// answered with the receiver's whole state, and a node hearing of a new member sends it
+    /// its own and asks for the member's.)
     #[serde(rename = "sync")]
     Sync { node: String, inc: u64, reply: bool },
     /// "I am leaving": forget my presences now.
@@ -107,11 +108,12 @@ pub(crate) enum Control {
         event: String,
         payload: WirePayload,
     },
-    /// How many sockets push `id` reached on the sender.
+    /// How many sockets push `id` of the pusher's life `of` reached on the sender.
     #[serde(rename = "ack")]
     Ack {
         node: String,
         inc: u64,
+        of: u64,
         id: u64,
         count: usize,
     },

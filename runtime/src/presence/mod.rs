@@ -183,6 +183,12 @@ impl Presence {
             Box::pin(async move {
                 let shard = spawn_shard(&this.pubsub, this.window, index, parent).await?;
                 this.shards[index].set(shard.clone());
+                // Only now can the other nodes' whole states, asked for here, reach the new
+                // instance (they are routed through the slot).
+                let cluster = this.pubsub.cluster();
+                if cluster.peers() > 0 {
+                    cluster.publish(&cluster.sync());
+                }
                 Ok(shard.get_cell())
             })
         })

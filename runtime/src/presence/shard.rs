@@ -142,13 +142,9 @@ impl Actor for Shard {
         let cluster = state.args.pubsub.cluster();
         if cluster.peers() > 0 {
             // A restarted shard: the other nodes forget what its previous instance tracked
-            // (those joins rejoin here and track anew), and resend theirs, lost with it.
+            // (those joins rejoin here and track anew). Asking for theirs, lost with it, waits
+            // until this instance is in its slot (see `Presence::shard_child`).
             cluster.publish(&state.dump());
-            cluster.publish(&Control::Sync {
-                node: cluster.node().to_owned(),
-                inc: cluster.inc(),
-                reply: true,
-            });
         }
         Ok(state)
     }

@@ -262,38 +262,11 @@ impl TopicPresence {
             .collect()
     }
 
-    /// This node's changes since the last call, for the other nodes; a join that left again
-    /// meanwhile is left out.
+    /// This node's changes since the last call, for the other nodes, in order. Nothing is
+    /// cancelled out (a join that left again goes too): a whole-state dump may have carried
+    /// the join to another node before its leave.
     pub(crate) fn take_outgoing(&mut self) -> Vec<Op> {
-        let ops = std::mem::take(&mut self.outgoing);
-        let left: HashSet<&str> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Leave(_, phx_ref) => Some(phx_ref.as_str()),
-                Op::Join(..) => None,
-            })
-            .collect();
-        let joined_then_left: HashSet<String> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Join(_, meta) => meta.get("phx_ref")?.as_str(),
-                Op::Leave(..) => None,
-            })
-            .filter(|r| left.contains(r))
-            .map(str::to_owned)
-            .collect();
-        if joined_then_left.is_empty() {
-            return ops;
-        }
-        ops.into_iter()
-            .filter(|op| {
-                let phx_ref = match op {
-                    Op::Join(_, meta) => meta.get("phx_ref").and_then(Value::as_str),
-                    Op::Leave(_, phx_ref) => Some(phx_ref.as_str()),
-                };
-                !phx_ref.is_some_and(|r| joined_then_left.contains(r))
-            })
-            .collect()
+        std::mem::take(&mut self.outgoing)
     }
 
     /// Removes every meta `owner` tracked (its channel ended). Returns how many went.

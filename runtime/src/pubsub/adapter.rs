@@ -293,6 +293,8 @@ struct BusNode {
     name: String,
     inbound: Inbound,
     linked: bool,
+    /// Frames this node sends that are to be lost (and reported lost).
+    lose: u64,
 }
 
 impl MemoryBus {
@@ -323,6 +325,26 @@ impl MemoryBus {
         }
     }
 
+    /// Loses the next `frames` frames node `name` sends while staying linked, reporting them
+    /// lost ([`Inbound::lost`]) as an adapter whose send queue overflowed does.
+    pub fn lose_next(&self, name: &str, frames: u64) {
+        for node in self.nodes().iter_mut().filter(|n| n.name == name) {
+            node.lose += frames;
+        }
+    }
+
+    /// Whether a frame from `name` is lost (and reported).
+    fn lost(nodes: &mut [BusNode], name: &str) -> bool {
+        match nodes.iter_mut().find(|n| n.name == name && n.lose > 0) {
+            Some(node) => {
+                node.lose -= 1;
+                node.inbound.lost(1);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn nodes(&self) -> std::sync::MutexGuard<'_, Vec<BusNode>> {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -345,7 +367,7 @@ impl Adapter for MemoryAdapter {
 
     fn publish(&self, frame: Bytes) {
         let mut nodes = self.bus.nodes();
-        if !MemoryBus::linked(&nodes, &self.node) {
+        if !MemoryBus::linked(&nodes, &self.node) || MemoryBus::lost(&mut nodes, &self.node) {
             return;
         }
         // Each receiving node's queue keeps each sender's order; a closed one is a node that
@@ -359,8 +381,11 @@ impl Adapter for MemoryAdapter {
     }
 
     fn send_to(&self, node: &str, frame: Bytes) {
-        let nodes = self.bus.nodes();
-        if node == self.node || !MemoryBus::linked(&nodes, &self.node) {
+        let mut nodes = self.bus.nodes();
+        if node == self.node
+            || !MemoryBus::linked(&nodes, &self.node)
+            || MemoryBus::lost(&mut nodes, &self.node)
+        {
             return;
         }
         if let Some(n) = nodes.iter().find(|n| n.name == node && n.linked) {
@@ -377,6 +402,7 @@ impl Adapter for MemoryAdapter {
             name: self.node.clone(),
             inbound,
             linked: true,
+            lose: 0,
         });
     }
 

@@ -386,6 +386,19 @@ impl PubSub {
         self.broadcast(socket_id, super::protocol::events::DISCONNECT, json!({}));
     }
 
+    /// Like [`PubSub::disconnect`], but spares the sockets that also carry `keep` (see
+    /// [`SocketRegistry::disconnect_except`]), on every node.
+    pub fn disconnect_except(&self, socket_id: &str, keep: &str) {
+        self.inner.registry.disconnect_except(socket_id, keep);
+        let cluster = &self.inner.cluster;
+        cluster.publish(&super::cluster::wire::Control::DisconnectExcept {
+            node: cluster.node().to_owned(),
+            inc: cluster.inc(),
+            name: socket_id.to_owned(),
+            keep: keep.to_owned(),
+        });
+    }
+
     /// How many topics have subscribers.
     pub fn topic_count(&self) -> usize {
         self.inner.topics.len()

@@ -27,8 +27,10 @@
 //! - [`SocketRegistry::disconnect_except`]: the same, sparing the sockets that also carry another
 //!   name (a user's sockets but those of the session that changed the password).
 //!
-//! Each node has its own registry of its own sockets; `push` and `disconnect_except` reach the
-//! other nodes' through the cluster (see `crate::cluster`).
+//! Each node has its own registry of its own sockets. `push` reaches the other nodes' sockets
+//! too, through the cluster (see `crate::cluster`), and counts them; `disconnect` and
+//! `disconnect_except` are this node's ([`PubSub::disconnect`](super::PubSub::disconnect) and
+//! [`PubSub::disconnect_except`](super::PubSub::disconnect_except) are every node's).
 
 mod journal;
 
@@ -490,22 +492,9 @@ impl SocketRegistry {
     /// password (`user_token:<its jti>`). A socket still registering is judged the same way
     /// (closed if it carries `name` and not `keep`).
     ///
-    /// On every node of the cluster: the other nodes carry it out when it reaches them (at
-    /// most once, as broadcasts).
+    /// This node's sockets, like [`SocketRegistry::disconnect`];
+    /// [`PubSub::disconnect_except`](super::PubSub::disconnect_except) does it on every node.
     pub fn disconnect_except(&self, name: &str, keep: &str) {
-        self.disconnect_except_local(name, keep);
-        if let Some(cluster) = self.inner.cluster.get() {
-            cluster.publish(&super::cluster::wire::Control::DisconnectExcept {
-                node: cluster.node().to_owned(),
-                inc: cluster.inc(),
-                name: name.to_owned(),
-                keep: keep.to_owned(),
-            });
-        }
-    }
-
-    /// [`SocketRegistry::disconnect_except`] on this node only.
-    pub(crate) fn disconnect_except_local(&self, name: &str, keep: &str) {
         let mut journal = self.journal();
         journal
             .disconnects

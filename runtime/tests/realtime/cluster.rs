@@ -241,8 +241,97 @@ async fn direct_pushes_reach_every_node_and_are_counted_across_them() {
 
     // A disconnect sparing another name is carried out on every node.
     a.runtime
-        .registry()
+        .pubsub()
         .disconnect_except("test_socket:ann", "test_socket:nobody");
     laptop.closed().await;
     phone.closed().await;
+}
+
+fn with_window(mut config: RuntimeConfig, window: Duration) -> RuntimeConfig {
+    config.presence.window = window;
+    config
+}
+
+#[tokio::test]
+async fn a_join_sent_in_a_whole_state_and_left_in_the_same_window_leaves_there_too() {
+    // A long window, so that the join, the whole state sent to a new node, and the leave all
+    // fall in one window of the node that tracked it.
+    let bus = MemoryBus::new();
+    let long = Duration::from_secs(60);
+    let window = Duration::from_secs(2);
+    let a = Runtime::start(with_window(node(&bus, "a", long), window))
+        .await
+        .expect("a");
+    let xavier = a.pubsub().subscribe(TOPIC).await;
+    a.presence()
+        .track(TOPIC, xavier.id(), "xavier", json!({}))
+        .await
+        .expect("track");
+    let c = Runtime::start(with_window(node(&bus, "c", long), window))
+        .await
+        .expect("c");
+    assert!(
+        lists(&c, &["xavier"]).await,
+        "the new node got the whole state"
+    );
+    a.presence().untrack(TOPIC, xavier.id(), "xavier");
+    assert!(lists(&c, &[]).await, "no ghost: {:?}", keys(&c).await);
+    drop(xavier);
+    a.shutdown(Duration::from_secs(1)).await;
+    c.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn frames_lost_on_the_way_out_are_repaired_by_a_resend() {
+    let bus = MemoryBus::new();
+    let long = Duration::from_secs(60);
+    let a = start(&bus, "a", long).await;
+    let b = start(&bus, "b", long).await;
+    assert!(members(&a, 1).await && members(&b, 1).await);
+    let ann = a.pubsub().subscribe(TOPIC).await;
+    a.presence()
+        .track(TOPIC, ann.id(), "ann", json!({}))
+        .await
+        .expect("track");
+    assert!(lists(&b, &["ann"]).await);
+    // The leave is lost on the way out, the link staying up (a full send queue).
+    bus.lose_next("a", 1);
+    a.presence().untrack(TOPIC, ann.id(), "ann");
+    assert!(lists(&a, &[]).await);
+    assert!(
+        lists(&b, &[]).await,
+        "the resend repaired the lost leave: {:?}",
+        keys(&b).await
+    );
+    drop(ann);
+    a.shutdown(Duration::from_secs(1)).await;
+    b.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_shard_always_gets_the_other_nodes_presences_back() {
+    let bus = MemoryBus::new();
+    let long = Duration::from_secs(60);
+    // Room for every restart below (the default gives up after 3 within 5 s).
+    let mut config = node(&bus, "a", long);
+    config.supervision.max_restarts = 100;
+    let a = Runtime::start(config).await.expect("a");
+    let b = start(&bus, "b", long).await;
+    let bob = b.pubsub().subscribe(TOPIC).await;
+    b.presence()
+        .track(TOPIC, bob.id(), "bob", json!({}))
+        .await
+        .expect("track");
+    assert!(lists(&a, &["bob"]).await);
+    for round in 0..50 {
+        assert!(faults::fail_presence_shard_of(&a, TOPIC).await);
+        assert!(
+            lists(&a, &["bob"]).await,
+            "round {round}: {:?}",
+            keys(&a).await
+        );
+    }
+    drop(bob);
+    a.shutdown(Duration::from_secs(1)).await;
+    b.shutdown(Duration::from_secs(1)).await;
 }

@@ -126,7 +126,7 @@ where
     if updated.sessions_revoked {
         // The user's other sessions' sockets close (1001; their tokens are revoked, so they
         // are refused on reconnect); the presenting session's stay open, on every node.
-        app.registry
+        app.pubsub
             .disconnect_except(&user_socket_id(id), &token_topic(&claims.jti));
         // The addresses that logged in with the old credentials are no longer the owner's
         // usual ones as far as the login lockout knows.

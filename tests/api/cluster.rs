@@ -202,3 +202,46 @@ async fn a_redis_outage_keeps_local_traffic_and_the_cluster_heals_afterwards() {
         assert!(warning.contains("WARN"), "{warning}");
     }
 }
+
+/// The disconnect that a logout broadcasts to the other nodes is at most once: lost in a Redis
+/// outage, the other nodes still close the revoked session's sockets once they read the
+/// revocation from the database (every 5 s), and refuse its token.
+#[tokio::test]
+async fn a_logout_during_a_redis_outage_still_closes_the_sockets_on_the_other_node() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let x = cluster.user(1, "X").await;
+    let url = format!(
+        "{}/websocket?token={}&vsn=2.0.0",
+        cluster.socket_url(2),
+        x.token
+    );
+    let mut socket = fawkes::testing::WsClient::connect(&url)
+        .await
+        .expect("X connects to node-2");
+    socket.join("room:lobby", json!({})).await;
+
+    cluster.stop_redis();
+    for node in 1..=2 {
+        cluster
+            .wait_link(node, "disconnected", Duration::from_secs(10))
+            .await;
+    }
+    let resp = cluster
+        .call(1, "DELETE", "/api/v1/sessions", Some(&x.token), None)
+        .await;
+    assert_eq!(resp.status, 204, "{}", resp.text);
+    // `closed` waits a few seconds; the database is read every 5 s.
+    let mut closed = None;
+    for _ in 0..4 {
+        if let Ok(close) = tokio::time::timeout(Duration::from_secs(5), socket.closed()).await {
+            closed = Some(close);
+            break;
+        }
+    }
+    let (code, _) =
+        closed.unwrap_or_else(|| panic!("node-2 closed X's socket\n{}", cluster.all_logs()));
+    assert_eq!(code, 1001);
+    let refused = fawkes::testing::WsClient::connect(&url).await;
+    assert!(refused.is_err(), "node-2 refuses the revoked token");
+    cluster.start_redis();
+}

@@ -24,29 +24,56 @@
 //!
 //! **Wire.** Each Redis message is a small header naming the sending node (a version byte,
 //! the name's length as a big-endian `u16`, the name) followed by the frame. A node drops its
-//! own messages on `{prefix}:all` by reading the header alone: frames are opaque and never
-//! parsed here. A message that is not in this form is dropped (logged at debug level).
+//! own messages (on `{prefix}:all`, and the probes on its own channel, see *Outages*) by
+//! reading the header alone: frames are opaque and never parsed here. A message that is not
+//! in this form is dropped (logged at debug level).
 //!
 //! **Publishing.** [`Adapter::publish`] and [`Adapter::send_to`] never block: they put the
-//! frame on *one* bounded queue ([`RedisConfig::queue`] frames) with `try_send`, and a full
-//! queue drops the frame and counts it ([`RedisStats::dropped`]). *One* publisher task
-//! drains the queue in order over one Redis connection, sending what has piled up as a
-//! pipeline of `PUBLISH`es (up to 512 frames or about 1 MiB per round trip). One queue, one
-//! task, one connection: the frames of a node reach each other node in the order they were
-//! sent, published or sent to it alone (point 4 of the adapter contract). While the
-//! publishing connection is down, frames are dropped and counted, never kept for later.
+//! frame on *one* bounded queue with `try_send`. The queue is bounded twice, by
+//! [`RedisConfig::queue`] frames (16,384 by default) and by [`RedisConfig::queue_bytes`] bytes
+//! of frames (64 MiB by default; an empty queue takes any one frame): a frame that finds it
+//! full is dropped and counted ([`RedisStats::dropped`]). *One* publisher task drains the
+//! queue in order over one Redis connection, sending what has piled up as a pipeline of
+//! `PUBLISH`es (up to 512 frames or about 1 MiB per round trip). One queue, one task, one
+//! connection: the frames of a node reach each other node in the order they were sent,
+//! published or sent to it alone (point 4 of the adapter contract). While the publishing
+//! connection is down, frames are dropped and counted, never kept for later.
+//!
+//! **What is counted, what is reported.** Redis answers each `PUBLISH` of a pipeline on its
+//! own: frames it refused (an ACL, say) count as dropped, the others as published
+//! ([`RedisStats::published`]). When the link itself fails under a pipeline, the client
+//! cannot tell which of its frames Redis received before it did, so the whole pipeline
+//! counts as dropped. Frames dropped while the state reported to the runtime is
+//! [`AdapterState::Connected`] (a full queue; frames refused on some channels while the
+//! link stays up) are also reported to it ([`Inbound::lost`]): presence changes among them
+//! are lost, and the runtime sends its presence state again. Frames dropped while the state
+//! is [`AdapterState::Disconnected`] (the link down, or failing under them) need no report:
+//! the link's return resynchronises; nor do those dropped after [`Adapter::close`].
 //!
 //! **Outages.** Each connection has its own task. When either fails (an error, a closed
 //! connection, an unanswered `PING` on a quiet link) the adapter reports
-//! [`AdapterState::Disconnected`] to the runtime and logs *one* warning for the outage, then
-//! reconnects with a backoff of 100 ms doubling to at most 1 s, so delivery resumes within
-//! about a second of Redis answering again (the design target is well under 5 s). The
-//! subscriber resubscribes to both channels; losing it also makes the publisher relink, as
-//! its connection went with the same server. The state is [`AdapterState::Connected`] only
-//! while the subscription is established *and* the publishing connection answers; on
-//! getting there after an outage the adapter logs one info line, "redis link restored", and
-//! the runtime resynchronises with the other nodes. Delivery is at most once: what was
-//! published during an outage is lost, as in Phoenix.PubSub.
+//! [`AdapterState::Disconnected`] to the runtime and logs *one* warning for the outage (the
+//! failed attempts that follow at debug level, "redis link still down"), then relinks with a
+//! backoff of 100 ms doubling to at most 1 s, so delivery resumes within about a second of
+//! Redis answering again (the design target is well under 5 s). The backoff starts over only
+//! once a link has proved itself by staying up 5 s: a link that opens and then fails on use
+//! is retried no faster than one that cannot open (such a link, if the probe below does not
+//! catch its failure, is lost and restored at most about once a second, each time logged and
+//! reported). The publishing connection counts as up
+//! only once Redis has published a probe on it (an empty frame on the node's own channel,
+//! which its subscriber drops): a node whose Redis user may not `PUBLISH` stays
+//! [`AdapterState::Disconnected`], retrying with the backoff, rather than flapping between
+//! states. If Redis refuses the `PUBLISH`es of a pipeline, the probe is sent again: refused
+//! too, the link counts as lost (the user lost the right to publish); taken, the link stays
+//! up, the refused frames are dropped and reported lost, and the refusal is logged as a
+//! warning once per link (then at debug level). The subscriber resubscribes to both
+//! channels; losing it also makes the publisher relink, as its connection went with the same
+//! server. The state is [`AdapterState::Connected`] only while the subscription is
+//! established *and* the publishing connection answers; on getting there after an outage the
+//! adapter logs one info line, "redis link restored", counts a reconnection
+//! ([`RedisStats::reconnects`]), and the runtime resynchronises with the other nodes.
+//! Delivery is at most once: what was published during an outage is lost, as in
+//! Phoenix.PubSub.
 //!
 //! **Starting.** [`RedisAdapter::new`] only checks the configuration: Redis need not be up.
 //! Called inside a Tokio runtime it starts linking at once (so the link may be up by the time
@@ -96,17 +123,21 @@ pub struct RedisConfig {
     pub prefix: String,
     /// Frames waiting to be published before more are dropped; 16,384 by default.
     pub queue: usize,
+    /// Bytes of frames waiting to be published before more are dropped; 64 MiB by default.
+    /// (An empty queue takes any one frame, however large.)
+    pub queue_bytes: usize,
 }
 
 impl RedisConfig {
     /// Node `node_name` linking to the Redis server at `url`, with the default prefix and
-    /// queue.
+    /// queue bounds.
     pub fn new(url: impl Into<String>, node_name: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             node_name: node_name.into(),
             prefix: "fawkes".into(),
             queue: 16_384,
+            queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -119,6 +150,7 @@ impl fmt::Debug for RedisConfig {
             .field("node_name", &self.node_name)
             .field("prefix", &self.prefix)
             .field("queue", &self.queue)
+            .field("queue_bytes", &self.queue_bytes)
             .finish()
     }
 }
@@ -168,6 +200,9 @@ pub enum RedisAdapterError {
     /// The publish queue has no room.
     #[error("invalid publish queue: it must hold at least one frame")]
     EmptyQueue,
+    /// The publish queue's byte bound is zero.
+    #[error("invalid publish queue: its byte bound (queue_bytes) must not be zero")]
+    EmptyQueueBytes,
 }
 
 /// A snapshot of an adapter's link and counters ([`RedisAdapter::stats`]).
@@ -177,8 +212,10 @@ pub struct RedisStats {
     pub state: AdapterState,
     /// Frames Redis accepted for publishing.
     pub published: u64,
-    /// Frames not sent: the queue was full, the link was down, or it failed while they were
-    /// on their way.
+    /// Frames not sent: the queue was full (in frames or in bytes), the link was down, it
+    /// failed while they were on their way, or Redis refused them. Those dropped while
+    /// [`RedisStats::state`] was [`AdapterState::Connected`] are also reported to the runtime
+    /// ([`Inbound::lost`]).
     pub dropped: u64,
     /// Frames received from other nodes and handed to the runtime.
     pub received: u64,
@@ -225,11 +262,15 @@ impl RedisAdapter {
         if config.queue == 0 {
             return Err(RedisAdapterError::EmptyQueue);
         }
+        if config.queue_bytes == 0 {
+            return Err(RedisAdapterError::EmptyQueueBytes);
+        }
         let shared = Arc::new(Shared::new(
             config.node_name,
             client,
             &config.prefix,
             header,
+            config.queue_bytes,
         ));
         let (queue, rx) = mpsc::channel(config.queue);
         let adapter = Self {
@@ -290,13 +331,24 @@ impl RedisAdapter {
         };
     }
 
-    /// Queues `frame` for the publisher, or drops and counts it.
+    /// Queues `frame` for the publisher, or drops it (counted, and reported to the runtime
+    /// if the link is reported up): the link is down, or the queue is full in frames or in
+    /// bytes.
     fn enqueue(&self, target: Target, frame: Bytes) {
         let shared = &self.shared;
         let linked =
             shared.publisher_up.load(Ordering::Acquire) && !shared.closing.load(Ordering::Acquire);
-        if !linked || self.queue.try_send(Outgoing { target, frame }).is_err() {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
+        if !linked {
+            shared.drop_frames(1);
+            return;
+        }
+        let len = frame.len();
+        let before = shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if (before > 0 && before + len > shared.max_queued_bytes)
+            || self.queue.try_send(Outgoing { target, frame }).is_err()
+        {
+            shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            shared.drop_frames(1);
         }
     }
 }
@@ -405,7 +457,14 @@ mod tests {
                     queue: 0,
                     ..RedisConfig::new("redis://h/", "n")
                 },
-                "queue",
+                "at least one frame",
+            ),
+            (
+                RedisConfig {
+                    queue_bytes: 0,
+                    ..RedisConfig::new("redis://h/", "n")
+                },
+                "queue_bytes",
             ),
         ] {
             let error = RedisAdapter::new(config).expect_err("refused");

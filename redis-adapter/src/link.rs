@@ -3,7 +3,7 @@
 //! connection are up.
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -15,6 +15,9 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 /// The longest wait between attempts: delivery resumes within about a second of Redis
 /// answering again.
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// A link that stayed up this long has proved itself: when it is lost, the backoff starts
+/// over. One lost sooner (it opens, then fails on use) keeps the backoff where it was.
+const PROVEN_AFTER: Duration = Duration::from_secs(5);
 
 /// One of the two connections to Redis.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +58,9 @@ pub(crate) struct Shared {
     pub(crate) dropped: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    /// Bytes of the frames waiting in the publish queue, and their cap.
+    pub(crate) queued_bytes: AtomicUsize,
+    pub(crate) max_queued_bytes: usize,
     /// The publishing connection is up: frames are queued, not dropped.
     pub(crate) publisher_up: AtomicBool,
     /// `close` was called: nothing more is queued, and losing the link is not an outage.
@@ -69,7 +75,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(node: String, client: redis::Client, prefix: &str, header: Vec<u8>) -> Self {
+    pub(crate) fn new(
+        node: String,
+        client: redis::Client,
+        prefix: &str,
+        header: Vec<u8>,
+        max_queued_bytes: usize,
+    ) -> Self {
         Self {
             all_channel: format!("{prefix}:all"),
             own_channel: format!("{prefix}:node:{node}"),
@@ -81,6 +93,8 @@ impl Shared {
             dropped: AtomicU64::new(0),
             received: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
             publisher_up: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             inbound: OnceLock::new(),
@@ -102,6 +116,28 @@ impl Shared {
     /// A receiver of state changes (for `RedisAdapter::connected`).
     pub(crate) fn watch_state(&self) -> watch::Receiver<AdapterState> {
         self.state.subscribe()
+    }
+
+    /// `frames` this node asked to send were dropped: they are counted, and reported to the
+    /// runtime as lost if the link is reported [`AdapterState::Connected`] (frames dropped
+    /// while it is reported down need no report: its return resynchronises; nor do those
+    /// dropped after `close`, the node is leaving).
+    pub(crate) fn drop_frames(&self, frames: u64) {
+        if frames == 0 {
+            return;
+        }
+        self.dropped.fetch_add(frames, Ordering::Relaxed);
+        if self.state() == AdapterState::Connected
+            && !self.closing.load(Ordering::Acquire)
+            && let Some(inbound) = self.inbound.get()
+        {
+            inbound.lost(frames);
+        }
+    }
+
+    /// A frame of `len` bytes left the publish queue.
+    pub(crate) fn dequeued(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
     }
 
     /// `start` handed over the runtime's inbound: it learns the current state.
@@ -197,7 +233,18 @@ impl Shared {
     }
 }
 
-/// Waits between reconnection attempts: 100 ms, doubling up to 1 s.
+/// Waits `wait` before the next attempt to link; `false` if the adapter stops meanwhile
+/// (`close`, or the adapter dropped).
+pub(crate) async fn pause(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        _ = stop.changed() => false,
+    }
+}
+
+/// Waits between attempts to link: 100 ms, doubling up to 1 s. It starts over only when a link
+/// has proved itself by staying up [`PROVEN_AFTER`]: a link that opens and then fails at once
+/// (Redis refusing what it is used for, say) is retried no faster than one that cannot open.
 pub(crate) struct Backoff(Duration);
 
 impl Backoff {
@@ -205,16 +252,19 @@ impl Backoff {
         Self(BACKOFF_START)
     }
 
-    /// The wait before the next attempt.
+    /// The wait before the next attempt, after one that failed.
     pub(crate) fn next(&mut self) -> Duration {
         let wait = self.0;
         self.0 = (self.0 * 2).min(BACKOFF_CAP);
         wait
     }
 
-    /// Linked again: the next outage starts with a short wait.
-    pub(crate) fn reset(&mut self) {
-        self.0 = BACKOFF_START;
+    /// The wait before relinking a link that was up for `held` and is lost.
+    pub(crate) fn after_loss(&mut self, held: Duration) -> Duration {
+        if held >= PROVEN_AFTER {
+            self.0 = BACKOFF_START;
+        }
+        self.next()
     }
 }
 
@@ -223,11 +273,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_backoff_doubles_up_to_its_cap_and_resets() {
+    fn the_backoff_doubles_up_to_its_cap_and_starts_over_after_a_proven_link() {
         let mut backoff = Backoff::new();
         let waits: Vec<_> = (0..6).map(|_| backoff.next().as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
-        backoff.reset();
-        assert_eq!(backoff.next(), BACKOFF_START);
+        // Links that fail on use, however often, do not shorten the wait...
+        for _ in 0..3 {
+            assert_eq!(backoff.after_loss(Duration::ZERO), BACKOFF_CAP);
+        }
+        // ...one that held does.
+        assert_eq!(backoff.after_loss(PROVEN_AFTER), BACKOFF_START);
+        assert_eq!(backoff.next(), BACKOFF_START * 2);
     }
 }

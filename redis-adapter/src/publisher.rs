@@ -11,7 +11,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::link::{Backoff, Shared, Side};
+use crate::link::{Backoff, Shared, Side, pause};
 use crate::wire::Message;
 
 /// Most frames sent per round trip.
@@ -45,8 +45,21 @@ pub(crate) struct Outgoing {
 enum Served {
     /// Closed or dropped: the task ends.
     Done,
-    /// The link failed: reconnect.
-    Lost(String),
+    /// The link failed, or Redis refuses this node's `PUBLISH`es: relink. `unsent` frames of
+    /// the batch on its way when it failed were not published.
+    Lost { error: String, unsent: u64 },
+}
+
+/// What became of a batch.
+enum Outcome {
+    /// Redis published every frame.
+    Sent,
+    /// The link works, but Redis refused `refused` of the frames (an ACL, say); the others
+    /// were published. `error` is the first refusal.
+    Refused { refused: u64, error: String },
+    /// The link failed (an I/O error, a timeout): none of the `unsent` frames is known to
+    /// have been published.
+    Failed { error: String, unsent: u64 },
 }
 
 /// Runs until the adapter is closed (after sending what was queued) or dropped. `stop`
@@ -69,22 +82,31 @@ pub(crate) async fn run(
                 Ok(conn) => break conn,
                 Err(error) => shared.down(Side::Publisher, &error),
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next()) => {}
-                changed = stop.changed() => if changed.is_err() { return },
+            if !pause(backoff.next(), &mut stop).await {
+                return;
             }
         };
-        backoff.reset();
         losses.borrow_and_update();
         shared.up(Side::Publisher);
-        match serve(&shared, &mut conn, &mut queue, &mut stop, &mut losses).await {
-            Served::Done => return,
-            Served::Lost(error) => shared.down(Side::Publisher, &error),
+        let linked_at = Instant::now();
+        let (error, unsent) =
+            match serve(&shared, &mut conn, &mut queue, &mut stop, &mut losses).await {
+                Served::Done => return,
+                Served::Lost { error, unsent } => (error, unsent),
+            };
+        // Down first: frames dropped with the link need no report to the runtime, the
+        // link's return resynchronises it.
+        shared.down(Side::Publisher, &error);
+        shared.drop_frames(unsent);
+        if !pause(backoff.after_loss(linked_at.elapsed()), &mut stop).await {
+            return;
         }
     }
 }
 
-/// A connection that answers `PING`.
+/// A connection over which Redis publishes for this node: it answers a probe, an empty
+/// frame published on this node's own channel (its subscriber drops it). A link that opens
+/// but may not publish is thus never reported up.
 async fn connect(shared: &Shared) -> Result<MultiplexedConnection, String> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -94,11 +116,22 @@ async fn connect(shared: &Shared) -> Result<MultiplexedConnection, String> {
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(|e| e.to_string())?;
-    redis::cmd("PING")
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
+    probe(shared, &mut conn).await?;
     Ok(conn)
+}
+
+/// Publishes an empty frame on this node's own channel: `Err` if Redis refuses it.
+async fn probe(shared: &Shared, conn: &mut MultiplexedConnection) -> Result<(), String> {
+    let message = Message {
+        header: &shared.header,
+        frame: &[],
+    };
+    redis::cmd("PUBLISH")
+        .arg(&shared.own_channel)
+        .arg(message)
+        .query_async::<()>(conn)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Sends queued frames until the link fails, the subscription is lost, or the adapter stops.
@@ -111,6 +144,8 @@ async fn serve(
 ) -> Served {
     let mut batch = Vec::with_capacity(BATCH_FRAMES);
     let mut idle_until = Instant::now() + IDLE_PING;
+    // Refusals are logged as a warning once per link, then at debug level.
+    let mut refusals_logged = false;
     loop {
         tokio::select! {
             biased;
@@ -121,18 +156,43 @@ async fn serve(
                 }
                 return Served::Done;
             }
-            _ = losses.changed() => return Served::Lost("the subscription was lost".into()),
+            _ = losses.changed() => {
+                return Served::Lost { error: "the subscription was lost".into(), unsent: 0 };
+            }
             first = queue.recv() => {
                 let Some(first) = first else { return Served::Done };
-                fill(first, queue, &mut batch);
-                if let Err(error) = send(shared, conn, &mut batch).await {
-                    return Served::Lost(error);
+                fill(shared, first, queue, &mut batch);
+                match send(shared, conn, &mut batch).await {
+                    Outcome::Sent => {}
+                    Outcome::Failed { error, unsent } => return Served::Lost { error, unsent },
+                    Outcome::Refused { refused, error } => {
+                        // Refused altogether (the node's user lost the right to publish)? The
+                        // link is then of no use: relink, with backoff, until Redis takes the
+                        // probe again. Refused on some channels only: the link stays up, and
+                        // the runtime learns that frames were lost.
+                        if let Err(probe_error) = probe(shared, conn).await {
+                            return Served::Lost { error: probe_error, unsent: refused };
+                        }
+                        if refusals_logged {
+                            tracing::debug!(
+                                node = %shared.node, refused, %error,
+                                "redis refused to publish frames; they are dropped"
+                            );
+                        } else {
+                            refusals_logged = true;
+                            tracing::warn!(
+                                node = %shared.node, refused, %error,
+                                "redis refused to publish frames on some channels (check this node's ACL); they are dropped"
+                            );
+                        }
+                        shared.drop_frames(refused);
+                    }
                 }
                 idle_until = Instant::now() + IDLE_PING;
             }
             () = tokio::time::sleep_until(idle_until) => {
                 if let Err(error) = redis::cmd("PING").query_async::<()>(conn).await {
-                    return Served::Lost(error.to_string());
+                    return Served::Lost { error: error.to_string(), unsent: 0 };
                 }
                 idle_until = Instant::now() + IDLE_PING;
             }
@@ -141,24 +201,38 @@ async fn serve(
 }
 
 /// Takes `first` and what else is already queued into `batch`, up to its limits.
-fn fill(first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>, batch: &mut Vec<Outgoing>) {
+fn fill(
+    shared: &Shared,
+    first: Outgoing,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    batch: &mut Vec<Outgoing>,
+) {
     let mut bytes = first.frame.len();
+    shared.dequeued(bytes);
     batch.push(first);
     while batch.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
         let Ok(next) = queue.try_recv() else { break };
+        shared.dequeued(next.frame.len());
         bytes += next.frame.len();
         batch.push(next);
     }
 }
 
-/// Publishes `batch` in one round trip and empties it; its frames count as published, or as
-/// dropped if the link failed.
+/// Publishes `batch` in one round trip and empties it. Frames Redis published count as
+/// published; the others are for the caller to drop, as it alone knows whether the link
+/// stays up.
+///
+/// Redis answers each `PUBLISH` of a pipeline on its own, so a refusal (an error reply) names
+/// the frames it concerns and the others count as published. When the link itself fails (an
+/// I/O error, no answer in time) the client cannot tell which frames Redis received before
+/// it did, so the whole batch counts as not sent.
 async fn send(
     shared: &Shared,
     conn: &mut MultiplexedConnection,
     batch: &mut Vec<Outgoing>,
-) -> Result<(), String> {
+) -> Outcome {
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     for out in batch.iter() {
         let message = Message {
             header: &shared.header,
@@ -169,19 +243,43 @@ async fn send(
             Target::All => cmd.arg(&shared.all_channel),
             Target::Node(channel) => cmd.arg(channel),
         };
-        cmd.arg(message).ignore();
+        cmd.arg(message);
     }
     let frames = batch.len() as u64;
     batch.clear();
-    match pipe.query_async::<()>(conn).await {
-        Ok(()) => {
-            shared.published.fetch_add(frames, Ordering::Relaxed);
-            Ok(())
-        }
+    let replies = match pipe
+        .query_async::<Vec<redis::RedisResult<redis::Value>>>(conn)
+        .await
+    {
+        Ok(replies) => replies,
         Err(error) => {
-            shared.dropped.fetch_add(frames, Ordering::Relaxed);
-            Err(error.to_string())
+            return Outcome::Failed {
+                error: error.to_string(),
+                unsent: frames,
+            };
         }
+    };
+    let mut published = 0;
+    let mut first_refusal = None;
+    for reply in replies {
+        match reply {
+            Ok(_) => published += 1,
+            Err(error) => {
+                first_refusal.get_or_insert(error);
+            }
+        }
+    }
+    shared.published.fetch_add(published, Ordering::Relaxed);
+    match first_refusal {
+        None if published == frames => Outcome::Sent,
+        None => Outcome::Failed {
+            error: format!("{published} replies to {frames} PUBLISHes"),
+            unsent: frames - published,
+        },
+        Some(error) => Outcome::Refused {
+            refused: frames - published,
+            error: error.to_string(),
+        },
     }
 }
 
@@ -193,25 +291,35 @@ async fn flush(
     batch: &mut Vec<Outgoing>,
 ) {
     while let Ok(first) = queue.try_recv() {
-        fill(first, queue, batch);
-        if let Err(error) = send(shared, conn, batch).await {
-            tracing::debug!(
-                node = %shared.node, %error,
-                "redis: frames queued before close were dropped"
-            );
-            drop_queued(shared, queue);
-            return;
+        fill(shared, first, queue, batch);
+        match send(shared, conn, batch).await {
+            Outcome::Sent => {}
+            Outcome::Refused { refused, error } => {
+                tracing::debug!(
+                    node = %shared.node, refused, %error,
+                    "redis: frames queued before close were refused"
+                );
+                shared.drop_frames(refused);
+            }
+            Outcome::Failed { error, unsent } => {
+                tracing::debug!(
+                    node = %shared.node, %error,
+                    "redis: frames queued before close were dropped"
+                );
+                shared.drop_frames(unsent);
+                drop_queued(shared, queue);
+                return;
+            }
         }
     }
 }
 
-/// Empties the queue, counting its frames as dropped.
+/// Empties the queue, dropping its frames.
 fn drop_queued(shared: &Shared, queue: &mut mpsc::Receiver<Outgoing>) {
     let mut dropped = 0;
-    while queue.try_recv().is_ok() {
+    while let Ok(out) = queue.try_recv() {
+        shared.dequeued(out.frame.len());
         dropped += 1;
     }
-    if dropped > 0 {
-        shared.dropped.fetch_add(dropped, Ordering::Relaxed);
-    }
+    shared.drop_frames(dropped);
 }

@@ -11,7 +11,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::link::{Backoff, Shared, Side};
+use crate::link::{Backoff, Shared, Side, pause};
 use crate::wire;
 
 /// The longest wait for the connection to open and the subscriptions to be confirmed.
@@ -36,15 +36,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             Ok(halves) => halves,
             Err(error) => {
                 shared.down(Side::Subscriber, &error);
-                tokio::select! {
-                    () = tokio::time::sleep(backoff.next()) => {}
-                    _ = stop.changed() => return,
+                if !pause(backoff.next(), &mut stop).await {
+                    return;
                 }
                 continue;
             }
         };
-        backoff.reset();
         shared.up(Side::Subscriber);
+        let linked_at = Instant::now();
         let Some(error) = listen(&shared, &mut sink, &mut stream, &mut stop).await else {
             return;
         };
@@ -52,6 +51,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // The publishing connection went with the same Redis, most likely: it relinks too,
         // so that "connected" again means both work.
         shared.subscriber_losses.send_modify(|n| *n += 1);
+        if !pause(backoff.after_loss(linked_at.elapsed()), &mut stop).await {
+            return;
+        }
     }
 }
 
@@ -101,7 +103,8 @@ async fn listen(
     }
 }
 
-/// One message from Redis: its frame goes to the runtime unless this node sent it.
+/// One message from Redis: its frame goes to the runtime unless this node sent it (its own
+/// messages on `{prefix}:all`, and the probes its publisher sends to its own channel).
 fn receive(shared: &Shared, channel: &str, message: &[u8]) {
     let (sender, frame) = match wire::decode(message) {
         Ok(parts) => parts,
@@ -113,7 +116,7 @@ fn receive(shared: &Shared, channel: &str, message: &[u8]) {
             return;
         }
     };
-    if sender == shared.node.as_bytes() && channel == shared.all_channel {
+    if sender == shared.node.as_bytes() {
         return;
     }
     let Some(inbound) = shared.inbound.get() else {

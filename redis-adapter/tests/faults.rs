@@ -3,52 +3,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use common::{LINK_WITHIN, eventually, frame, next, node};
+use common::{LINK_WITHIN, Log, eventually, frame, next, node};
 use fawkes_redis::testing::RedisServer;
 use fawkes_runtime::{Adapter as _, AdapterState};
 
-/// Everything logged, as text.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    /// Lines mentioning `text` logged for `node`.
-    fn count(&self, node: &str, text: &str) -> usize {
-        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|line| line.contains(text) && line.contains(&format!("node={node}")))
-            .count()
-    }
-}
-
 #[tokio::test]
 async fn an_outage_is_reported_logged_once_and_recovered_from() {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let log = Log::install();
 
     let mut redis = RedisServer::start();
     let (a, mut on_a) = node(&redis.url(), "node-a").await;

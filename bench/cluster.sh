@@ -160,16 +160,17 @@ run fanout fanout --servers "$SERVERS" --server-pids "$(node_pids)" --redis-pid 
 stop_nodes
 
 # 3. Presence storm: first on one node without a cluster (the same machine's baseline), then
-#    through the three nodes.
+#    through the three nodes; 128 connects at a time (at 512 a saturated single node kept
+#    connects waiting on its database pool past the 10 s acquire timeout, and refused them).
 FAWKES_PUBSUB__ADAPTER=memory "$F" --bind 127.0.0.1:4001 --log warn >>"$OUT/cluster-node1.log" 2>&1 &
 SINGLE=$!; PIDS+=("$SINGLE")
 for _ in $(seq 100); do port_open 4001 && break; sleep 0.1; done
 run storm-single presence-storm --server 127.0.0.1:4001 --server-pid "$SINGLE" --tokens tokens.txt \
-    --topic room:storm --connections 15000 --sources 8
+    --topic room:storm --connections 15000 --concurrency 128 --sources 8
 stop_pids "$SINGLE"
 start_nodes
 run storm presence-storm --servers "$SERVERS" --server-pids "$(node_pids)" --redis-pid "$REDIS_PID" \
-    --tokens tokens.txt --topic room:storm --connections 15000 --sources 8 --sample 9
+    --tokens tokens.txt --topic room:storm --connections 15000 --concurrency 128 --sources 8 --sample 9
 stop_nodes
 
 # 4. The shared stream's waste, then per-topic subscription's cost to Redis.

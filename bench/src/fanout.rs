@@ -241,11 +241,16 @@ pub(crate) async fn run(
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
             }
-            drain.abort();
+            // Stay connected until the deliveries are counted: a socket closed right after its
+            // last push may take that push's channel down before it is handled.
+            (sink, drain)
         }));
     }
+    let mut publishers_open = Vec::new();
     for task in tasks {
-        let _ = task.await;
+        if let Ok(open) = task.await {
+            publishers_open.push(open);
+        }
     }
     let publishing = started.elapsed();
     let messages = sent.load(Ordering::Relaxed);
@@ -265,6 +270,10 @@ pub(crate) async fn run(
     let own_after = stats::own();
     let dropped = closed.load(Ordering::Relaxed);
     let _ = stop_tx.send(true);
+    for (sink, drain) in publishers_open {
+        drain.abort();
+        drop(sink);
+    }
     for reader in readers {
         let _ = reader.await;
     }

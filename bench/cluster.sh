@@ -6,13 +6,15 @@
 #   1. 45,000 joined connections, 15,000 per node (three `conns` processes that hold together);
 #   2. cross-node fan-out: 3,000 subscribers of one room, 1,000 per node, 50 messages/s
 #      published on node 1;
-#   3. a presence storm of 15,000 users joining one room through the three nodes, then a fresh
-#      client on each node until it is told all 15,000 users;
+#   3. a presence storm of 15,000 users joining one room, on one node without a cluster (the
+#      baseline), then through the three nodes, then a fresh client on each node until it is
+#      told all 15,000 users;
 #   4. what the shared Redis stream costs a node with no subscriber for a topic (2,000
 #      messages/s published on node 1 for a room whose only subscriber is there), against what
 #      per-topic Redis subscriptions would cost Redis (`redis-subs`).
-# Outputs go to target/bench-results/cluster-*.txt (node logs: cluster-node*.log). About six
-# minutes once built; stops everything it started, even on failure. Needs redis-server.
+# Outputs go to target/bench-results/cluster-*.txt (node logs: cluster-node*.log). Six to eight
+# minutes once built (11 in a slow hour); stops everything it started, even on failure.
+# Needs redis-server, curl, jq and sqlite3.
 #
 #   bash bench/cluster.sh
 #
@@ -52,6 +54,9 @@ command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 
     echo "bench/cluster.sh needs redis-server and redis-cli (Debian/Ubuntu: apt-get install redis-server)" >&2
     exit 1
 }
+for tool in curl jq sqlite3; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "bench/cluster.sh needs $tool (Debian/Ubuntu: apt-get install $tool)" >&2; exit 1; }
+done
 for i in $(seq "$NODES"); do
     if port_open "400$i"; then echo "port 400$i is in use: the nodes listen on 127.0.0.1:4001-400$NODES" >&2; exit 1; fi
 done

@@ -2,7 +2,7 @@
 # Reproduces every figure in BENCHMARKS.md: builds release binaries, seeds users, starts the app
 # and the echo example on loopback, runs each fawkes-bench scenario, and writes the outputs to
 # target/bench-results/. Takes about six minutes on the 2-core machine; stops everything it
-# started, even on failure.
+# started, even on failure. The cluster section's figures come from `bash bench/cluster.sh`.
 #
 #   bash bench/run.sh
 set -euo pipefail

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the load generator, run by .ci/run: every fawkes-bench scenario, briefly and at
-# small scale, against debug builds of the app and the echo example on ephemeral loopback ports.
+# small scale, against debug builds of the app and the echo example on ephemeral loopback ports,
+# and the cluster options against two app nodes over a throwaway redis-server (needs
+# redis-server).
 # It checks that each scenario runs end to end and reports no failure; it asserts no timing
 # (figures come from bench/run.sh on a release build). Stops everything it started.
 #
@@ -65,6 +67,39 @@ check 'statuses \{200: [0-9]+\}$' rest $APP $T --url-path /health --connections 
 check 'statuses \{200: [0-9]+\}$' rest $APP $T --url-path /api/v1/me --connections 4 --seconds 1
 check 'statuses \{200: [0-9]+\}$' logins $APP $T --rate 2 --seconds 1 --users 10
 check 'result: PASS' abuse $APP $T --baseline-secs 1 --seconds 2 --topic-bytes 100000 --half-open 50 --socket-loop-max 100
+
+# The cluster options (--servers, --server-pids, --redis-pid, --barrier) and redis-subs, against
+# two app nodes linked through a throwaway redis-server.
+command -v redis-server >/dev/null 2>&1 || { echo "bench/smoke.sh needs redis-server (apt-get install redis-server)" >&2; exit 1; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+REDIS_PORT=
+for p in $(seq 16479 16579); do port_open "$p" || { REDIS_PORT=$p; break; }; done
+[ -n "$REDIS_PORT" ] || { echo "no free port for redis-server" >&2; exit 1; }
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >redis.log 2>&1 &
+REDIS_PID=$!; PIDS+=("$REDIS_PID")
+for _ in $(seq 100); do port_open "$REDIS_PORT" && break; sleep 0.1; done
+# /ready of node $1 (host:port) lists another member over a connected link?
+linked() {
+    local body
+    body=$( (exec 3<>"/dev/tcp/${1%:*}/${1#*:}" && printf 'GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 && cat <&3) 2>/dev/null) || return 1
+    grep -q '"members":\["' <<<"$body" && grep -q '"state":"connected"' <<<"$body"
+}
+NODE_ADDRS=(); NODE_PIDS=()
+for name in sa sb; do
+    FAWKES_PUBSUB__ADAPTER=redis FAWKES_PUBSUB__REDIS_URL="redis://127.0.0.1:$REDIS_PORT" FAWKES_NODE_NAME=$name \
+        "$F" --bind 127.0.0.1:0 --log info >"$name.log" 2>&1 &
+    NODE_PIDS+=("$!"); PIDS+=("$!")
+    NODE_ADDRS+=("$(address_from "$name.log" 'listening on http://')")
+done
+for addr in "${NODE_ADDRS[@]}"; do
+    for _ in $(seq 300); do linked "$addr" && break; sleep 0.1; done
+    linked "$addr" || { echo "node $addr never linked" >&2; cat sa.log sb.log >&2; exit 1; }
+done
+C="--servers ${NODE_ADDRS[0]},${NODE_ADDRS[1]} --server-pids ${NODE_PIDS[0]},${NODE_PIDS[1]} --redis-pid $REDIS_PID"
+check 'deliveries ([1-9][0-9]*) of \1 expected' fanout $C $T --topic room:smoke --subscribers 20 --rate 20 --seconds 1
+check 'result: +PASS' presence-storm $C $T --topic room:smoke-storm --connections 100 --concurrency 20 --sample 4
+check 'alive after hold: +100 of 100' conns --server "${NODE_ADDRS[1]}" $T --connections 100 --topics 5 --hold-secs 1 --barrier "$WORK/barrier" --parties 1
+check 'per SUBSCRIBE\+UNSUBSCRIBE pair' redis-subs --redis "127.0.0.1:$REDIS_PORT" --redis-pid "$REDIS_PID" --pairs 200 --pipeline 8 --held 10
 check '([1-9][0-9]*) of \1 bytes read' send-floor --connections 20 --rate 10 --seconds 1
 check 'bytes per actor' actor-floor --actors 100
 echo "==> every scenario ran"

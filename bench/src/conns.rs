@@ -1,7 +1,14 @@
 //! `conns`: N connections, each joins one of K topics, then all hold (heartbeating) for a
 //! while. Reports the connect+join rate, join latency percentiles, failures, and the server's
 //! RSS before and after → bytes per idle joined connection.
+//!
+//! Several `conns` processes can hold their connections at the same time (one per node of a
+//! cluster, say, since one process cannot open more than its file limit): each given the same
+//! `--barrier DIR` and `--parties N` waits, once its own joins are answered, until N processes
+//! have got there, and only then starts its hold; after the hold each reports how many of its
+//! connections are still open.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,10 +29,12 @@ pub(crate) async fn run(
     prefix: &str,
     concurrency: usize,
     hold: Duration,
+    barrier: Option<(&Path, usize)>,
 ) -> Result<(), String> {
     let tokens = Arc::new(target.tokens()?);
     let server_before = target.server_pid.and_then(stats::sample);
-    let (joined, failed, closed) = (
+    let (joined, failed, closed, alive) = (
+        Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
@@ -41,12 +50,13 @@ pub(crate) async fn run(
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let (target, tokens, joined, failed, closed, latencies) = (
+        let (target, tokens, joined, failed, closed, alive, latencies) = (
             target.clone(),
             tokens.clone(),
             joined.clone(),
             failed.clone(),
             closed.clone(),
+            alive.clone(),
             latencies.clone(),
         );
         let mut stop = stop_rx.clone();
@@ -70,6 +80,7 @@ pub(crate) async fn run(
             let mut heartbeat = tokio::time::interval(Duration::from_secs(25));
             heartbeat.tick().await;
             let mut next_ref = 1u64;
+            let mut is_alive = false;
             loop {
                 tokio::select! {
                     _ = stop.changed() => break,
@@ -80,6 +91,13 @@ pub(crate) async fn run(
                     message = stream.next() => {
                         let Some(Ok(message)) = message else {
                             closed.fetch_add(1, Ordering::Relaxed);
+                            if permit.is_some() {
+                                // Closed before the join was answered: a failure.
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if is_alive {
+                                alive.fetch_sub(1, Ordering::Relaxed);
+                            }
                             break;
                         };
                         if permit.is_some()
@@ -91,8 +109,12 @@ pub(crate) async fn run(
                             if let Ok(mut l) = latencies.lock() {
                                 l.push(sent.elapsed());
                             }
-                            let counter = if frame.payload["status"] == "ok" { &joined } else { &failed };
+                            is_alive = frame.payload["status"] == "ok";
+                            let counter = if is_alive { &joined } else { &failed };
                             counter.fetch_add(1, Ordering::Relaxed);
+                            if is_alive {
+                                alive.fetch_add(1, Ordering::Relaxed);
+                            }
                             permit = None;
                         }
                     }
@@ -104,9 +126,23 @@ pub(crate) async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let join_phase = started.elapsed();
+    if let Some((dir, parties)) = barrier {
+        let waited = Instant::now();
+        wait_for_parties(dir, parties).await?;
+        println!(
+            "barrier:             {parties} processes joined ({:.2}s waited for the others)",
+            waited.elapsed().as_secs_f64()
+        );
+    }
     // Let the server settle (allocator, queues) before reading its memory.
     tokio::time::sleep(hold).await;
     let server_after = target.server_pid.and_then(stats::sample);
+    // Joined connections the server has not closed since.
+    let alive = alive.load(Ordering::Relaxed);
+    println!(
+        "alive after hold:    {alive} of {n} on {} (held {hold:?})",
+        target.server
+    );
     let _ = stop_tx.send(true);
     let mut latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     latencies.sort();
@@ -136,9 +172,30 @@ pub(crate) async fn run(
             after.cpu - before.cpu
         );
     }
-    if ok == n {
+    if ok == n && alive == n {
         Ok(())
     } else {
-        Err(format!("{bad} connections failed"))
+        Err(format!(
+            "{bad} connections failed, {} closed",
+            closed.load(Ordering::Relaxed)
+        ))
+    }
+}
+
+/// Marks this process as done joining in `dir` and waits until `parties` processes have.
+async fn wait_for_parties(dir: &Path, parties: usize) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mark = dir.join(format!("joined-{}", std::process::id()));
+    std::fs::write(&mark, b"").map_err(|e| format!("{}: {e}", mark.display()))?;
+    loop {
+        let there = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("joined-"))
+            .count();
+        if there >= parties {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -10,6 +10,12 @@
 //! several 127.0.0.x source addresses (so one address's ephemeral ports never run out), never
 //! panics on server errors (it counts them), and samples the server's CPU time and RSS from
 //! `/proc/<pid>` when given `--server-pid`.
+//!
+//! `fanout` and `presence-storm` also take `--servers A,B,C` (the nodes of a cluster: their
+//! connections go round-robin over them, and figures are given per node) with
+//! `--server-pids P1,P2,P3` and `--redis-pid`; `conns` processes can hold together
+//! (`--barrier`), one per node; `redis-subs` measures what per-topic Redis subscriptions cost.
+//! `bash bench/cluster.sh` runs them against three nodes.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -21,6 +27,8 @@ mod echo;
 mod fanout;
 mod floor;
 mod logins;
+mod nodes;
+mod redis_subs;
 mod rest;
 mod stats;
 mod storm;
@@ -196,6 +204,14 @@ enum Scenario {
     Fanout {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        nodes: nodes::Nodes,
+        /// With `--servers`: subscribers go round-robin to the first this many nodes (0: all).
+        #[arg(long, default_value_t = 0)]
+        subscriber_nodes: usize,
+        /// With `--servers`: the node the publishers are on (1 is the first).
+        #[arg(long, default_value_t = 1)]
+        publish_node: usize,
         /// Subscribers.
         #[arg(long, default_value_t = 1000)]
         subscribers: usize,
@@ -233,6 +249,13 @@ enum Scenario {
         /// Seconds to hold before reading the server's memory.
         #[arg(long, default_value_t = 5)]
         hold_secs: u64,
+        /// A directory shared by `--parties` conns processes: each starts its hold only once
+        /// all of them have their joins answered.
+        #[arg(long, requires = "parties")]
+        barrier: Option<PathBuf>,
+        /// How many processes meet at the `--barrier`.
+        #[arg(long, requires = "barrier")]
+        parties: Option<usize>,
     },
     /// The kernel's share of a delivery here: paced small writes to N loopback connections,
     /// with the writing thread's CPU per write (no server involved; see `floor.rs`).
@@ -261,6 +284,8 @@ enum Scenario {
     PresenceStorm {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        nodes: nodes::Nodes,
         /// Connections (and users: one token each).
         #[arg(long, default_value_t = 15000)]
         connections: usize,
@@ -273,6 +298,25 @@ enum Scenario {
         /// Clients that keep a full presence view, as phoenix.js does, to check it.
         #[arg(long, default_value_t = 8)]
         sample: usize,
+    },
+    /// Redis's cost of per-topic subscription: N SUBSCRIBE+UNSUBSCRIBE pairs of distinct
+    /// topics on one connection (no Fawkes server involved).
+    RedisSubs {
+        /// The Redis server (loopback only).
+        #[arg(long, default_value = "127.0.0.1:6379")]
+        redis: SocketAddr,
+        /// SUBSCRIBE+UNSUBSCRIBE pairs.
+        #[arg(long, default_value_t = 10_000)]
+        pairs: usize,
+        /// Pairs sent per round trip.
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        /// Other subscriptions the connection holds throughout.
+        #[arg(long, default_value_t = 0)]
+        held: usize,
+        /// The `redis-server` process id, to sample its CPU time.
+        #[arg(long)]
+        redis_pid: Option<u32>,
     },
 }
 
@@ -378,16 +422,25 @@ async fn main() {
         }
         Scenario::Fanout {
             target,
+            nodes,
+            subscriber_nodes,
+            publish_node,
             subscribers,
             publishers,
             rate,
             topic,
             seconds,
         } => {
+            let placement = fanout::Placement {
+                subscriber_nodes,
+                publish_node: publish_node.saturating_sub(1),
+            };
             bounded(
                 &target,
                 fanout::run(
                     &target,
+                    &nodes,
+                    &placement,
                     subscribers,
                     publishers,
                     rate,
@@ -404,6 +457,8 @@ async fn main() {
             topic_prefix,
             concurrency,
             hold_secs,
+            barrier,
+            parties,
         } => {
             bounded(
                 &target,
@@ -414,6 +469,7 @@ async fn main() {
                     &topic_prefix,
                     concurrency,
                     Duration::from_secs(hold_secs),
+                    barrier.as_deref().zip(parties),
                 ),
             )
             .await
@@ -427,6 +483,7 @@ async fn main() {
         Scenario::ActorFloor { actors } => floor::actors(actors).await,
         Scenario::PresenceStorm {
             target,
+            nodes,
             connections,
             topic,
             concurrency,
@@ -434,10 +491,22 @@ async fn main() {
         } => {
             bounded(
                 &target,
-                storm::run(&target, connections, &topic, concurrency, sample),
+                storm::run(&target, &nodes, connections, &topic, concurrency, sample),
             )
             .await
         }
+        Scenario::RedisSubs {
+            redis,
+            pairs,
+            pipeline,
+            held,
+            redis_pid,
+        } => tokio::time::timeout(
+            Duration::from_secs(600),
+            redis_subs::run(redis, pairs, pipeline, held, redis_pid),
+        )
+        .await
+        .unwrap_or_else(|_| Err("gave up after 600s".into())),
     };
     if let Err(e) = outcome {
         eprintln!("fawkes-bench: {e}");

@@ -343,10 +343,7 @@ impl Runtime {
     /// Starts the supervision tree (`TransportConfig` converts into a [`RuntimeConfig`]).
     pub async fn start(config: impl Into<RuntimeConfig>) -> Result<Self, StartError> {
         let config = config.into();
-        let adapter = config
-            .adapter
-            .clone()
-            .unwrap_or_else(|| Arc::new(MemoryBus::new().adapter("local")));
+        let adapter = config.adapter.clone();
         let tree = supervisor::tree::start(
             config.supervision,
             &config.presence,

@@ -112,6 +112,8 @@ pub(crate) struct Cluster {
     stop: CancellationToken,
     /// Set once this node has said goodbye: it sends nothing more.
     gone: AtomicBool,
+    /// A node alone by construction (no adapter configured): nothing is framed or sent.
+    solo: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -126,6 +128,16 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Links `adapter`: frames from other nodes wait (bounded) until [`Cluster::run`].
     pub(crate) fn new(adapter: Arc<dyn Adapter>, config: ClusterConfig) -> Arc<Self> {
+        Self::build(adapter, config, false)
+    }
+
+    /// A node that will never have another: broadcasts and presence changes are not framed
+    /// at all (the default runtime, with no adapter configured).
+    pub(crate) fn solo(adapter: Arc<dyn Adapter>, config: ClusterConfig) -> Arc<Self> {
+        Self::build(adapter, config, true)
+    }
+
+    fn build(adapter: Arc<dyn Adapter>, config: ClusterConfig, solo: bool) -> Arc<Self> {
         let (inbound, rx, shared) = Inbound::new(Inbound::CAPACITY);
         let node: Arc<str> = adapter.node_name().into();
         adapter.start(inbound);
@@ -142,6 +154,7 @@ impl Cluster {
             rx: Mutex::new(Some(rx)),
             stop: CancellationToken::new(),
             gone: AtomicBool::new(false),
+            solo,
         })
     }
 
@@ -186,6 +199,11 @@ impl Cluster {
 
     fn pushes(&self) -> MutexGuard<'_, HashMap<u64, PendingPush>> {
         self.pushes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this node may have others (frames are worth making).
+    pub(crate) fn clustered(&self) -> bool {
+        !self.solo
     }
 
     /// Sends a broadcast's frame to every other node.
@@ -241,6 +259,9 @@ impl Cluster {
                 }
             }
         });
+        if self.solo {
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move { this.heartbeat(presence).await });
     }

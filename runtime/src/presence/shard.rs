@@ -158,12 +158,12 @@ impl Actor for Shard {
         match message {
             PresenceMsg::Track(topic, owner, key, meta, reply) => {
                 let phx_ref = state.next_ref();
-                let result = state.topics.entry(topic.clone()).or_default().track(
-                    owner,
-                    &key,
-                    meta,
-                    phx_ref.clone(),
-                );
+                let replicate = state.args.pubsub.cluster().clustered();
+                let result = state
+                    .topics
+                    .entry(topic.clone())
+                    .or_insert_with(|| TopicPresence::new(replicate))
+                    .track(owner, &key, meta, phx_ref.clone());
                 if result.is_ok() {
                     state.changed(&myself, &topic);
                 }
@@ -210,7 +210,7 @@ impl Actor for Shard {
                 if state
                     .topics
                     .entry(topic.clone())
-                    .or_default()
+                    .or_insert_with(|| TopicPresence::new(true))
                     .apply_remote(&origin, ops)
                 {
                     state.changed(&myself, &topic);
@@ -229,7 +229,7 @@ impl Actor for Shard {
                     }
                 }
                 for (topic, entries) in part {
-                    let mut presence = TopicPresence::default();
+                    let mut presence = TopicPresence::new(true);
                     if presence.replace_origin(&origin, entries) {
                         state.topics.insert(topic.clone(), presence);
                         changed.push(topic);

@@ -67,6 +67,8 @@ pub(crate) struct TopicPresence {
     exposed: HashSet<String>,
     /// This node's own changes since the last flush, for the other nodes.
     outgoing: Vec<Op>,
+    /// Whether other nodes may want this node's changes (`outgoing` is kept).
+    replicate: bool,
 }
 
 fn as_object(meta: Value) -> Result<Map<String, Value>, PresenceError> {
@@ -77,6 +79,20 @@ fn as_object(meta: Value) -> Result<Map<String, Value>, PresenceError> {
 }
 
 impl TopicPresence {
+    /// An empty topic; `replicate`: keep this node's changes for the other nodes.
+    pub(crate) fn new(replicate: bool) -> Self {
+        Self {
+            replicate,
+            ..Self::default()
+        }
+    }
+
+    fn send(&mut self, op: Op) {
+        if self.replicate {
+            self.outgoing.push(op);
+        }
+    }
+
     /// Adds a meta for `key`, owned by `owner`.
     pub(crate) fn track(
         &mut self,
@@ -97,7 +113,9 @@ impl TopicPresence {
         meta.insert("phx_ref".into(), Value::String(phx_ref));
         meta.remove("phx_ref_prev");
         self.joined(key, &meta);
-        self.outgoing.push(Op::Join(key.to_owned(), meta.clone()));
+        if self.replicate {
+            self.send(Op::Join(key.to_owned(), meta.clone()));
+        }
         self.entries
             .entry(key.to_owned())
             .or_default()
@@ -129,9 +147,9 @@ impl TopicPresence {
         self.left(key, &old);
         self.joined(key, &meta);
         if let Value::String(prev) = prev {
-            self.outgoing.push(Op::Leave(key.to_owned(), prev));
+            self.send(Op::Leave(key.to_owned(), prev));
         }
-        self.outgoing.push(Op::Join(key.to_owned(), meta));
+        self.send(Op::Join(key.to_owned(), meta));
         Ok(())
     }
 
@@ -142,8 +160,7 @@ impl TopicPresence {
             return false;
         };
         if let Some(phx_ref) = entry.phx_ref() {
-            self.outgoing
-                .push(Op::Leave(key.to_owned(), phx_ref.to_owned()));
+            self.send(Op::Leave(key.to_owned(), phx_ref.to_owned()));
         }
         true
     }

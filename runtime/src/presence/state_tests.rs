@@ -56,7 +56,7 @@ fn update_leaves_the_old_meta_and_joins_the_new_in_one_diff() {
 
 #[test]
 fn untracking_an_owner_removes_all_its_metas_and_empty_keys() {
-    let mut p = TopicPresence::default();
+    let mut p = TopicPresence::new(true);
     p.track(owner(1), "a", json!({}), "r1".into())
         .expect("track");
     p.track(owner(1), "b", json!({}), "r2".into())
@@ -95,8 +95,17 @@ fn meta(phx_ref: &str) -> Map<String, Value> {
 }
 
 #[test]
-fn local_changes_go_out_in_order_even_a_join_that_left_again() {
+fn a_single_node_keeps_nothing_for_other_nodes() {
     let mut p = TopicPresence::default();
+    p.track(owner(1), "a", json!({}), "r1".into())
+        .expect("track");
+    p.untrack(owner(1), "a");
+    assert_eq!(p.take_outgoing(), vec![]);
+}
+
+#[test]
+fn local_changes_go_out_in_order_even_a_join_that_left_again() {
+    let mut p = TopicPresence::new(true);
     p.track(owner(1), "a", json!({}), "r1".into())
         .expect("track");
     p.track(owner(2), "b", json!({}), "r2".into())
@@ -127,7 +136,7 @@ fn local_changes_go_out_in_order_even_a_join_that_left_again() {
 
 #[test]
 fn remote_changes_are_idempotent_listed_and_never_sent_back() {
-    let mut p = TopicPresence::default();
+    let mut p = TopicPresence::new(true);
     let b = origin("b", 0);
     let joins = vec![Op::Join("bob".into(), meta("x1"))];
     assert!(p.apply_remote(&b, joins.clone()));

@@ -406,13 +406,15 @@ impl PubSub {
 
     /// Publishes to the other nodes, then delivers here.
     fn send(&self, topic: &str, event: &str, payload: Payload, from: Option<SubscriberId>) {
-        let remote = RemoteBroadcast {
-            node: self.node_name().to_owned(),
-            topic: topic.to_owned(),
-            event: event.to_owned(),
-            payload: payload.clone(),
-        };
-        self.inner.cluster.publish_frame(remote.encode().into());
+        if self.inner.cluster.clustered() {
+            let remote = RemoteBroadcast {
+                node: self.node_name().to_owned(),
+                topic: topic.to_owned(),
+                event: event.to_owned(),
+                payload: payload.clone(),
+            };
+            self.inner.cluster.publish_frame(remote.encode().into());
+        }
         self.dispatch(topic, event, payload, from);
     }
 

@@ -8,7 +8,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, Supervisi
 use super::{Child, Counters, Slot, SupervisionConfig, Supervisor, SupervisorMsg, Temporary};
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::presence::{Presence, PresenceConfig};
-use crate::pubsub::{Adapter, PubSub};
+use crate::pubsub::{Adapter, MemoryBus, PubSub};
 use crate::registry::SocketRegistry;
 
 /// Whether the runtime's supervision tree is running (see [`crate::Runtime::health`]).
@@ -49,7 +49,7 @@ pub(crate) struct Tree {
 pub(crate) async fn start(
     limits: SupervisionConfig,
     presence: &PresenceConfig,
-    adapter: Arc<dyn Adapter>,
+    adapter: Option<Arc<dyn Adapter>>,
     cluster: ClusterConfig,
 ) -> Result<Tree, SpawnErr> {
     let health = Slot::new(Health::Up);
@@ -77,7 +77,11 @@ pub(crate) async fn start(
     let sockets = supervised(&root, supervisor("sockets", Temporary::Ignored)).await?;
     adopt(sockets.0, sockets.1).await?;
 
-    let cluster = Cluster::new(adapter, cluster);
+    let cluster = match adapter {
+        Some(adapter) => Cluster::new(adapter, cluster),
+        // Alone by construction: a bus of its own that no other node can join.
+        None => Cluster::solo(Arc::new(MemoryBus::new().adapter("local")), cluster),
+    };
     registry.link(cluster.clone());
     let pubsub = PubSub::new(topics.2, cluster.clone(), registry.clone());
     let presence_supervisor = supervisor("presence", Temporary::Ignored)

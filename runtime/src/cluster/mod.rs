@@ -10,8 +10,9 @@
 //! - **Broadcasts**: delivered to this node's subscribers as if published here (PubSub).
 //! - **Presence**: each presence shard replicates its own joins and leaves (`pops`, once per
 //!   coalescing window) and, when asked, its whole state (`pdump`). A node that hears of a new
-//!   member asks it for its state (`sync`) and sends its own; a node whose link comes back
-//!   sends its state to all and asks for theirs, because what was published meanwhile is lost.
+//!   member asks it for its state (`sync`) and sends its own; a node whose link comes back, or
+//!   that lost frames, sends its state to all and asks the members for theirs one per
+//!   heartbeat, because what was published meanwhile is lost.
 //!   A member that leaves or times out has its presences removed everywhere, announced to the
 //!   clients as leaves.
 //! - **Direct pushes** ([`SocketRegistry::push`]): sent to every member, each answers how many
@@ -28,7 +29,7 @@ mod handler;
 mod tests;
 pub(crate) mod wire;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -70,8 +71,10 @@ impl Default for ClusterConfig {
     }
 }
 
-/// Heartbeats between two resynchronisations caused by lost frames, at the most.
+/// Heartbeats between two resynchronisations caused by lost frames, at the least...
 const RESYNC_EVERY_TICKS: u32 = 5;
+/// ...and at the most, while frames keep being lost.
+const RESYNC_MAX_TICKS: u32 = 60;
 
 /// A node heard from.
 struct Member {
@@ -110,6 +113,8 @@ pub(crate) struct Cluster {
     inbound: Arc<InboundShared>,
     rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
     stop: CancellationToken,
+    /// Members to ask for their whole presence state, one per heartbeat.
+    pulls: Mutex<VecDeque<String>>,
     /// Set once this node has said goodbye: it sends nothing more.
     gone: AtomicBool,
     /// A node alone by construction (no adapter configured): nothing is framed or sent.
@@ -153,6 +158,7 @@ impl Cluster {
             inbound: shared,
             rx: Mutex::new(Some(rx)),
             stop: CancellationToken::new(),
+            pulls: Mutex::new(VecDeque::new()),
             gone: AtomicBool::new(false),
             solo,
         })
@@ -275,6 +281,9 @@ impl Cluster {
         // Frames lost (dropped here, or reported lost on the way out) as of the last resync.
         let mut losses = (0, 0);
         let mut ticks_since_resync = u32::MAX;
+        // Heartbeats between two resyncs for lost frames: doubles while frames keep being lost
+        // (up to `RESYNC_MAX_TICKS`), back to `RESYNC_EVERY_TICKS` after a quiet gap.
+        let mut gap = RESYNC_EVERY_TICKS;
         loop {
             let changed = self.inbound.changed.notified();
             tokio::pin!(changed);
@@ -291,16 +300,18 @@ impl Cluster {
                 () = &mut changed => {}
                 _ = tick.tick() => {
                     self.publish(&Control::Heartbeat { node: self.node.to_string(), inc: self.inc });
+                    self.pull_next();
                     ticks_since_resync = ticks_since_resync.saturating_add(1);
                     let now = (
                         self.inbound.dropped.load(Ordering::Relaxed),
                         self.inbound.lost.load(Ordering::Relaxed),
                     );
                     // Frames were lost while linked (this node fell behind, or its adapter
-                    // could not send): presence changes among them are lost both ways. At
-                    // most once every few heartbeats, so that an overloaded node is not sent
-                    // a stream of whole states.
-                    if now != losses && ticks_since_resync >= RESYNC_EVERY_TICKS {
+                    // could not send): presence changes among them are lost both ways. Not
+                    // more often than every `gap` heartbeats, so that a node whose losses go
+                    // on (overloaded, or refused by Redis) does not bring whole states about
+                    // without end.
+                    if now != losses && ticks_since_resync >= gap {
                         tracing::warn!(
                             dropped = now.0 - losses.0,
                             lost = now.1 - losses.1,
@@ -308,6 +319,11 @@ impl Cluster {
                         );
                         losses = now;
                         self.resync(&presence);
+                        gap = if ticks_since_resync < 2 * gap {
+                            (gap * 2).min(RESYNC_MAX_TICKS)
+                        } else {
+                            RESYNC_EVERY_TICKS
+                        };
                         ticks_since_resync = 0;
                     }
                     for node in self.expired() {
@@ -319,10 +335,39 @@ impl Cluster {
         }
     }
 
-    /// Sends this node's whole presence state to every other node and asks for theirs.
+    /// Sends this node's whole presence state to every other node, and asks the members for
+    /// theirs one at a time (see [`Cluster::pull_all`]).
     fn resync(&self, presence: &Presence) {
-        self.publish(&self.sync());
         presence.dump(None);
+        self.pull_all();
+        self.pull_next();
+    }
+
+    /// Queues every member to be asked for its whole presence state, one per heartbeat: their
+    /// answers arrive one node's state at a time, not all at once into the bounded inbound
+    /// queue (which would drop some and call for another resync).
+    pub(crate) fn pull_all(&self) {
+        let names = self.member_names();
+        let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        for name in names {
+            if !pulls.contains(&name) {
+                pulls.push_back(name);
+            }
+        }
+    }
+
+    /// Asks the next queued member for its whole presence state.
+    fn pull_next(&self) {
+        let next = self
+            .pulls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        if let Some(node) = next
+            && self.members().contains_key(&node)
+        {
+            self.send_to(&node, &self.sync());
+        }
     }
 
     /// "Send me your presences."

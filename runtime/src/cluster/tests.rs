@@ -55,3 +55,45 @@ async fn an_answer_to_a_previous_life_s_push_is_not_counted() {
     a.acked("b", a.inc(), id, 2);
     assert_eq!(pushing.await.expect("push"), 2);
 }
+
+#[tokio::test]
+async fn whole_states_are_asked_for_one_member_at_a_time() {
+    use crate::pubsub::Adapter as _;
+    let bus = MemoryBus::new();
+    let a = cluster(&bus, "a");
+    let mut probes = Vec::new();
+    for name in ["b", "c"] {
+        let (inbound, probe) = crate::testing::inbound_probe(16);
+        bus.adapter(name).start(inbound);
+        a.heard(name, 1);
+        probes.push(probe);
+    }
+    let asked = |probes: &mut Vec<crate::testing::InboundProbe>| -> Vec<usize> {
+        (0..probes.len())
+            .filter(|&i| {
+                std::iter::from_fn(|| probes[i].try_recv()).any(|frame| {
+                    matches!(
+                        wire::Frame::decode(&frame),
+                        Ok(wire::Frame::Control(Control::Sync { .. }))
+                    )
+                })
+            })
+            .collect()
+    };
+    a.pull_all();
+    a.pull_all();
+    assert_eq!(asked(&mut probes), Vec::<usize>::new(), "queued, not sent");
+    a.pull_next();
+    let first = asked(&mut probes);
+    assert_eq!(first.len(), 1, "one member per heartbeat: {first:?}");
+    a.pull_next();
+    let second = asked(&mut probes);
+    assert_eq!(second.len(), 1);
+    assert_ne!(first, second, "then the other");
+    a.pull_next();
+    assert_eq!(
+        asked(&mut probes),
+        Vec::<usize>::new(),
+        "each once, however often queued"
+    );
+}

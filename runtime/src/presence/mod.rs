@@ -183,12 +183,9 @@ impl Presence {
             Box::pin(async move {
                 let shard = spawn_shard(&this.pubsub, this.window, index, parent).await?;
                 this.shards[index].set(shard.clone());
-                // Only now can the other nodes' whole states, asked for here, reach the new
-                // instance (they are routed through the slot).
-                let cluster = this.pubsub.cluster();
-                if cluster.peers() > 0 {
-                    cluster.publish(&cluster.sync());
-                }
+                // Only now can the other nodes' whole states, asked for here (one node per
+                // heartbeat), reach the new instance: they are routed through the slot.
+                this.pubsub.cluster().pull_all();
                 Ok(shard.get_cell())
             })
         })

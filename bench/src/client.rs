@@ -115,3 +115,39 @@ pub(crate) fn parse(text: &str) -> Option<Frame> {
         payload,
     })
 }
+
+/// The heartbeat phoenix.js sends every 25 s, for clients that hold their connection longer
+/// than the server's idle timeout: `due` in a `select!`, then `send`.
+pub(crate) struct Heartbeat {
+    every: tokio::time::Interval,
+    next_ref: u64,
+}
+
+impl Heartbeat {
+    /// A heartbeat first due 25 s from now.
+    pub(crate) async fn start() -> Self {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(25));
+        every.tick().await;
+        Self { every, next_ref: 1 }
+    }
+
+    /// Resolves when the next heartbeat is due.
+    pub(crate) async fn due(&mut self) {
+        self.every.tick().await;
+    }
+
+    /// Sends one (a failure shows as the connection's end on the read side).
+    pub(crate) async fn send(&mut self, sink: &mut Sink) {
+        self.next_ref += 1;
+        let msg_ref = self.next_ref.to_string();
+        let _ = send(
+            sink,
+            Value::Null,
+            &msg_ref,
+            "phoenix",
+            "heartbeat",
+            json!({}),
+        )
+        .await;
+    }
+}

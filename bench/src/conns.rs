@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -77,17 +77,12 @@ pub(crate) async fn run(
             };
             let sent = Instant::now();
             let _ = client::send(&mut sink, json!("1"), "1", &topic, "phx_join", json!({})).await;
-            let mut heartbeat = tokio::time::interval(Duration::from_secs(25));
-            heartbeat.tick().await;
-            let mut next_ref = 1u64;
+            let mut heartbeat = client::Heartbeat::start().await;
             let mut is_alive = false;
             loop {
                 tokio::select! {
                     _ = stop.changed() => break,
-                    _ = heartbeat.tick() => {
-                        next_ref += 1;
-                        let _ = client::send(&mut sink, Value::Null, &next_ref.to_string(), "phoenix", "heartbeat", json!({})).await;
-                    }
+                    () = heartbeat.due() => heartbeat.send(&mut sink).await,
                     message = stream.next() => {
                         let Some(Ok(message)) = message else {
                             closed.fetch_add(1, Ordering::Relaxed);

@@ -95,16 +95,11 @@ async fn read(
 ) {
     let mut mine = Vec::new();
     let tally = &tallies[node];
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(25));
-    heartbeat.tick().await;
-    let mut next_ref = 1u64;
+    let mut heartbeat = client::Heartbeat::start().await;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = heartbeat.tick() => {
-                next_ref += 1;
-                let _ = client::send(&mut sink, Value::Null, &next_ref.to_string(), "phoenix", "heartbeat", json!({})).await;
-            }
+            () = heartbeat.due() => heartbeat.send(&mut sink).await,
             message = stream.next() => {
                 let Some(Ok(message)) = message else {
                     closed.fetch_add(1, Ordering::Relaxed);

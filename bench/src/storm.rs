@@ -253,16 +253,11 @@ pub(crate) async fn run(
                 counters.connect_errors.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let mut heartbeat = tokio::time::interval(Duration::from_secs(25));
-            heartbeat.tick().await;
-            let mut next_ref = 1u64;
+            let mut heartbeat = client::Heartbeat::start().await;
             loop {
                 tokio::select! {
                     _ = stop.changed() => break,
-                    _ = heartbeat.tick() => {
-                        next_ref += 1;
-                        let _ = client::send(&mut sink, Value::Null, &next_ref.to_string(), "phoenix", "heartbeat", json!({})).await;
-                    }
+                    () = heartbeat.due() => heartbeat.send(&mut sink).await,
                     message = stream.next() => {
                         let Some(Ok(message)) = message else {
                             counters.closed.fetch_add(1, Ordering::Relaxed);

@@ -38,6 +38,9 @@ use response::BoxBody;
 /// The request-id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The route label of a request no route matched (it is answered 404).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
 /// The whole HTTP service, cloned per connection.
 pub type HttpService =
     BoxCloneSyncService<http::Request<hyper::body::Incoming>, http::Response<BoxBody>, Infallible>;
@@ -48,6 +51,7 @@ pub fn service(app: Arc<App>) -> HttpService {
     let router = Arc::new(router::Router::new(
         app.config.env == crate::config::Environment::Dev,
     ));
+    let templates = router.clone();
     let stack = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
             AUTHORIZATION,
@@ -58,16 +62,20 @@ pub fn service(app: Arc<App>) -> HttpService {
         .map_response(error::normalize)
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|request: &http::Request<_>| {
+                .make_span_with(move |request: &http::Request<_>| {
                     let request_id = request
                         .headers()
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
+                    let route = templates
+                        .template(request.uri().path())
+                        .unwrap_or(UNMATCHED_ROUTE);
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = %request.uri().path(),
+                        route,
                         request_id = %request_id,
                         user_id = tracing::field::Empty,
                     )

@@ -50,7 +50,7 @@ impl Route {
 
 /// The path table.
 pub struct Router {
-    routes: matchit::Router<Route>,
+    routes: matchit::Router<(Route, &'static str)>,
 }
 
 impl Router {
@@ -80,10 +80,17 @@ impl Router {
             // The table is static and conflict-free; a conflict is a programming error.
             #[allow(clippy::expect_used)]
             routes
-                .insert(path, route)
+                .insert(path, (route, path))
                 .expect("route table has no conflicts");
         }
         Self { routes }
+    }
+
+    /// The route template `path` matches (`/api/v1/users/{id}`), if any: a label of low
+    /// cardinality for spans and metrics, never the path itself. Development routes match
+    /// here whoever asks; [`Router::dispatch`] still answers them only to loopback peers.
+    pub fn template(&self, path: &str) -> Option<&'static str> {
+        self.routes.at(path).ok().map(|matched| matched.value.1)
     }
 
     /// Runs the controller for `request`, mapping any failure to its error response.
@@ -136,7 +143,7 @@ impl Router {
     /// client may reach: development routes only from a loopback peer, not through a proxy.
     fn route<B>(&self, request: &http::Request<B>) -> Option<(Route, String)> {
         let matched = self.routes.at(request.uri().path()).ok()?;
-        let route = *matched.value;
+        let (route, _) = *matched.value;
         if route == Route::DevMailbox
             && (!is_loopback(request.extensions().get::<PeerAddr>()) || is_proxied(request))
         {
@@ -237,6 +244,22 @@ mod tests {
             http::HeaderValue::from_static("203.0.113.7"),
         );
         assert!(router.route(&proxied).is_some());
+    }
+
+    #[test]
+    fn templates_name_the_pattern_not_the_path() {
+        let router = Router::new(false);
+        assert_eq!(
+            router.template("/api/v1/users/7"),
+            Some("/api/v1/users/{id}")
+        );
+        assert_eq!(
+            router.template("/api/v1/rooms/l%20obby/messages"),
+            Some("/api/v1/rooms/{name}/messages")
+        );
+        assert_eq!(router.template("/health"), Some("/health"));
+        assert_eq!(router.template("/nope"), None);
+        assert_eq!(router.template("/dev/mailbox"), None);
     }
 
     #[test]

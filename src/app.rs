@@ -2,7 +2,8 @@
 //!
 //! [`Server::start`] resolves the secret key, opens the database and runs pending
 //! migrations, builds the contexts, starts the realtime runtime, binds the listener and starts
-//! serving the REST API and the app socket (`/socket/websocket`) on it. [`Server::shutdown`]
+//! serving the REST API and the app socket (`/socket/websocket`) on it, and `/metrics` on a
+//! listener of its own when `metrics.bind` is set. [`Server::shutdown`]
 //! stops accepting, drains in-flight requests, waits for mail in flight, and closes the
 //! database. Tests start a server on port 0 exactly as the binary does.
 
@@ -20,6 +21,7 @@ use crate::config::{
     AdapterKind, Config, Environment, InvalidSetting, SecretKey, SecretKeyError, SecretKeySource,
 };
 use crate::mailer::{Mailer, MailerError};
+use crate::metrics::Metrics;
 use crate::runtime::{Adapter, InvalidPattern, PubSub, Runtime, SocketRegistry};
 use crate::web::{
     self,
@@ -58,6 +60,8 @@ pub struct App {
     pub registry: SocketRegistry,
     /// The realtime runtime (its health is part of `/health` and `/ready`).
     pub runtime: Runtime,
+    /// Prometheus metrics, when this server records them (see [`crate::metrics`]).
+    pub metrics: Option<Metrics>,
 }
 
 /// Why the server could not start.
@@ -100,6 +104,7 @@ pub enum StartError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     app: Arc<App>,
     runtime: Runtime,
     shutdown: CancellationToken,
@@ -161,6 +166,8 @@ impl Server {
             addr: config.bind,
             source,
         })?;
+        let metrics = Metrics::install(&config, runtime.pubsub().node_name());
+        let metrics_listener = metrics_listener(&config, metrics.is_some()).await?;
         let app = Arc::new(App {
             login_limiter: LoginLimiter::new(&config.rate_limit),
             register_limiter: RegisterLimiter::new(&config.rate_limit),
@@ -174,8 +181,24 @@ impl Server {
             db,
             accounts,
             mailer,
+            metrics,
         });
         let shutdown = CancellationToken::new();
+        let metrics_addr = match metrics_listener {
+            Some((listener, addr)) => {
+                tracing::info!(
+                    "metrics served at http://{addr}{}",
+                    crate::metrics::METRICS_PATH
+                );
+                tokio::spawn(crate::metrics::listener::serve(
+                    listener,
+                    app.clone(),
+                    shutdown.clone(),
+                ));
+                Some(addr)
+            }
+            None => None,
+        };
         if clustered {
             // Another node's revocation closes this node's sockets of the revoked tokens.
             let registry = app.registry.clone();
@@ -213,6 +236,7 @@ impl Server {
         let maintenance = tokio::spawn(maintain(app.clone(), shutdown.clone()));
         Ok(Self {
             addr,
+            metrics_addr,
             app,
             runtime,
             shutdown,
@@ -224,6 +248,11 @@ impl Server {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of the separate metrics listener (`metrics.bind`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// `http://ADDR`.
@@ -285,6 +314,23 @@ fn cluster_adapter(config: &Config) -> Result<Option<Arc<dyn Adapter>>, StartErr
     }
 }
 
+/// The separate metrics listener and its bound address, when `metrics.bind` is set and this
+/// server records metrics.
+async fn metrics_listener(
+    config: &Config,
+    recorded: bool,
+) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
+    let Some(addr) = config.metrics.listener().filter(|_| recorded) else {
+        return Ok(None);
+    };
+    let bind_error = |source| StartError::Bind { addr, source };
+    let listener = crate::metrics::listener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok(Some((listener, bound)))
+}
+
 /// Connections the kernel may hold for `accept` (it caps this at `net.core.somaxconn`). Tokio's
 /// `TcpListener::bind` asks for 1,024, which a burst of connections (a reconnect storm, or a
 /// client refused by the connection caps and retrying at once) can fill; the kernel then drops
@@ -307,7 +353,8 @@ async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
     let mut limiters = tokio::time::interval(web::rate_limit::PRUNE_EVERY);
     let mut revocations = tokio::time::interval(PRUNE_REVOCATIONS_EVERY);
     let mut others = tokio::time::interval(crate::accounts::REFRESH_EVERY);
-    for every in [&mut limiters, &mut revocations, &mut others] {
+    let mut upkeep = tokio::time::interval(crate::metrics::UPKEEP_EVERY);
+    for every in [&mut limiters, &mut revocations, &mut others, &mut upkeep] {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     let clustered = app.config.pubsub.adapter != AdapterKind::Memory;
@@ -316,6 +363,11 @@ async fn maintain(app: Arc<App>, shutdown: CancellationToken) {
             _ = others.tick(), if clustered => {
                 if let Err(e) = app.accounts.refresh_revocations().await {
                     tracing::warn!(error = %e, "reading other nodes' revocations failed");
+                }
+            }
+            _ = upkeep.tick(), if app.metrics.is_some() => {
+                if let Some(metrics) = &app.metrics {
+                    metrics.upkeep();
                 }
             }
             _ = limiters.tick() => {

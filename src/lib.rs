@@ -12,6 +12,7 @@ pub mod chat;
 pub mod config;
 pub mod db;
 pub mod mailer;
+pub mod metrics;
 pub mod rooms;
 pub mod telemetry;
 pub mod web;

@@ -2,9 +2,10 @@
 //!
 //! Request path: the runtime's endpoint accepts a connection (hyper 1, HTTP/1.1 and HTTP/2)
 //! and hands WebSocket upgrades to the app's socket ([`user_socket`]); every other request
-//! goes through the middleware stack built by [`service`] (sensitive headers hidden from logs, request id,
-//! trace span, error-body normalisation, CORS, timeout, body limit) → [`router::Router`] →
-//! a controller → a context.
+//! goes through the middleware stack built by [`service`] (metrics, when recorded; sensitive
+//! headers hidden from logs, request id, trace span, error-body normalisation, CORS, timeout,
+//! body limit) → [`router::Router`] → a controller → a context. In `dev` and `test`,
+//! `GET /metrics` is answered before the router ([`crate::metrics`]).
 
 pub mod channels;
 pub(crate) mod controllers;
@@ -33,6 +34,7 @@ use tracing::Level;
 
 use crate::app::App;
 use crate::config::HttpConfig;
+use crate::metrics::http::HttpMetricsLayer;
 use response::BoxBody;
 
 /// The request-id header.
@@ -52,7 +54,14 @@ pub fn service(app: Arc<App>) -> HttpService {
         app.config.env == crate::config::Environment::Dev,
     ));
     let templates = router.clone();
+    // Outermost, so that it sees every final status (408 and 413 of the layers below too).
+    let scrape_here = app.metrics.as_ref().is_some_and(|m| m.on_main_listener());
+    let metrics = app
+        .metrics
+        .is_some()
+        .then(|| HttpMetricsLayer::new(router.clone(), scrape_here));
     let stack = ServiceBuilder::new()
+        .option_layer(metrics)
         .layer(SetSensitiveRequestHeadersLayer::new([
             AUTHORIZATION,
             COOKIE,
@@ -88,11 +97,24 @@ pub fn service(app: Arc<App>) -> HttpService {
             Duration::from_secs(config.request_timeout_secs),
         ))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
-        .service_fn(move |request| {
+        .service_fn(move |request: http::Request<_>| {
             let (app, router) = (app.clone(), router.clone());
-            async move { Ok::<_, Infallible>(router.dispatch(&app, request).await) }
+            async move {
+                if scrape_here && request.uri().path() == crate::metrics::METRICS_PATH {
+                    return Ok::<_, Infallible>(scrape(&app, request.method()));
+                }
+                Ok::<_, Infallible>(router.dispatch(&app, request).await)
+            }
         });
     BoxCloneSyncService::new(stack)
+}
+
+/// `GET /metrics` on the main listener (`dev` and `test`): the scrape, or 405.
+fn scrape(app: &App, method: &Method) -> response::Response {
+    app.metrics
+        .as_ref()
+        .and_then(|metrics| crate::metrics::http::scrape(metrics, app, method))
+        .unwrap_or_else(|| error::ApiError::MethodNotAllowed("GET, HEAD").into_response())
 }
 
 fn cors(config: &HttpConfig) -> CorsLayer {

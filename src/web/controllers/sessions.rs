@@ -6,14 +6,16 @@ use http::{HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
 use super::authenticate;
-use crate::accounts::FieldErrors;
+use crate::accounts::{AccountsError, FieldErrors};
 use crate::app::App;
+use crate::metrics::{self, LoginOutcome};
 use crate::web::error::ApiError;
 use crate::web::request::{PeerAddr, json_body};
 use crate::web::response::{self, Response};
 use crate::web::user_socket::token_topic;
 
 /// Accepts `{"email", "password"}` or the tutorial's `{"creds": {"email", "password"}}`.
+/// Each attempt with an e-mail and a password counts in `fawkes_login_attempts_total{outcome}`.
 pub(crate) async fn create<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -38,12 +40,23 @@ where
         }
         return Err(ApiError::Validation(errors));
     };
-    if let Some(peer) = peer {
-        app.login_limiter
-            .check(peer.client(), email)
-            .map_err(ApiError::TooManyRequests)?;
+    if let Some(peer) = peer
+        && let Err(refused) = app.login_limiter.check_attempt(peer.client(), email)
+    {
+        metrics::login_attempt(if refused.locked {
+            LoginOutcome::Locked
+        } else {
+            LoginOutcome::RateLimited
+        });
+        return Err(ApiError::TooManyRequests(refused.wait));
     }
-    let session = app.accounts.login(email, password).await?;
+    let session = app.accounts.login(email, password).await;
+    metrics::login_attempt(match &session {
+        Ok(_) => LoginOutcome::Ok,
+        Err(AccountsError::InvalidCredentials) => LoginOutcome::Invalid,
+        Err(_) => LoginOutcome::Error,
+    });
+    let session = session?;
     if let Some(peer) = peer {
         // Only a correct password gets here: from now on this address may log in as this
         // e-mail while others have it locked (see `rate_limit`).

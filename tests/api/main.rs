@@ -16,6 +16,7 @@ mod interop;
 mod lifecycle;
 mod limits;
 mod mail;
+mod metrics;
 mod migrations;
 mod rate_limits;
 mod resilience;

@@ -155,22 +155,42 @@ const HTTP: &str = "fawkes_http_requests_total";
 #[tokio::test]
 async fn a_scrape_counts_real_http_traffic_and_logins() {
     let dir = tempfile::tempdir().expect("dir");
-    let (_process, t) = serve(dir.path(), TestDb::new().await, "dev", &[]);
+    // Two attempts per (address, e-mail) and per e-mail from all addresses (an address that
+    // logged in is exempt from the latter).
+    let limits = [
+        ("FAWKES_RATE_LIMIT__LOGIN_PER_EMAIL_PER_MINUTE", "2"),
+        (
+            "FAWKES_RATE_LIMIT__LOGIN_PER_EMAIL_ALL_ADDRESSES_PER_MINUTE",
+            "2",
+        ),
+    ];
+    let (_process, t) = serve(dir.path(), TestDb::new().await, "dev", &limits);
     let metrics_url = format!("{}/metrics", t.url);
     let before = scrape(&t, &metrics_url).await;
 
-    // REST: a registration, a login, a wrong password, a 404 and a body over the limit (413,
-    // produced by a layer under the metrics layer).
-    let (_, password) = t.register("counted@example.com").await;
-    let token = t.login("counted@example.com", &password).await;
-    let wrong = t
-        .post(
-            "/api/v1/sessions",
-            None,
-            json!({"email": "counted@example.com", "password": "not the password"}),
-        )
-        .await;
-    assert_eq!(wrong.status, 401, "{}", wrong.text);
+    // REST: a registration, logins (right, wrong, over the address's limit; then from another
+    // address: wrong, and locked), a 404 and a body over the limit (413, produced by a layer
+    // under the metrics layer).
+    let email = "counted@example.com";
+    let (_, password) = t.register(email).await;
+    let token = t.login(email, &password).await;
+    let wrong = json!({"email": email, "password": "not the password"});
+    let other = "127.0.0.2".parse().expect("address");
+    for (from, status) in [
+        (None, 401),
+        (None, 429),
+        (Some(other), 401),
+        (Some(other), 429),
+    ] {
+        let response = match from {
+            None => t.post("/api/v1/sessions", None, wrong.clone()).await,
+            Some(from) => {
+                t.call_from(from, "POST", "/api/v1/sessions", None, Some(wrong.clone()))
+                    .await
+            }
+        };
+        assert_eq!(response.status, status, "from {from:?}: {}", response.text);
+    }
     assert_eq!(t.get("/no/such/route", None).await.status, 404);
     let big = json!({"user": {"name": "x".repeat(70 * 1024)}});
     assert_eq!(t.post("/api/v1/users", None, big).await.status, 413);
@@ -206,7 +226,7 @@ async fn a_scrape_counts_real_http_traffic_and_logins() {
         after.text
     );
     assert_eq!(moved(HTTP, &route("/api/v1/sessions", "POST", "2xx")), 1.0);
-    assert_eq!(moved(HTTP, &route("/api/v1/sessions", "POST", "4xx")), 1.0);
+    assert_eq!(moved(HTTP, &route("/api/v1/sessions", "POST", "4xx")), 4.0);
     assert_eq!(moved(HTTP, &route("unmatched", "GET", "4xx")), 1.0);
     // The first scrape, counted under its own route (not `unmatched`).
     assert_eq!(moved(HTTP, &route("/metrics", "GET", "2xx")), 1.0);
@@ -235,9 +255,26 @@ async fn a_scrape_counts_real_http_traffic_and_logins() {
         moved("fawkes_login_attempts_total", &[("outcome", "ok")]),
         1.0
     );
+    for (outcome, count) in [
+        ("invalid", 2.0),
+        ("rate_limited", 1.0),
+        ("locked", 1.0),
+        ("error", 0.0),
+    ] {
+        assert_eq!(
+            moved("fawkes_login_attempts_total", &[("outcome", outcome)]),
+            count,
+            "{outcome}: {}",
+            after.text
+        );
+    }
     assert_eq!(
-        moved("fawkes_login_attempts_total", &[("outcome", "invalid")]),
-        1.0
+        moved("fawkes_rate_limited_total", &[("limiter", "login")]),
+        2.0
+    );
+    assert_eq!(
+        moved("fawkes_rate_limited_total", &[("limiter", "requests")]),
+        0.0
     );
     assert_eq!(after.value("fawkes_db_pool_max_connections", &[]), 10.0);
     let in_use = after.value("fawkes_db_pool_connections", &[("state", "in_use")]);

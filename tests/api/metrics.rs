@@ -230,6 +230,12 @@ async fn a_scrape_counts_real_http_traffic_and_logins() {
     assert_eq!(moved(HTTP, &route("unmatched", "GET", "4xx")), 1.0);
     // The first scrape, counted under its own route (not `unmatched`).
     assert_eq!(moved(HTTP, &route("/metrics", "GET", "2xx")), 1.0);
+    // The WebSocket upgrade is a connection, not an HTTP request.
+    assert!(
+        !after.has(HTTP, &[("status_class", "1xx")]),
+        "{}",
+        after.text
+    );
     // No path or topic ever becomes a label.
     assert!(!after.text.contains("/no/such/route"), "{}", after.text);
     assert!(!after.text.contains("room:lobby"), "{}", after.text);

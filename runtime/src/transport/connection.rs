@@ -170,8 +170,10 @@ pub(super) async fn run(
                 // Read and not handed on: never handled, so neither answered nor done.
                 held = None;
                 wait = Wait::Nothing;
-                let told = ack.take().map(|ack| actor.cast(SocketMsg::Drain(ack)));
-                if !matches!(told, Some(Ok(()))) {
+                let told = ack
+                    .take()
+                    .is_some_and(|ack| actor.cast(SocketMsg::Drain(ack)).is_ok());
+                if !told {
                     control.close(CloseReason::Drain);
                     break;
                 }

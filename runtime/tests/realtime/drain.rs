@@ -175,3 +175,73 @@ async fn a_socket_stuck_in_a_callback_is_cut_at_the_deadline() {
     assert_eq!(drained.cut, 1);
     assert_eq!(client.closed().await.0, 1012);
 }
+
+/// The keys `runtime` lists on `topic`, sorted.
+async fn keys(runtime: &fawkes_runtime::Runtime, topic: &str) -> Vec<String> {
+    let list = runtime.presence().list(topic).await;
+    let mut keys: Vec<String> = list
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn other_nodes_see_each_drained_sockets_leave_before_the_goodbye() {
+    use std::sync::Arc;
+
+    use fawkes_runtime::{Adapter, ClusterConfig, MemoryBus, Runtime, RuntimeConfig};
+
+    let bus = MemoryBus::new();
+    let node = |name: &str| RuntimeConfig {
+        adapter: Some(Arc::new(bus.adapter(name)) as Arc<dyn Adapter>),
+        cluster: ClusterConfig {
+            heartbeat: Duration::from_millis(50),
+            node_timeout: Duration::from_secs(5),
+            push_timeout: Duration::from_secs(2),
+        },
+        ..Default::default()
+    };
+    let a = TestEndpoint::start_with(node("a")).await;
+    let b = Runtime::start(node("b")).await.expect("runtime");
+    let mut ada = a.client("ada").await;
+    ada.join("presence:room", json!({})).await;
+    ada.event("presence:room", "presence_state").await;
+    let mut bob = a.client("bob").await;
+    bob.join("presence:room", json!({})).await;
+    bob.event("presence:room", "presence_state").await;
+    let listed = |wanted: &'static [&'static str]| {
+        let b = b.clone();
+        crate::support::eventually_async(move || {
+            let b = b.clone();
+            async move { keys(&b, "presence:room").await == wanted }
+        })
+    };
+    assert!(listed(&["ada", "bob"]).await, "b lists a's sockets");
+
+    let runtime = a.runtime.clone();
+    let drain = tokio::spawn(async move {
+        runtime
+            .drain(DrainConfig {
+                batch_size: 1,
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(10),
+            })
+            .await
+    });
+    assert_eq!(ada.closed().await.0, 1012);
+    // Between the batches: ada's leave has reached b, while bob (not drained yet) is still
+    // listed there; the goodbye comes only after the drain.
+    assert!(
+        listed(&["bob"]).await,
+        "{:?}",
+        keys(&b, "presence:room").await
+    );
+    assert_eq!(bob.closed().await.0, 1012);
+    assert!(drain.await.expect("drain task").in_time);
+    assert!(listed(&[]).await, "{:?}", keys(&b, "presence:room").await);
+    b.shutdown(Duration::from_secs(1)).await;
+}

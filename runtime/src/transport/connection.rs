@@ -170,6 +170,8 @@ pub(super) async fn run(
                 // Read and not handed on: never handled, so neither answered nor done.
                 held = None;
                 wait = Wait::Nothing;
+                // Not reading is the server's doing: the client is not idle.
+                last_inbound = Instant::now();
                 let told = ack
                     .take()
                     .is_some_and(|ack| actor.cast(SocketMsg::Drain(ack)).is_ok());

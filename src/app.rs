@@ -3,8 +3,9 @@
 //! [`Server::start`] resolves the secret key, opens the database and runs pending
 //! migrations, builds the contexts, starts the realtime runtime, binds the listener and starts
 //! serving the REST API and the app socket (`/socket/websocket`) on it, and `/metrics` on a
-//! listener of its own when `metrics.bind` is set. [`Server::shutdown`]
-//! stops accepting, drains in-flight requests, waits for mail in flight, and closes the
+//! listener of its own when `metrics.bind` is set. [`Server::shutdown`] drains the node: stops
+//! accepting and marks `/ready` draining at once, finishes in-flight requests while it closes
+//! the WebSockets in batches (`[shutdown]`), waits for mail in flight, and closes the
 //! database. Tests start a server on port 0 exactly as the binary does.
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, AccountsError, Revoked};
@@ -22,7 +24,9 @@ use crate::config::{
 };
 use crate::mailer::{Mailer, MailerError};
 use crate::metrics::Metrics;
-use crate::runtime::{Adapter, InvalidPattern, PubSub, Runtime, SocketRegistry};
+use crate::runtime::{
+    Adapter, DrainConfig, Drained, InvalidPattern, PubSub, Runtime, SocketRegistry,
+};
 use crate::web::{
     self,
     rate_limit::{LoginLimiter, RegisterLimiter, RequestLimiter},
@@ -109,6 +113,7 @@ pub struct Server {
     runtime: Runtime,
     shutdown: CancellationToken,
     endpoint: JoinHandle<bool>,
+    drain: JoinHandle<(Drained, Instant)>,
     maintenance: JoinHandle<()>,
 }
 
@@ -116,6 +121,7 @@ impl Server {
     /// Starts a server for `config` (bind to port 0 for an ephemeral port).
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        config.warn_deprecated();
         let (key, source) = SecretKey::resolve(&config)?;
         match &source {
             SecretKeySource::Configured => {}
@@ -150,6 +156,8 @@ impl Server {
                  PostgreSQL (database_url = postgres://…) for a cluster"
             );
         }
+        // Before the runtime: it registers its metric handles as it starts.
+        let metrics = Metrics::install(&config, &config.node_name());
         let mut runtime_config = config.runtime();
         runtime_config.adapter = cluster_adapter(&config)?;
         let runtime = Runtime::start(runtime_config).await?;
@@ -166,7 +174,6 @@ impl Server {
             addr: config.bind,
             source,
         })?;
-        let metrics = Metrics::install(&config, runtime.pubsub().node_name());
         let metrics_listener = metrics_listener(&config, metrics.is_some()).await?;
         let app = Arc::new(App {
             login_limiter: LoginLimiter::new(&config.rate_limit),
@@ -218,7 +225,7 @@ impl Server {
             app.accounts
                 .join_cluster(app.pubsub.clone(), on_revoked, shutdown.clone());
         }
-        let grace = Duration::from_secs(app.config.http.shutdown_timeout_secs);
+        let grace = app.config.shutdown.timeout();
         let endpoint = runtime
             .endpoint()
             .socket(
@@ -233,6 +240,11 @@ impl Server {
             .limits(app.config.http.limits(app.config.database_pool_size));
         let endpoint =
             tokio::spawn(endpoint.serve(listener, shutdown.clone().cancelled_owned(), grace));
+        let drain = tokio::spawn(drain_on(
+            shutdown.clone(),
+            runtime.clone(),
+            app.config.shutdown.drain(),
+        ));
         let maintenance = tokio::spawn(maintain(app.clone(), shutdown.clone()));
         Ok(Self {
             addr,
@@ -241,6 +253,7 @@ impl Server {
             runtime,
             shutdown,
             endpoint,
+            drain,
             maintenance,
         })
     }
@@ -270,7 +283,8 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Shuts down gracefully: stop accepting, drain requests, flush mail, close the database.
+    /// Shuts down gracefully: stop accepting, drain requests and sockets, flush mail, close
+    /// the database (see [`Server::wait`]).
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.wait().await;
@@ -282,22 +296,60 @@ impl Server {
     }
 
     /// Waits for a shutdown triggered through [`Server::shutdown_token`] to complete.
+    ///
+    /// From the signal on (whether or not this is awaited yet), the listener accepts nothing
+    /// more and `/ready` answers 503 (draining); then, together and within
+    /// `shutdown.timeout_secs`: the HTTP requests in flight finish, and the WebSockets close
+    /// in batches with 1012 ([`Runtime::drain`]: each after the replies it was making,
+    /// presence leaves included, then the goodbye to the other nodes). What is still open at
+    /// the deadline is closed at once. Then mail in flight gets what is left of the deadline
+    /// (at least [`MAIL_FLUSH_MIN`]), and the pool closes.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
-        let grace = Duration::from_secs(self.app.config.http.shutdown_timeout_secs);
-        // WebSockets get close code 1012 (clients reconnect) while HTTP drains.
-        let (drained, sockets_closed) = tokio::join!(
-            async { self.endpoint.await.unwrap_or(false) },
-            self.runtime.shutdown(grace)
-        );
+        let (http_drained, drained) =
+            tokio::join!(async { self.endpoint.await.unwrap_or(false) }, self.drain);
+        let (sockets, deadline) = match drained {
+            Ok((sockets, started)) => (sockets, started + self.app.config.shutdown.timeout()),
+            Err(e) => {
+                tracing::error!(error = %e, "the drain task failed");
+                (Drained::default(), Instant::now())
+            }
+        };
         let _ = self.maintenance.await;
-        let mail_flushed = self.app.mailer.shutdown(grace).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mail_flushed = self.app.mailer.shutdown(left.max(MAIL_FLUSH_MIN)).await;
         if let Err(e) = self.app.db.close_by_ref().await {
             tracing::warn!(error = %e, "closing the database failed");
         }
-        tracing::info!(drained, sockets_closed, mail_flushed, "shutdown complete");
+        tracing::info!(
+            http_drained,
+            sockets_drained = sockets.sockets,
+            batches = sockets.batches,
+            sockets_cut = sockets.cut,
+            sockets_in_time = sockets.in_time,
+            mail_flushed,
+            "shutdown complete"
+        );
     }
 }
+
+/// From the shutdown signal on: marks the node draining (`/ready` 503, new sockets refused)
+/// at once, then drains the sockets while the endpoint drains HTTP (together: a client slow
+/// to send a request body must not hold every WebSocket open until the deadline, to be
+/// closed all at once). Returns what the drain did and when it began.
+async fn drain_on(
+    signal: CancellationToken,
+    runtime: Runtime,
+    config: DrainConfig,
+) -> (Drained, Instant) {
+    signal.cancelled().await;
+    let started = Instant::now();
+    runtime.start_draining();
+    (runtime.drain(config).await, started)
+}
+
+/// The least time mail in flight gets at shutdown, even past `shutdown.timeout_secs`.
+pub const MAIL_FLUSH_MIN: Duration = Duration::from_secs(1);
 
 /// The adapter `pubsub.adapter` names, for `node_name`; `None` for a single node.
 fn cluster_adapter(config: &Config) -> Result<Option<Arc<dyn Adapter>>, StartError> {

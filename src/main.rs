@@ -68,7 +68,10 @@ async fn serve(config: Config) -> Outcome {
     let shutdown = server.shutdown_token();
     tokio::spawn(async move {
         signals.recv().await;
-        tracing::info!("shutdown signal received; finishing in-flight requests");
+        tracing::info!(
+            "shutdown signal received: draining (no new connections, /ready 503, in-flight \
+             requests finish, sockets close in batches)"
+        );
         shutdown.cancel();
     });
     // The runtime's root supervisor giving up stops the process (with a failure status, so

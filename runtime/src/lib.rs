@@ -138,6 +138,7 @@
 
 mod channel;
 pub(crate) mod cluster;
+mod drain;
 mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -167,6 +168,7 @@ pub use channel::{
     StopReason,
 };
 pub use cluster::ClusterConfig;
+pub use drain::{DrainConfig, Drained};
 pub use endpoint::{
     Body as HttpBody, Endpoint, FallbackService, HttpLimits, PeerAddr, SocketService,
 };
@@ -283,6 +285,8 @@ pub(crate) struct RuntimeShared {
     pub(crate) connections: TaskTracker,
     /// Live sockets per socket id (`max_sockets_per_id`).
     pub(crate) socket_ids: Arc<transport::SocketIds>,
+    /// Live connections in the order they started, for the drain.
+    pub(crate) drainer: Arc<drain::Drainer>,
     connected: AtomicUsize,
     connected_total: AtomicU64,
     slow_consumers: AtomicU64,
@@ -359,6 +363,7 @@ impl Runtime {
                 registry: tree.registry.clone(),
                 sockets: tree.sockets.clone(),
                 socket_ids: transport::SocketIds::new(config.transport.max_sockets_per_id),
+                drainer: Arc::default(),
                 config: config.transport,
                 shutdown: CancellationToken::new(),
                 connections: TaskTracker::new(),
@@ -451,20 +456,94 @@ impl Runtime {
         Ok(SocketService::new(self.shared.clone(), Arc::new(socket)))
     }
 
-    /// Closes every connection with code 1012 (clients reconnect), waits up to `grace` for
-    /// them to finish, then stops the supervision tree. Returns whether all finished in time.
+    /// Closes every connection with code 1012 (clients reconnect) at once, waits up to
+    /// `grace` for them to finish, then stops the supervision tree: [`Runtime::drain`] with
+    /// every socket in one batch ([`DrainConfig::all_at_once`]). Returns whether all finished
+    /// in time.
     pub async fn shutdown(&self, grace: Duration) -> bool {
-        self.shared.shutdown.cancel();
+        self.drain(DrainConfig::all_at_once(grace)).await.in_time
+    }
+
+    /// Begins a drain without closing anything yet: from now on new sockets are refused
+    /// (503) and [`Runtime::is_draining`] is true, e.g. for a readiness check to report.
+    /// [`Runtime::drain`] calls it first; call it yourself to mark the node at the instant a
+    /// shutdown signal arrives, before you start the drain.
+    pub fn start_draining(&self) {
+        self.shared.drainer.begin();
+    }
+
+    /// Whether a drain (or shutdown) has begun.
+    pub fn is_draining(&self) -> bool {
+        self.shared.drainer.is_draining()
+    }
+
+    /// Drains this node gracefully, as Phoenix's socket drainer, then stops the runtime:
+    ///
+    /// 1. new sockets are refused (503), at once ([`Runtime::start_draining`]);
+    /// 2. the live sockets are closed with code 1012 (phoenix.js reconnects, behind a load
+    ///    balancer to another node) `batch_size` at a time, oldest first, with `interval`
+    ///    between batches. A socket's turn: its connection stops reading, its socket actor
+    ///    finishes every message it was already handed (a reply being made is sent, so a
+    ///    client never misses the reply to something that took effect), what is queued for
+    ///    it is written, then the close frame; its joins then end as on any close, so their
+    ///    presences leave (and sockets drained later, and other nodes, see the leaves);
+    /// 3. at `timeout` from the start, sockets still open are closed at once;
+    /// 4. the other nodes of a cluster are told this node is leaving, and the supervision
+    ///    tree stops.
+    ///
+    /// HTTP is not the runtime's: stop your listener too (an [`Endpoint`] stops on its
+    /// `shutdown` future).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fawkes_runtime::{DrainConfig, Runtime, RuntimeConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let runtime = Runtime::start(RuntimeConfig::default()).await.expect("runtime");
+    /// // On SIGTERM: stop the listener and mark the node (readiness), then drain.
+    /// runtime.start_draining();
+    /// assert!(runtime.is_draining());
+    /// let drained = runtime
+    ///     .drain(DrainConfig {
+    ///         batch_size: 500,
+    ///         interval: Duration::from_millis(500),
+    ///         timeout: Duration::from_secs(20),
+    ///     })
+    ///     .await;
+    /// assert!(drained.in_time); // no socket was open
+    /// assert_eq!(drained.sockets, 0);
+    /// # }
+    /// ```
+    pub async fn drain(&self, config: DrainConfig) -> Drained {
+        let started = tokio::time::Instant::now();
+        let deadline = started + config.timeout;
+        self.start_draining();
         self.shared.connections.close();
-        // The other nodes drop this node's presences at once, not after the node timeout.
+        let mut drained = Drained::default();
+        let batches = self.shared.drainer.batches(&config, &mut drained);
+        let _ = tokio::time::timeout_at(deadline, batches).await;
+        drained.in_time = tokio::time::timeout_at(deadline, self.shared.connections.wait())
+            .await
+            .is_ok();
+        if !drained.in_time {
+            drained.cut = self.connection_count();
+            tracing::warn!(
+                sockets = drained.cut,
+                "drain deadline reached; closing the remaining sockets at once"
+            );
+        }
+        // Whatever is left closes now (1012), and nothing new is served.
+        self.shared.shutdown.cancel();
+        // Only now the goodbye: the other nodes drop this node's presences at once, not
+        // after the node timeout (before it, they would show every socket still being
+        // drained here as gone).
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.shared
             .pubsub
             .cluster()
-            .leave(grace.min(Duration::from_secs(2)))
+            .leave(left.clamp(GOODBYE_MIN, GOODBYE_MAX))
             .await;
-        let drained = tokio::time::timeout(grace, self.shared.connections.wait())
-            .await
-            .is_ok();
         if self.tree.health.get().is_up() {
             self.tree.health.set(Health::Stopped);
         }
@@ -473,6 +552,12 @@ impl Runtime {
         drained
     }
 }
+
+/// The least time the goodbye to the other nodes gets, even past the drain's deadline.
+const GOODBYE_MIN: Duration = Duration::from_millis(100);
+
+/// The most time the goodbye to the other nodes gets.
+const GOODBYE_MAX: Duration = Duration::from_secs(2);
 
 impl Drop for RuntimeShared {
     /// A runtime dropped without [`Runtime::shutdown`]: its cluster tasks stop too.

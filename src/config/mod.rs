@@ -9,6 +9,7 @@ mod cli;
 mod metrics;
 mod pubsub;
 mod secret;
+mod shutdown;
 mod signed;
 mod validate;
 
@@ -23,6 +24,7 @@ pub use cli::{Cli, Command, MigrateAction};
 pub use metrics::MetricsConfig;
 pub use pubsub::{AdapterKind, PubSubConfig};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
+pub use shutdown::ShutdownConfig;
 pub use signed::{SignError, VerifyError};
 pub use validate::{InvalidSetting, MIN_OUTBOUND_QUEUE_BYTES};
 
@@ -87,6 +89,8 @@ pub struct Config {
     pub node_name: Option<String>,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: MetricsConfig,
+    /// How the node drains on SIGTERM.
+    pub shutdown: ShutdownConfig,
 }
 
 /// WebSocket settings (the `[socket]` section): the runtime's transport settings, read
@@ -124,8 +128,10 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Origins allowed by CORS; `["*"]` allows any, `[]` disables CORS headers.
     pub cors_origins: Vec<String>,
-    /// How long shutdown waits for in-flight requests and mail, in seconds.
-    pub shutdown_timeout_secs: u64,
+    /// Deprecated: `shutdown.timeout_secs`, which it sets when that is not set itself
+    /// ([`Config::load`]; the server warns at start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_timeout_secs: Option<u64>,
     /// Seconds a new connection has to send a complete request head before it is closed.
     pub header_read_timeout_secs: u64,
     /// Seconds a connection may stay idle between requests before it is closed.
@@ -243,6 +249,7 @@ impl Default for Config {
             pubsub: PubSubConfig::default(),
             node_name: None,
             metrics: MetricsConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -253,7 +260,7 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             request_timeout_secs: 30,
             cors_origins: vec!["*".to_owned()],
-            shutdown_timeout_secs: 30,
+            shutdown_timeout_secs: None,
             header_read_timeout_secs: 10,
             keep_alive_timeout_secs: 75,
             max_connections: 0,
@@ -314,7 +321,8 @@ impl Config {
             None => PathBuf::from(DEFAULT_CONFIG_FILE),
         };
         let figment = Self::figment(&file).merge(Serialized::defaults(cli.overrides()));
-        figment.extract().map_err(|e| {
+        let timeout_set = Self::sources(&file).contains("shutdown.timeout_secs");
+        let mut config: Self = figment.extract().map_err(|e| {
             // `socket` flattens the runtime's settings into its section, which hides the key
             // at fault from the error; the section read alone names it.
             let precise = figment
@@ -329,11 +337,22 @@ impl Config {
                     e
                 });
             ConfigError::Invalid(Box::new(precise.unwrap_or(e)))
-        })
+        })?;
+        if let Some(secs) = config.http.shutdown_timeout_secs
+            && !timeout_set
+        {
+            config.shutdown.timeout_secs = secs;
+        }
+        Ok(config)
     }
 
     fn figment(file: &Path) -> Figment {
-        Figment::from(Serialized::defaults(Config::default()))
+        Figment::from(Serialized::defaults(Config::default())).merge(Self::sources(file))
+    }
+
+    /// The sources a user sets keys in (no defaults, no flags).
+    fn sources(file: &Path) -> Figment {
+        Figment::new()
             .merge(Toml::file(file))
             .merge(
                 Env::raw()

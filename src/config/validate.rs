@@ -55,11 +55,16 @@ impl Config {
     /// [`crate::app::Server::start`] calls it before anything starts.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let smtp = self.mail.transport == MailTransportKind::Smtp;
-        let zeros: [(&'static str, bool, &'static str); 14] = [
+        let zeros: [(&'static str, bool, &'static str); 15] = [
             (
                 "token_ttl_secs",
                 self.token_ttl_secs == 0,
                 "makes every access token expire as it is issued",
+            ),
+            (
+                "shutdown.drain_batch_size",
+                self.shutdown.drain_batch_size == 0,
+                "closes no socket in a drain's batch, leaving every one to the deadline",
             ),
             (
                 "socket.token_ttl_secs",
@@ -164,8 +169,11 @@ mod tests {
     #[test]
     fn the_defaults_are_valid_and_each_useless_zero_is_named() {
         assert_eq!(Config::default().validate(), Ok(()));
-        let cases: [Case; 14] = [
+        let cases: [Case; 15] = [
             ("token_ttl_secs", |c| c.token_ttl_secs = 0),
+            ("shutdown.drain_batch_size", |c| {
+                c.shutdown.drain_batch_size = 0
+            }),
             ("pubsub.heartbeat_ms", |c| {
                 c.pubsub.cluster.heartbeat = Duration::ZERO;
             }),
@@ -247,7 +255,8 @@ mod tests {
         config.rate_limit.requests_per_ip_per_second = 0;
         config.http.max_connections = 0;
         config.http.max_connections_per_ip = 0;
-        config.http.shutdown_timeout_secs = 0;
+        config.shutdown.timeout_secs = 0; // close every socket at once
+        config.shutdown.drain_interval_ms = 0; // every batch at once
         config.socket.transport.max_sockets_per_id = 0;
         config.socket.transport.max_messages_per_second = 0;
         config.socket.transport.message_timeout = Duration::ZERO;

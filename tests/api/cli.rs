@@ -373,3 +373,58 @@ fn a_zero_socket_token_lifetime_refuses_to_start_with_a_clear_message() {
         "refused before anything was created"
     );
 }
+
+#[test]
+fn the_old_shutdown_timeout_key_still_works_with_a_warning() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (output, text) = run(fawkes(dir.path()).arg("config"));
+    assert!(output.status.success(), "{text}");
+    let defaults: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        defaults["shutdown"],
+        json!({"timeout_secs": 30, "drain_batch_size": 1000, "drain_interval_ms": 200})
+    );
+    assert!(defaults["http"].get("shutdown_timeout_secs").is_none());
+
+    let (output, text) = run(fawkes(dir.path())
+        .arg("config")
+        .env("FAWKES_HTTP__SHUTDOWN_TIMEOUT_SECS", "7"));
+    assert!(output.status.success(), "{text}");
+    let config: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(config["shutdown"]["timeout_secs"], 7, "the old key sets it");
+    let (output, text) = run(fawkes(dir.path())
+        .arg("config")
+        .env("FAWKES_HTTP__SHUTDOWN_TIMEOUT_SECS", "7")
+        .env("FAWKES_SHUTDOWN__TIMEOUT_SECS", "9"));
+    assert!(output.status.success(), "{text}");
+    let config: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(config["shutdown"]["timeout_secs"], 9, "the new key wins");
+
+    // Served: a warning at start; SIGTERM still drains and exits cleanly.
+    let mut command = fawkes(dir.path());
+    command
+        .args(["--bind", "127.0.0.1:0"])
+        .env("FAWKES_HTTP__SHUTDOWN_TIMEOUT_SECS", "3");
+    let mut process = Process::serve(command);
+    assert!(
+        process.log.iter().any(|l| l.contains("deprecated")
+            && l.contains("http.shutdown_timeout_secs")
+            && l.contains("shutdown.timeout_secs")),
+        "{:#?}",
+        process.log
+    );
+    let pid = process.pid().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = process.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "clean exit: {status:?}");
+    while process.next_line(Duration::from_secs(5)).is_some() {}
+    assert!(
+        process.log.iter().any(|l| l.contains("shutdown complete")),
+        "{:#?}",
+        process.log
+    );
+}

@@ -10,6 +10,7 @@ mod cluster;
 mod conversation_channel;
 mod conversations;
 mod credentials;
+mod drain;
 mod durability;
 mod errors;
 mod interop;

@@ -105,8 +105,9 @@ impl Endpoint {
 
     /// Serves `listener` until `shutdown` resolves, then stops accepting and drains HTTP
     /// connections for at most `grace`, closing those still open after it. (WebSockets are
-    /// closed by [`super::Runtime::shutdown`].) Returns whether every HTTP connection finished
-    /// in time.
+    /// the runtime's: [`super::Runtime::drain`] closes them in batches, to run beside this,
+    /// or [`super::Runtime::shutdown`] all at once.) Returns whether every HTTP connection
+    /// finished in time.
     ///
     /// `shutdown` is any future: `async { tokio::signal::ctrl_c().await.ok(); }`, a oneshot
     /// receiver's, a cancellation token's. The connections are under this endpoint's

@@ -27,7 +27,8 @@ type PeerAddrFn = dyn Fn(&http::Extensions) -> Option<SocketAddr> + Send + Sync;
 /// the same checks as [`crate::Endpoint`] (origin, subprotocols, `vsn`, [`crate::Socket::connect`],
 /// the per-id cap) and the same refusals (JSON error bodies). An accepted socket belongs to
 /// the runtime like any other: it counts in [`crate::Runtime::stats`], and
-/// [`crate::Runtime::shutdown`] closes it (later upgrade requests get 503). The server must
+/// [`crate::Runtime::drain`] or [`crate::Runtime::shutdown`] closes it (upgrade requests
+/// from the start of either get 503). The server must
 /// serve HTTP/1.1 with upgrades enabled, as axum's `serve` and hyper-util's `auto` builder
 /// (`serve_connection_with_upgrades`) do.
 ///

@@ -56,6 +56,9 @@ pub(crate) enum SocketMsg {
         topic: Arc<str>,
         subscriber: SubscriberId,
     },
+    /// The drain reached this socket: its connection stopped reading, and the ack (sent when
+    /// this is handled, so after every frame handed on before it) lets it close.
+    Drain(tokio::sync::oneshot::Sender<()>),
     /// The connection is gone: terminate every channel and stop.
     Closed,
 }
@@ -271,6 +274,9 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
                     };
                     Box::pin(state.end_join(&topic, how)).await;
                 }
+            }
+            SocketMsg::Drain(ack) => {
+                let _ = ack.send(());
             }
             SocketMsg::Closed => {
                 Box::pin(state.shutdown()).await;

@@ -104,6 +104,12 @@ pub(super) async fn run(
         }
     };
     shared.metrics_connected();
+    // Its turn in a drain: stop reading, let the actor finish what it was handed (the ack),
+    // write what is queued, close with 1012.
+    let ticket = shared.drainer.register();
+    let (ack, drained) = tokio::sync::oneshot::channel();
+    let mut ack = Some(ack);
+    let mut draining = false;
     let inflow = Inflow::new(config.max_messages_per_second, config.max_messages_burst);
     // A message read is handed on at once unless it must wait for the rate or for room in the
     // inbound window; meanwhile the connection reads nothing more.
@@ -121,7 +127,8 @@ pub(super) async fn run(
     let timer = tokio::time::sleep(config.idle_timeout);
     let closed = control.closed();
     let shutdown = shared.shutdown.cancelled();
-    tokio::pin!(timer, closed, shutdown);
+    let drain = ticket.token().clone().cancelled_owned();
+    tokio::pin!(timer, closed, shutdown, drain, drained);
     loop {
         if wait == Wait::Nothing
             && let Some(mut message) = held.take()
@@ -156,6 +163,26 @@ pub(super) async fn run(
             () = &mut closed => break,
             () = &mut shutdown => {
                 control.close(CloseReason::Shutdown);
+                break;
+            }
+            () = &mut drain, if !draining => {
+                draining = true;
+                // Read and not handed on: never handled, so neither answered nor done.
+                held = None;
+                wait = Wait::Nothing;
+                // Not reading is the server's doing: the client is not idle.
+                last_inbound = Instant::now();
+                let told = ack
+                    .take()
+                    .is_some_and(|ack| actor.cast(SocketMsg::Drain(ack)).is_ok());
+                if !told {
+                    control.close(CloseReason::Drain);
+                    break;
+                }
+            }
+            // The actor handled every frame handed on before the drain.
+            _ = &mut drained, if draining => {
+                control.close(CloseReason::Drain);
                 break;
             }
             _ = &mut actor_done => {
@@ -210,7 +237,7 @@ pub(super) async fn run(
                     }
                 }
             }
-            read = ws.next(), if held.is_none() => {
+            read = ws.next(), if held.is_none() && !draining => {
                 match read {
                     Some(Ok(message)) => {
                         last_inbound = Instant::now();
@@ -231,9 +258,17 @@ pub(super) async fn run(
     // client that reads sees the end at once.
     let mut careful = false;
     match control.reason() {
-        Some(reason @ CloseReason::SlowConsumer) => {
-            // Best effort and brief: what was queued before the cut, then the code. A client
-            // that does not read has no room for them and is simply dropped.
+        Some(reason @ (CloseReason::SlowConsumer | CloseReason::Drain)) => {
+            // A slow consumer: best effort and brief, what was queued before the cut, then
+            // the code; a client that does not read has no room for them and is simply
+            // dropped. A drained socket: every reply and push queued, within the write
+            // timeout.
+            let drain = *reason == CloseReason::Drain;
+            let limit = if drain {
+                config.write_timeout
+            } else {
+                SLOW_CONSUMER_CLOSE
+            };
             let frame = close_frame(reason);
             let flush = async {
                 while let Some(queued) = rx.try_recv() {
@@ -243,7 +278,8 @@ pub(super) async fn run(
                 }
                 ws.send(Message::Close(Some(frame))).await
             };
-            let _ = timeout(SLOW_CONSUMER_CLOSE, flush).await;
+            let sent = timeout(limit, flush).await;
+            careful = drain && matches!(sent, Ok(Ok(())));
         }
         Some(reason) => {
             let frame = close_frame(reason);
@@ -262,6 +298,7 @@ pub(super) async fn run(
         let _ = timeout(Duration::from_secs(1), ws.get_mut().shutdown()).await;
     }
     drop(held);
+    drop(ticket);
     let _ = actor.cast(SocketMsg::Closed);
     // A channel callback that never returns must not keep the actor (and its subscriptions)
     // alive forever: give it a grace period, then kill it (its state's `Drop` cleans up).

@@ -74,6 +74,8 @@ pub(crate) enum CloseReason {
     TooBig,
     Internal,
     Shutdown,
+    /// The drain reached this socket: what it was handed is done and what is queued written.
+    Drain,
     SlowConsumer,
 }
 
@@ -86,7 +88,7 @@ impl CloseReason {
             CloseReason::SlowMessage => 1008,
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
-            CloseReason::Shutdown => 1012,
+            CloseReason::Shutdown | CloseReason::Drain => 1012,
             CloseReason::SlowConsumer => 1013,
         }
     }
@@ -105,7 +107,7 @@ impl CloseReason {
             CloseReason::SlowMessage => "message too slow",
             CloseReason::TooBig => "frame too large",
             CloseReason::Internal => "internal error",
-            CloseReason::Shutdown => "server shutting down",
+            CloseReason::Shutdown | CloseReason::Drain => "server shutting down",
             CloseReason::SlowConsumer => "slow consumer",
         };
         // A close reason must fit in 123 bytes.

@@ -175,8 +175,9 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
     peer: SocketAddr,
     hold: H,
 ) -> http::Response<Full<Bytes>> {
-    // A server the runtime does not own (a tower router) may outlive it.
-    if shared.shutdown.is_cancelled() {
+    // A server the runtime does not own (a tower router) may outlive it; a draining one
+    // takes no new sockets.
+    if shared.shutdown.is_cancelled() || shared.drainer.is_draining() {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",

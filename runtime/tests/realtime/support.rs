@@ -194,6 +194,16 @@ impl Channel for Lab {
             }
             "noreply" => HandleIn::NoReply,
             "hang" => std::future::pending().await,
+            // In progress for `ms` milliseconds, told with a `started` push.
+            "slow" => {
+                ctx.push("started", json!({}));
+                let ms = payload
+                    .as_json()
+                    .and_then(|p| p["ms"].as_u64())
+                    .unwrap_or(100);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                HandleIn::Reply(Reply::ok_with(json!({"slow": "done"})))
+            }
             "remember" => {
                 if let Ok(mut handles) = self.handles.lock() {
                     handles.push(ctx.handle());

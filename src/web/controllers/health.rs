@@ -1,5 +1,5 @@
-//! `GET /health` (liveness: the realtime runtime is up) and `GET /ready` (the runtime is up and
-//! the database answers).
+//! `GET /health` (liveness: the realtime runtime is up) and `GET /ready` (the node is not
+//! draining, the runtime is up and the database answers).
 
 use http::StatusCode;
 use serde_json::json;
@@ -15,7 +15,19 @@ pub(crate) fn live(app: &App) -> Result<Response, ApiError> {
     Ok(response::json(StatusCode::OK, &json!({ "status": "ok" })))
 }
 
+/// 200 when the node takes traffic; 503 from the instant a shutdown begins (`"status":
+/// "draining"`), so that a load balancer sends it nothing new, or when the runtime is down or
+/// the database unreachable.
 pub(crate) async fn ready(app: &App) -> Result<Response, ApiError> {
+    if app.runtime.is_draining() {
+        return Ok(response::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "draining",
+                "errors": { "detail": "Service Unavailable: this node is draining" },
+            }),
+        ));
+    }
     runtime_up(app)?;
     match app.db.ping().await {
         Ok(()) => Ok(response::json(

@@ -47,7 +47,7 @@ pub fn test_config(db: &TestDb) -> Config {
     config.rate_limit.register_per_ip_per_minute = 1000;
     config.rate_limit.register_per_minute = 10_000;
     config.rate_limit.requests_per_ip_per_second = 0;
-    config.http.shutdown_timeout_secs = 5;
+    config.shutdown.timeout_secs = 5;
     config
 }
 

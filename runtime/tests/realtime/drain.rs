@@ -1,0 +1,247 @@
+//! The graceful drain (`Runtime::drain`): sockets closed with 1012 in batches spread over the
+//! interval, each after the reply it was making, new sockets refused meanwhile, and presence
+//! leaves seen by the sockets drained later.
+
+use std::time::Duration;
+
+use fawkes_runtime::testing::WsClient;
+use fawkes_runtime::{DrainConfig, Drained};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::support::TestEndpoint;
+
+#[tokio::test]
+async fn sockets_close_with_1012_in_batches_spread_over_the_interval() {
+    const SOCKETS: usize = 40;
+    const BATCH: usize = 10;
+    const INTERVAL: Duration = Duration::from_millis(300);
+    let endpoint = TestEndpoint::start().await;
+    let mut clients = Vec::new();
+    for i in 0..SOCKETS {
+        let mut client = endpoint.client(&format!("u{i}")).await;
+        client.join("lab:drain", json!({})).await;
+        clients.push(client);
+    }
+    assert_eq!(endpoint.runtime.connection_count(), SOCKETS);
+
+    let closes: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let (code, _) = client.closed().await;
+                (Instant::now(), code)
+            })
+        })
+        .collect();
+    let drained = endpoint
+        .runtime
+        .drain(DrainConfig {
+            batch_size: BATCH,
+            interval: INTERVAL,
+            timeout: Duration::from_secs(10),
+        })
+        .await;
+    assert_eq!(
+        drained,
+        Drained {
+            sockets: SOCKETS,
+            batches: SOCKETS / BATCH,
+            cut: 0,
+            in_time: true,
+        }
+    );
+
+    let mut times = Vec::new();
+    for close in closes {
+        let (at, code) = close.await.expect("client task");
+        assert_eq!(code, 1012, "drained sockets are told to come back");
+        times.push(at);
+    }
+    times.sort();
+    // Loosely: batches are told an interval apart, so closes come in groups separated by
+    // most of an interval, none larger than a batch.
+    let mut groups = vec![1usize];
+    for pair in times.windows(2) {
+        if pair[1] - pair[0] > INTERVAL / 2 {
+            groups.push(1);
+        } else if let Some(last) = groups.last_mut() {
+            *last += 1;
+        }
+    }
+    assert!(groups.len() >= SOCKETS / BATCH, "close groups: {groups:?}");
+    assert!(
+        groups.iter().all(|&n| n <= BATCH),
+        "close groups: {groups:?}"
+    );
+    let spread = times[SOCKETS - 1] - times[0];
+    assert!(
+        spread >= 2 * INTERVAL,
+        "first and last close {spread:?} apart"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_in_progress_is_sent_before_the_close_and_new_sockets_are_refused() {
+    let endpoint = TestEndpoint::start().await;
+    let mut client = endpoint.client("ada").await;
+    let (join_ref, _) = client.join("lab:slow", json!({})).await;
+    let slow = client
+        .push(&join_ref, "lab:slow", "slow", json!({"ms": 300}))
+        .await;
+    client.event("lab:slow", "started").await;
+
+    let runtime = endpoint.runtime.clone();
+    let drain = tokio::spawn(async move {
+        runtime
+            .drain(DrainConfig {
+                timeout: Duration::from_secs(10),
+                ..DrainConfig::default()
+            })
+            .await
+    });
+    assert!(
+        crate::support::eventually(|| endpoint.runtime.is_draining()).await,
+        "draining"
+    );
+    assert_eq!(
+        WsClient::upgrade_status(&endpoint.url("user=late&vsn=2.0.0"), &[]).await,
+        503,
+        "a draining node takes no new socket"
+    );
+
+    let reply = client.reply(&slow).await;
+    assert_eq!(reply.payload["status"], "ok");
+    assert_eq!(reply.payload["response"], json!({"slow": "done"}));
+    assert_eq!(client.closed().await.0, 1012);
+    let drained = drain.await.expect("drain task");
+    assert!(drained.in_time, "{drained:?}");
+    assert_eq!(drained.sockets, 1);
+}
+
+#[tokio::test]
+async fn a_socket_drained_later_sees_the_presence_leave_of_one_drained_before() {
+    let endpoint = TestEndpoint::start().await;
+    // Oldest first: ada's socket is drained one interval before bob's.
+    let mut ada = endpoint.client("ada").await;
+    ada.join("presence:room", json!({})).await;
+    ada.event("presence:room", "presence_state").await;
+    let mut bob = endpoint.client("bob").await;
+    bob.join("presence:room", json!({})).await;
+    bob.expect("ada in bob's presence_state", |f| {
+        f.event == "presence_state" && f.payload.get("ada").is_some()
+    })
+    .await;
+
+    let runtime = endpoint.runtime.clone();
+    let drain = tokio::spawn(async move {
+        runtime
+            .drain(DrainConfig {
+                batch_size: 1,
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_secs(10),
+            })
+            .await
+    });
+    assert_eq!(ada.closed().await.0, 1012);
+    bob.expect("ada's leave", |f| {
+        f.event == "presence_diff" && f.payload["leaves"].get("ada").is_some()
+    })
+    .await;
+    assert_eq!(bob.closed().await.0, 1012);
+    let drained = drain.await.expect("drain task");
+    assert_eq!((drained.sockets, drained.batches), (2, 2));
+}
+
+#[tokio::test]
+async fn a_socket_stuck_in_a_callback_is_cut_at_the_deadline() {
+    let endpoint = TestEndpoint::start().await;
+    let mut client = endpoint.client("ada").await;
+    let (join_ref, _) = client.join("lab:stuck", json!({})).await;
+    client.push(&join_ref, "lab:stuck", "hang", json!({})).await;
+    // The hang is in progress once a later frame is held behind it: a heartbeat is answered
+    // by the connection itself, so wait for it to prove the frame before it was read.
+    let heartbeat = client.heartbeat().await;
+    client.reply(&heartbeat).await;
+
+    let drained = endpoint
+        .runtime
+        .drain(DrainConfig {
+            timeout: Duration::from_millis(500),
+            ..DrainConfig::default()
+        })
+        .await;
+    assert!(!drained.in_time, "{drained:?}");
+    assert_eq!(drained.cut, 1);
+    assert_eq!(client.closed().await.0, 1012);
+}
+
+/// The keys `runtime` lists on `topic`, sorted.
+async fn keys(runtime: &fawkes_runtime::Runtime, topic: &str) -> Vec<String> {
+    let list = runtime.presence().list(topic).await;
+    let mut keys: Vec<String> = list
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn other_nodes_see_each_drained_sockets_leave_before_the_goodbye() {
+    use std::sync::Arc;
+
+    use fawkes_runtime::{Adapter, ClusterConfig, MemoryBus, Runtime, RuntimeConfig};
+
+    let bus = MemoryBus::new();
+    let node = |name: &str| RuntimeConfig {
+        adapter: Some(Arc::new(bus.adapter(name)) as Arc<dyn Adapter>),
+        cluster: ClusterConfig {
+            heartbeat: Duration::from_millis(50),
+            node_timeout: Duration::from_secs(5),
+            push_timeout: Duration::from_secs(2),
+        },
+        ..Default::default()
+    };
+    let a = TestEndpoint::start_with(node("a")).await;
+    let b = Runtime::start(node("b")).await.expect("runtime");
+    let mut ada = a.client("ada").await;
+    ada.join("presence:room", json!({})).await;
+    ada.event("presence:room", "presence_state").await;
+    let mut bob = a.client("bob").await;
+    bob.join("presence:room", json!({})).await;
+    bob.event("presence:room", "presence_state").await;
+    let listed = |wanted: &'static [&'static str]| {
+        let b = b.clone();
+        crate::support::eventually_async(move || {
+            let b = b.clone();
+            async move { keys(&b, "presence:room").await == wanted }
+        })
+    };
+    assert!(listed(&["ada", "bob"]).await, "b lists a's sockets");
+
+    let runtime = a.runtime.clone();
+    let drain = tokio::spawn(async move {
+        runtime
+            .drain(DrainConfig {
+                batch_size: 1,
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(10),
+            })
+            .await
+    });
+    assert_eq!(ada.closed().await.0, 1012);
+    // Between the batches: ada's leave has reached b, while bob (not drained yet) is still
+    // listed there; the goodbye comes only after the drain.
+    assert!(
+        listed(&["bob"]).await,
+        "{:?}",
+        keys(&b, "presence:room").await
+    );
+    assert_eq!(bob.closed().await.0, 1012);
+    assert!(drain.await.expect("drain task").in_time);
+    assert!(listed(&[]).await, "{:?}", keys(&b, "presence:room").await);
+    b.shutdown(Duration::from_secs(1)).await;
+}

@@ -6,6 +6,7 @@
 //! the process environment.
 
 mod cli;
+mod otel;
 mod pubsub;
 mod secret;
 mod signed;
@@ -19,6 +20,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use cli::{Cli, Command, MigrateAction};
+pub use otel::{InvalidOtel, OtelConfig};
 pub use pubsub::{AdapterKind, PubSubConfig};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
 pub use signed::{SignError, VerifyError};
@@ -83,6 +85,8 @@ pub struct Config {
     pub pubsub: PubSubConfig,
     /// This node's name, unique in the cluster; unset: the host name and the process id.
     pub node_name: Option<String>,
+    /// OpenTelemetry traces (off unless `otel.endpoint` is set).
+    pub otel: OtelConfig,
 }
 
 /// WebSocket settings (the `[socket]` section): the runtime's transport settings, read
@@ -238,6 +242,7 @@ impl Default for Config {
             presence: crate::runtime::PresenceConfig::default(),
             pubsub: PubSubConfig::default(),
             node_name: None,
+            otel: OtelConfig::default(),
         }
     }
 }

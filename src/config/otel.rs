@@ -37,11 +37,10 @@ impl Default for OtelConfig {
 /// Why the `[otel]` settings cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvalidOtel {
-    /// `endpoint` is not an `http://` URL.
+    /// `endpoint` is not an `http://` or `https://` URL.
     #[error(
-        "invalid configuration: otel.endpoint = {0:?} is not an http:// URL with a host \
-         (OTLP over HTTP, e.g. http://collector:4318; https is not supported: send to a \
-         collector or agent next to the node); environment FAWKES_OTEL__ENDPOINT"
+        "invalid configuration: otel.endpoint = {0:?} is not an http:// or https:// URL with \
+         a host (OTLP over HTTP, e.g. http://collector:4318); environment FAWKES_OTEL__ENDPOINT"
     )]
     Endpoint(String),
     /// `sample_ratio` is not between 0 and 1.
@@ -74,7 +73,7 @@ impl OtelConfig {
         let has_host = endpoint
             .parse::<http::Uri>()
             .ok()
-            .filter(|uri| uri.scheme_str() == Some("http"))
+            .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")))
             .and_then(|uri| uri.host().map(|h| !h.is_empty()))
             .unwrap_or(false);
         if !has_host {
@@ -139,16 +138,12 @@ mod tests {
             Some("http://collector:4318/v1/traces")
         );
         assert_eq!(on("http://127.0.0.1:4318").check(), Ok(()));
+        assert_eq!(on("https://otlp.example.com").check(), Ok(()));
     }
 
     #[test]
     fn unusable_settings_are_named() {
-        for endpoint in [
-            "collector:4318",
-            "https://collector:4318",
-            "http://",
-            "ftp://x",
-        ] {
+        for endpoint in ["collector:4318", "https:///v1", "http://", "ftp://x"] {
             let error = on(endpoint).check().expect_err(endpoint);
             assert_eq!(error, InvalidOtel::Endpoint(endpoint.to_owned()));
             assert!(error.to_string().contains("FAWKES_OTEL__ENDPOINT"));

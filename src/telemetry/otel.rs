@@ -49,8 +49,14 @@ pub(super) fn provider(config: &Config) -> Result<Option<SdkTracerProvider>, Tel
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     let timeout = Duration::from_secs(otel.export_timeout_secs);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?
+        .https_or_http()
+        .enable_http1()
+        .build();
     let client = OnRuntime {
-        client: opentelemetry_http::hyper::HyperClient::with_default_connector(timeout, None),
+        client: opentelemetry_http::hyper::HyperClient::new(connector, timeout, None),
         runtime,
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -150,9 +156,12 @@ pub(super) fn adopt_remote_parent(span: &tracing::Span, headers: &http::HeaderMa
 /// processor exports from a thread of its own, outside any runtime.
 #[derive(Debug)]
 struct OnRuntime {
-    client: opentelemetry_http::hyper::HyperClient,
+    client: opentelemetry_http::hyper::HyperClient<Https>,
     runtime: tokio::runtime::Handle,
 }
+
+/// `http://` and `https://` (rustls, the Mozilla roots of `webpki-roots`).
+type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
 
 #[async_trait::async_trait]
 impl HttpClient for OnRuntime {

@@ -387,3 +387,39 @@ async fn with_no_endpoint_nothing_is_exported_and_the_log_is_as_before() {
     assert!(line.contains(&format!("user_id={id}")), "{line}");
     assert!(!line.contains("otel") && !line.contains("http."), "{line}");
 }
+
+#[tokio::test]
+async fn an_https_endpoint_is_reached_over_tls() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("https://{}", listener.local_addr().expect("addr"));
+    let db = TestDb::new().await;
+    let config = test_config(&db);
+    let key = config.secret_key.clone().expect("key");
+    let dir = tempfile::tempdir().expect("dir");
+    let process = serve(
+        dir.path(),
+        &db,
+        &key,
+        &[
+            ("FAWKES_OTEL__ENDPOINT", endpoint.as_str()),
+            ("FAWKES_OTEL__BATCH_DELAY_MS", "50"),
+        ],
+    );
+    let t = TestServer::at(process.url.clone(), db, config);
+    assert_eq!(t.get("/health", None).await.status, 200);
+    // The exporter's first bytes: a TLS handshake record (22), version 3.x.
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut head = [0u8; 2];
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut head)
+            .await
+            .expect("read");
+        head
+    })
+    .await
+    .expect("the exporter connects within 20 s");
+    assert_eq!(first, [0x16, 0x03]);
+    drop(process);
+}

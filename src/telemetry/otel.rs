@@ -118,12 +118,13 @@ where
 }
 
 /// The spans of Fawkes's crates down to DEBUG (the runtime's connects, joins and `handle_in`)
-/// and sea-orm's statement spans; events of WARN and above, as events of their span.
+/// and sea-orm's statement spans; events of WARN and above, as events of their span, but
+/// not OpenTelemetry's own (a failed export is logged, never exported).
 fn exported_callsite(meta: &Metadata<'_>) -> bool {
-    if !meta.is_span() {
-        return *meta.level() <= tracing::Level::WARN;
-    }
     let target = meta.target();
+    if !meta.is_span() {
+        return *meta.level() <= tracing::Level::WARN && !target.starts_with("opentelemetry");
+    }
     (target.starts_with("fawkes") || is_query(meta)) && *meta.level() <= tracing::Level::DEBUG
 }
 

@@ -423,3 +423,35 @@ async fn an_https_endpoint_is_reached_over_tls() {
     assert_eq!(first, [0x16, 0x03]);
     drop(process);
 }
+
+#[tokio::test]
+async fn a_collector_that_cannot_be_reached_is_logged_and_changes_nothing_else() {
+    // A port nothing listens on: bound, then closed.
+    let endpoint = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("addr"))
+    };
+    let db = TestDb::new().await;
+    let config = test_config(&db);
+    let key = config.secret_key.clone().expect("key");
+    let dir = tempfile::tempdir().expect("dir");
+    let process = serve(
+        dir.path(),
+        &db,
+        &key,
+        &[
+            ("FAWKES_OTEL__ENDPOINT", endpoint.as_str()),
+            ("FAWKES_OTEL__BATCH_DELAY_MS", "600000"),
+        ],
+    );
+    let t = TestServer::at(process.url.clone(), db, config);
+    let (id, token) = t.user("cy@example.com").await;
+    let resp = t.get(&format!("/api/v1/users/{id}"), Some(&token)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let log = terminate(process).await;
+    assert!(
+        log.iter()
+            .any(|l| l.contains("ERROR") && l.contains("BatchSpanProcessor.ExportError")),
+        "{log:#?}"
+    );
+}

@@ -31,6 +31,8 @@ pub fn exporting() -> bool {
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// How long the last export may take (`otel.export_timeout_secs`).
+    flush_timeout: std::time::Duration,
 }
 
 impl Telemetry {
@@ -47,7 +49,8 @@ impl Telemetry {
         };
         EXPORTING.store(false, Ordering::Relaxed);
         // The batch processor's thread posts through the runtime: wait for it off the runtime.
-        match tokio::task::spawn_blocking(move || provider.shutdown()).await {
+        let timeout = self.flush_timeout;
+        match tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "traces: the last export failed"),
             Err(e) => tracing::warn!(error = %e, "traces: the exporter did not stop"),
@@ -81,7 +84,10 @@ pub fn init(config: &Config, traces: bool) -> Result<Telemetry, TelemetryError> 
             "traces: exporting spans over OTLP/HTTP"
         );
     }
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider,
+        flush_timeout: std::time::Duration::from_secs(config.otel.export_timeout_secs),
+    })
 }
 
 /// The log output with its filter, and why `config.log` was refused if it was.

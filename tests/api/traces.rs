@@ -455,3 +455,41 @@ async fn a_collector_that_cannot_be_reached_is_logged_and_changes_nothing_else()
         "{log:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_collector_that_never_answers_does_not_hold_the_exit() {
+    // Accepts connections and reads, never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(Mutex::new(0usize));
+    let count = accepted.clone();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            *count.lock().expect("lock") += 1;
+            held.push(stream);
+        }
+    });
+    let db = TestDb::new().await;
+    let config = test_config(&db);
+    let key = config.secret_key.clone().expect("key");
+    let dir = tempfile::tempdir().expect("dir");
+    let process = serve(
+        dir.path(),
+        &db,
+        &key,
+        &[
+            ("FAWKES_OTEL__ENDPOINT", endpoint.as_str()),
+            ("FAWKES_OTEL__BATCH_DELAY_MS", "600000"),
+            ("FAWKES_OTEL__EXPORT_TIMEOUT_SECS", "1"),
+        ],
+    );
+    let t = TestServer::at(process.url.clone(), db, config);
+    assert_eq!(t.get("/health", None).await.status, 200);
+    // Exits (within the helper's deadline) although the flush never completes.
+    terminate(process).await;
+    assert!(*accepted.lock().expect("lock") >= 1, "the flush was tried");
+    silent.abort();
+}

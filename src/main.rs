@@ -15,8 +15,14 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
-    fawkes::telemetry::init(&config);
-    let outcome = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Only the server exports traces.
+    let serving = matches!(command, Command::Serve);
+    let telemetry = match fawkes::telemetry::init(&config, serving) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return fail(&e),
+    };
+    let outcome = match command {
         Command::Serve => serve(config).await,
         Command::Migrate { action } => migrate(&config, action).await,
         Command::GenSecret => {
@@ -41,6 +47,8 @@ async fn main() -> ExitCode {
             Ok(())
         }
     };
+    // The spans still batched leave before the process does.
+    telemetry.shutdown().await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.as_ref()),

@@ -246,6 +246,24 @@ impl<A> Routes<A> {
             .find(|(p, _)| p.matches(topic))
             .map(|(_, c)| c)
     }
+
+    /// Records the pattern `topic` is routed by, as mounted (`room:*`), on `span` as
+    /// `messaging.destination.template`; nothing is looked up for a disabled span.
+    pub(crate) fn record_pattern(&self, span: &tracing::Span, topic: &str) {
+        if span.is_disabled() {
+            return;
+        }
+        let pattern = self.routes.iter().find(|(p, _)| p.matches(topic));
+        match pattern {
+            Some((TopicPattern::Exact(t), _)) => {
+                span.record("messaging.destination.template", t.as_str());
+            }
+            Some((TopicPattern::Prefix(p), _)) => {
+                span.record("messaging.destination.template", format!("{p}*"));
+            }
+            None => {}
+        }
+    }
 }
 
 /// A socket and its channels, ready to be served by an [`super::Endpoint`] (at a path) or as

@@ -7,6 +7,7 @@
 
 mod cli;
 mod metrics;
+mod otel;
 mod pubsub;
 mod secret;
 mod shutdown;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cli::{Cli, Command, MigrateAction};
 pub use metrics::MetricsConfig;
+pub use otel::{InvalidOtel, OtelConfig};
 pub use pubsub::{AdapterKind, PubSubConfig};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
 pub use shutdown::ShutdownConfig;
@@ -91,6 +93,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// How the node drains on SIGTERM.
     pub shutdown: ShutdownConfig,
+    /// OpenTelemetry traces (off unless `otel.endpoint` is set).
+    pub otel: OtelConfig,
 }
 
 /// WebSocket settings (the `[socket]` section): the runtime's transport settings, read
@@ -250,6 +254,7 @@ impl Default for Config {
             node_name: None,
             metrics: MetricsConfig::default(),
             shutdown: ShutdownConfig::default(),
+            otel: OtelConfig::default(),
         }
     }
 }

@@ -34,7 +34,7 @@ pub struct InvalidSetting {
 }
 
 impl InvalidSetting {
-    fn zero(setting: &'static str, consequence: &'static str) -> Self {
+    pub(super) fn zero(setting: &'static str, consequence: &'static str) -> Self {
         Self::below(setting, 0, 1, consequence)
     }
 
@@ -134,6 +134,9 @@ impl Config {
         ];
         if let Some((setting, _, consequence)) = zeros.into_iter().find(|(_, zero, _)| *zero) {
             return Err(InvalidSetting::zero(setting, consequence));
+        }
+        if let Some(invalid) = self.otel.zero() {
+            return Err(invalid);
         }
         if self.socket.transport.outbound_queue_bytes < MIN_OUTBOUND_QUEUE_BYTES {
             return Err(InvalidSetting::below(

@@ -29,7 +29,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, OnResponse as _, TraceLayer};
 use tracing::Level;
 
 use crate::app::App;
@@ -80,16 +80,28 @@ pub fn service(app: Arc<App>) -> HttpService {
                     let route = templates
                         .template(request.uri().path())
                         .unwrap_or(UNMATCHED_ROUTE);
-                    tracing::info_span!(
+                    let span = tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = %request.uri().path(),
                         route,
                         request_id = %request_id,
                         user_id = tracing::field::Empty,
-                    )
+                        // Set only when traces are exported (`otel.endpoint`).
+                        otel.name = tracing::field::Empty,
+                        otel.kind = tracing::field::Empty,
+                    );
+                    crate::telemetry::http_request(&span, request, route);
+                    span
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(
+                    |response: &http::Response<_>, latency: Duration, span: &tracing::Span| {
+                        crate::telemetry::http_response(span, response.status());
+                        DefaultOnResponse::new()
+                            .level(Level::INFO)
+                            .on_response(response, latency, span);
+                    },
+                ),
         )
         .layer(cors(config))
         .layer(TimeoutLayer::with_status_code(

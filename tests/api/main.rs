@@ -26,4 +26,5 @@ mod sessions;
 mod socket_tokens;
 mod sockets;
 mod support;
+mod traces;
 mod users;

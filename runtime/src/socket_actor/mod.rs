@@ -15,6 +15,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::channel::{Channel, ChannelContext, Continue, HandleIn, JoinInbox, Reply, StopReason};
 use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes};
@@ -342,7 +343,20 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 let Some(joined) = self.channels.get_mut(&topic) else {
                     return;
                 };
-                let outcome = joined.instance.handle_in(&msg.event, msg.payload).await;
+                let span = tracing::debug_span!(
+                    parent: None,
+                    "channel.handle_in",
+                    otel.kind = "server",
+                    messaging.destination.name = %topic,
+                    messaging.destination.template = tracing::field::Empty,
+                    messaging.operation.name = %msg.event,
+                );
+                self.routes.record_pattern(&span, &topic);
+                let outcome = joined
+                    .instance
+                    .handle_in(&msg.event, msg.payload)
+                    .instrument(span)
+                    .await;
                 self.push_all(&recorded, &topic, outcome.pushes);
                 match outcome.result {
                     Ok(HandleIn::NoReply) => {}
@@ -427,7 +441,18 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         let intercepts = route.intercepts();
         self.inbox.open(subscriber);
         self.joining = Some((topic.clone(), subscriber));
-        let outcome = route.join(&topic, msg.payload, parts).await;
+        let span = tracing::debug_span!(
+            parent: None,
+            "channel.join",
+            otel.kind = "server",
+            messaging.destination.name = %topic,
+            messaging.destination.template = tracing::field::Empty,
+        );
+        self.routes.record_pattern(&span, &topic);
+        let outcome = route
+            .join(&topic, msg.payload, parts)
+            .instrument(span)
+            .await;
         // Messages the join sent itself meanwhile: handled below if it joined, else dropped.
         let early = self.inbox.close();
         let mut ending = Ending {

@@ -200,9 +200,21 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
         origin: checked.origin,
         user_agent: header(request.headers(), USER_AGENT).map(str::to_owned),
     };
-    let (id, accepted) = match socket.connect(&checked.params, &info).await {
-        Ok(accepted) => accepted,
+    let span = tracing::debug_span!(
+        "socket.connect",
+        otel.kind = "server",
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let connected =
+        tracing::Instrument::instrument(socket.connect(&checked.params, &info), span.clone()).await;
+    let (id, accepted) = match connected {
+        Ok(accepted) => {
+            span.record("http.response.status_code", 101);
+            accepted
+        }
         Err(refusal) => {
+            span.record("http.response.status_code", refusal.status.as_u16());
             tracing::debug!(status = %refusal.status, "WebSocket refused by connect");
             return refuse(
                 refusal.status,

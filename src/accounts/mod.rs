@@ -42,7 +42,7 @@ use revocation::Revocations;
 use token::Tokens;
 
 /// A user as the API shows it to the user themself: never the password hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     /// Id.
     pub id: i64,
@@ -75,7 +75,9 @@ impl From<user::Model> for User {
 }
 
 /// A user as the API shows it to other users: no e-mail address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+// Described with `additionalProperties: false`, so that a full `User` is not one of these too.
+#[serde(deny_unknown_fields)]
 pub struct PublicUser {
     /// Id.
     pub id: i64,
@@ -88,7 +90,7 @@ pub struct PublicUser {
 }
 
 /// A user as one viewer may see them: in full (themself) or public (anyone else).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum UserView {
     /// The viewer's own record.

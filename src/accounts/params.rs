@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Validation problems, by field, in the order they were found.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct FieldErrors(BTreeMap<String, Vec<String>>);
 

@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod mail;
 mod migrations;
+mod openapi;
 mod rate_limits;
 mod resilience;
 mod rooms;

@@ -6,15 +6,38 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::web::error::ApiError;
+use crate::web::openapi::responses::ServiceUnavailable;
+use crate::web::openapi::schemas::{Health, Ready};
 use crate::web::response::{self, Response};
 
 /// 200 while the runtime's supervision tree runs; 503 once its root supervisor has given up
 /// (the process should be restarted: the binary exits by itself).
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Live", body = Health),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 pub(crate) fn live(app: &App) -> Result<Response, ApiError> {
     runtime_up(app)?;
     Ok(response::json(StatusCode::OK, &json!({ "status": "ok" })))
 }
 
+/// 200 while the runtime is up and the database answers.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    operation_id = "ready",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 pub(crate) async fn ready(app: &App) -> Result<Response, ApiError> {
     runtime_up(app)?;
     match app.db.ping().await {

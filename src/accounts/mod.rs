@@ -29,8 +29,8 @@ use serde_json::Value;
 
 pub use cluster::{OnRevoked, REFRESH_EVERY, REVOCATIONS_TOPIC, Revoked};
 pub use params::{
-    FieldErrors, MAX_EMAIL_LEN, MAX_PASSWORD_LEN, MAX_TEXT_LEN, MIN_PASSWORD_LEN, UserParams,
-    is_valid_email,
+    FieldErrors, MAX_EMAIL_LEN, MAX_PASSWORD_LEN, MAX_TEXT_LEN, MIN_PASSWORD_LEN, NUL_MESSAGE,
+    UserParams, is_valid_email,
 };
 pub use socket_token::SocketToken;
 pub use token::AccessClaims;
@@ -292,7 +292,13 @@ impl Accounts {
         // The token is stamped with the time the hash was read, not the time it is issued: a
         // password change that commits while this login verifies the old password revokes it.
         let read_at = token::now();
-        let found = self.find_by_email(email).await?;
+        // No account has an address holding U+0000 (registration refuses it), and PostgreSQL
+        // cannot even compare one: do not ask (schemathesis finding 1).
+        let found = if email.contains('\0') {
+            None
+        } else {
+            self.find_by_email(email).await?
+        };
         let hash = found.as_ref().map(|u| u.password_hash.clone());
         if !self.passwords.verify(password.to_owned(), hash).await {
             return Err(AccountsError::InvalidCredentials);

@@ -1,6 +1,6 @@
 //! The API's OpenAPI 3.1 description, generated from the code ([utoipa]): each controller
 //! carries its operation (`#[utoipa::path]`), the types it answers derive their schemas, and
-//! [`ApiDoc`] gathers them. Served at `GET /api/openapi.json` ([`serve`]).
+//! [`ApiDoc`] gathers them. Served at `GET /api/openapi.json`.
 //!
 //! The development routes (`/dev/*`) are left out: they exist only in `dev`, answer only
 //! loopback clients, and are no part of the API a client may rely on.

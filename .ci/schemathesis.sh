@@ -118,13 +118,16 @@ curl -fsS -X POST "$URL/api/v1/conversations" -H 'content-type: application/json
 curl -fsS -X POST "$URL/api/v1/conversations/1/messages" -H 'content-type: application/json' \
     -H "Authorization: Bearer $TOKEN" -d '{"content": "hello"}' >/dev/null
 
-# From the throwaway directory: schemathesis keeps a cache and reports in its working directory.
+# fuzz PHASES [OPTION...]: from the throwaway directory (schemathesis keeps a cache and reports
+# in its working directory).
 fuzz() {
+    local phases=$1
+    shift
     (cd "$WORK" && "$VENV/bin/schemathesis" run "$URL/api/openapi.json" \
         --url "$URL" \
         --header "Authorization: Bearer $TOKEN" \
         --checks "${CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,unsupported_method,allow_header_conformance,missing_required_header,ignored_auth}" \
-        --phases examples,coverage,fuzzing \
+        --phases "$phases" \
         --max-examples "$MAX_EXAMPLES" \
         --seed "$SEED" \
         --workers 2 \
@@ -135,14 +138,17 @@ fuzz() {
 
 status=0
 echo "==> every operation but log out and account deletion"
-fuzz --exclude-operation-id log_out --exclude-operation-id delete_user || status=1
+# Stateful: sequences along the document's links (register → read the user, open a
+# conversation → read it, post to it, read its history).
+fuzz examples,coverage,fuzzing,stateful \
+    --exclude-operation-id log_out --exclude-operation-id delete_user || status=1
 echo "==> log out, with a token of its own"
 TOKEN_KEPT=$TOKEN
 TOKEN=$(login)
-fuzz --include-operation-id log_out || status=1
+fuzz examples,coverage,fuzzing --include-operation-id log_out || status=1
 echo "==> account deletion (it ends the session: last)"
 TOKEN=$TOKEN_KEPT
-fuzz --include-operation-id delete_user || status=1
+fuzz examples,coverage,fuzzing --include-operation-id delete_user || status=1
 if [ "$status" -ne 0 ]; then
     echo "schemathesis found problems; the server's log:" >&2
     tail -n 50 "$WORK/server.log" >&2

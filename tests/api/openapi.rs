@@ -228,6 +228,46 @@ async fn the_document_is_openapi_3_1_with_bearer_auth_pagination_and_error_shape
     let history = &doc["paths"]["/api/v1/conversations/{id}/messages"]["get"];
     assert_eq!(parameter_names(history), ["id", "limit", "before", "after"]);
 
+    // Links from what creates a record to what reads it (schemathesis follows them), each to
+    // an operation that exists.
+    for item in doc["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("path item").values() {
+            for response in operation["responses"]
+                .as_object()
+                .expect("responses")
+                .values()
+            {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    let target = link["operationId"].as_str().expect("operationId");
+                    assert!(seen.contains(target), "a link to {target}");
+                }
+            }
+        }
+    }
+    let register = &doc["paths"]["/api/v1/users"]["post"];
+    assert_eq!(
+        register["responses"]["201"]["links"]["GetUser"],
+        serde_json::json!({"operationId": "get_user", "parameters": {"id": "$response.body#/data/id"}})
+    );
+    let open = &doc["paths"]["/api/v1/conversations"]["post"];
+    for status in ["200", "201"] {
+        let links = open["responses"][status]["links"]
+            .as_object()
+            .expect("links");
+        let targets: BTreeSet<&str> = links
+            .values()
+            .filter_map(|link| link["operationId"].as_str())
+            .collect();
+        assert_eq!(
+            targets,
+            BTreeSet::from(["get_conversation", "list_messages", "post_message"])
+        );
+    }
+
     // Every error status the server sends has its response, with its headers.
     let responses = &doc["components"]["responses"];
     for (name, header) in [

@@ -43,8 +43,36 @@ impl From<ChatError> for ApiError {
     request_body = OpenConversationRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "It existed already", body = ConversationData),
-        (status = 201, description = "Opened", body = ConversationData),
+        (status = 200, description = "It existed already", body = ConversationData,
+            links(
+                ("GetConversation" = (
+                    operation_id = "get_conversation",
+                    parameters(("id" = "$response.body#/data/id"))
+                )),
+                ("ListMessages" = (
+                    operation_id = "list_messages",
+                    parameters(("id" = "$response.body#/data/id"))
+                )),
+                ("PostMessage" = (
+                    operation_id = "post_message",
+                    parameters(("id" = "$response.body#/data/id"))
+                ))
+            )),
+        (status = 201, description = "Opened", body = ConversationData,
+            links(
+                ("GetConversation" = (
+                    operation_id = "get_conversation",
+                    parameters(("id" = "$response.body#/data/id"))
+                )),
+                ("ListMessages" = (
+                    operation_id = "list_messages",
+                    parameters(("id" = "$response.body#/data/id"))
+                )),
+                ("PostMessage" = (
+                    operation_id = "post_message",
+                    parameters(("id" = "$response.body#/data/id"))
+                ))
+            )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
@@ -181,7 +209,11 @@ pub(crate) async fn messages<B>(
     request_body = PostMessageRequest,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Stored, then delivered", body = MessageCreated),
+        (status = 201, description = "Stored, then delivered", body = MessageCreated,
+            links(("ListMessages" = (
+                operation_id = "list_messages",
+                parameters(("id" = "$response.body#/data/conversation_id"))
+            )))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),

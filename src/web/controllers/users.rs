@@ -32,7 +32,11 @@ use crate::web::user_socket::{token_topic, user_socket_id};
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = RegisteredData,
-            headers(("Location" = String, description = "`/api/v1/users/{id}`"))),
+            headers(("Location" = String, description = "`/api/v1/users/{id}`")),
+            links(("GetUser" = (
+                operation_id = "get_user",
+                parameters(("id" = "$response.body#/data/id"))
+            )))),
         (status = 400, response = BadRequest),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),

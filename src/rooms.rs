@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::accounts::FieldErrors;
+use crate::accounts::{FieldErrors, NUL_MESSAGE};
 
 /// Longest message body, in characters, after trimming.
 pub const MAX_BODY_CHARS: usize = 4000;
@@ -31,7 +31,8 @@ pub fn checked_topic(name: &str, max_topic_bytes: usize) -> Result<String, Field
     Ok(topic)
 }
 
-/// Validates a `{"body": text}` payload: a string of 1..=4000 characters after trimming.
+/// Validates a `{"body": text}` payload: a string of 1..=4000 characters after trimming,
+/// without U+0000 (conversation messages follow this rule, and PostgreSQL cannot store it).
 /// Returns the trimmed body.
 pub fn validate_message(payload: &Value) -> Result<String, FieldErrors> {
     match payload.get("body") {
@@ -40,6 +41,7 @@ pub fn validate_message(payload: &Value) -> Result<String, FieldErrors> {
             let body = body.trim();
             match body.chars().count() {
                 0 => Err(FieldErrors::single("body", "can't be blank")),
+                _ if body.contains('\0') => Err(FieldErrors::single("body", NUL_MESSAGE)),
                 n if n > MAX_BODY_CHARS => Err(FieldErrors::single(
                     "body",
                     format!("should be at most {MAX_BODY_CHARS} character(s)"),
@@ -88,6 +90,7 @@ mod tests {
             (json!({}), "can't be blank"),
             (json!({"body": "   "}), "can't be blank"),
             (json!({"body": 5}), "is invalid"),
+            (json!({"body": "a\u{0}b"}), NUL_MESSAGE),
             (
                 json!({"body": "x".repeat(4001)}),
                 "should be at most 4000 character(s)",

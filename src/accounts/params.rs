@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Validation problems, by field, in the order they were found.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct FieldErrors(BTreeMap<String, Vec<String>>);
 
@@ -44,6 +44,9 @@ impl FieldErrors {
         if self.is_empty() { Ok(()) } else { Err(self) }
     }
 }
+
+/// The problem of text holding U+0000, which PostgreSQL cannot store (schemathesis finding 1).
+pub const NUL_MESSAGE: &str = "can't contain the NUL character";
 
 /// Longest accepted name, subname and job.
 pub const MAX_TEXT_LEN: usize = 100;
@@ -139,6 +142,9 @@ impl UserParams {
             if value.is_some_and(|v| v.chars().count() > max) {
                 errors.add(name, format!("should be at most {max} character(s)"));
             }
+            if value.is_some_and(|v| v.contains('\0')) {
+                errors.add(name, NUL_MESSAGE);
+            }
         }
         if let Some(email) = self.email.as_deref().filter(|e| !e.is_empty())
             && !is_valid_email(email)
@@ -219,6 +225,14 @@ mod tests {
             Some(&["should be at least 12 character(s)".to_owned()][..])
         );
         assert_eq!(errors.get("email"), None);
+    }
+
+    #[test]
+    fn text_must_not_hold_nul() {
+        let (params, errors) = UserParams::cast(&json!({"job": "a\u{0}b", "name": "Ada"}));
+        let errors = params.validate_update(errors).expect_err("invalid");
+        assert_eq!(errors.get("job"), Some(&[NUL_MESSAGE.to_owned()][..]));
+        assert_eq!(errors.get("name"), None);
     }
 
     #[test]

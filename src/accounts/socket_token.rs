@@ -19,7 +19,7 @@ use super::{AccessClaims, Accounts, AccountsError};
 const PURPOSE: &str = "fawkes:socket";
 
 /// A socket token, when it was issued and when it stops being accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SocketToken {
     /// The token, for the socket's `token` parameter or phoenix.js `authToken`.
     pub token: String,

@@ -31,7 +31,7 @@ pub fn conversation_topic(id: i64) -> String {
 pub const MAX_HISTORY: u64 = 100;
 
 /// A message as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Message {
     /// Id, the history cursor.
     pub id: i64,
@@ -58,11 +58,12 @@ impl From<message::Model> for Message {
 }
 
 /// A conversation as its participants see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     /// Id.
     pub id: i64,
     /// The two participants, smaller id first.
+    #[schema(min_items = 2, max_items = 2)]
     pub participants: [i64; 2],
     /// When it was opened.
     pub inserted_at: DateTime<Utc>,

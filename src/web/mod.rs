@@ -10,6 +10,7 @@
 pub mod channels;
 pub(crate) mod controllers;
 pub mod error;
+pub mod openapi;
 pub mod rate_limit;
 pub mod request;
 pub mod response;

@@ -12,6 +12,7 @@ use http::Method;
 
 use super::controllers::{conversations, dev, health, rooms, sessions, socket_tokens, users};
 use super::error::ApiError;
+use super::openapi;
 use super::request::PeerAddr;
 use super::response::Response;
 use crate::app::App;
@@ -21,6 +22,7 @@ use crate::app::App;
 enum Route {
     Health,
     Ready,
+    OpenApi,
     Users,
     User,
     Sessions,
@@ -34,10 +36,25 @@ enum Route {
 }
 
 impl Route {
-    /// The `Allow` header for a 405 on this route.
+    /// The methods this route answers ([`Router::dispatch`] has an arm for each).
+    fn methods(self) -> &'static [Method] {
+        match self {
+            Route::Health | Route::Ready | Route::OpenApi | Route::Me | Route::DevMailbox => {
+                &[Method::GET]
+            }
+            Route::Users => &[Method::GET, Method::POST],
+            Route::User => &[Method::GET, Method::PATCH, Method::DELETE],
+            Route::Sessions => &[Method::POST, Method::DELETE],
+            Route::RoomMessages | Route::SocketTokens => &[Method::POST],
+            Route::Conversations | Route::ConversationMessages => &[Method::GET, Method::POST],
+            Route::Conversation => &[Method::GET],
+        }
+    }
+
+    /// The `Allow` header for a 405 on this route: [`Route::methods`], joined.
     fn allow(self) -> &'static str {
         match self {
-            Route::Health | Route::Ready | Route::Me | Route::DevMailbox => "GET",
+            Route::Health | Route::Ready | Route::OpenApi | Route::Me | Route::DevMailbox => "GET",
             Route::Users => "GET, POST",
             Route::User => "GET, PATCH, DELETE",
             Route::Sessions => "POST, DELETE",
@@ -51,6 +68,7 @@ impl Route {
 /// The path table.
 pub struct Router {
     routes: matchit::Router<(Route, &'static str)>,
+    table: Vec<(&'static str, Route)>,
 }
 
 impl Router {
@@ -59,6 +77,7 @@ impl Router {
         let mut table = vec![
             ("/health", Route::Health),
             ("/ready", Route::Ready),
+            ("/api/openapi.json", Route::OpenApi),
             ("/api/v1/users", Route::Users),
             ("/api/v1/users/{id}", Route::User),
             ("/api/v1/sessions", Route::Sessions),
@@ -76,14 +95,26 @@ impl Router {
             table.push(("/dev/mailbox", Route::DevMailbox));
         }
         let mut routes = matchit::Router::new();
-        for (path, route) in table {
+        for &(path, route) in &table {
             // The table is static and conflict-free; a conflict is a programming error.
             #[allow(clippy::expect_used)]
             routes
                 .insert(path, (route, path))
                 .expect("route table has no conflicts");
         }
-        Self { routes }
+        Self { routes, table }
+    }
+
+    /// Every (route template, method) this router answers, in table order: what the OpenAPI
+    /// document must describe (development routes aside), and what the API tests compare it
+    /// with.
+    pub fn routes(&self) -> impl Iterator<Item = (&'static str, Method)> + '_ {
+        self.table.iter().flat_map(|&(path, route)| {
+            route
+                .methods()
+                .iter()
+                .map(move |method| (path, method.clone()))
+        })
     }
 
     /// The route template `path` matches (`/api/v1/users/{id}`), if any: a label of low
@@ -114,6 +145,7 @@ impl Router {
         let result = match (route, method) {
             (Route::Health, Method::GET) => health::live(app),
             (Route::Ready, Method::GET) => health::ready(app).await,
+            (Route::OpenApi, Method::GET) => openapi::serve(),
             (Route::Users, Method::GET) => users::index(app, request).await,
             (Route::Users, Method::POST) => users::create(app, request).await,
             (Route::User, Method::GET) => users::show(app, request, id).await,
@@ -260,6 +292,23 @@ mod tests {
         assert_eq!(router.template("/health"), Some("/health"));
         assert_eq!(router.template("/nope"), None);
         assert_eq!(router.template("/dev/mailbox"), None);
+    }
+
+    #[test]
+    fn allow_headers_list_the_routes_methods() {
+        let router = Router::new(true);
+        for &(path, route) in &router.table {
+            let methods: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
+            assert_eq!(route.allow(), methods.join(", "), "{path}");
+        }
+        let routes: Vec<_> = router.routes().collect();
+        assert!(routes.contains(&("/api/v1/users/{id}", Method::PATCH)));
+        assert!(routes.contains(&("/dev/mailbox", Method::GET)));
+        assert!(
+            !Router::new(false)
+                .routes()
+                .any(|(path, _)| path == "/dev/mailbox")
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod limits;
 mod mail;
 mod metrics;
 mod migrations;
+mod openapi;
 mod rate_limits;
 mod resilience;
 mod rooms;

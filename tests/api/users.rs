@@ -446,3 +446,80 @@ async fn a_user_may_delete_only_themself_and_their_tokens_die_with_them() {
         .assert_json_error(401);
     assert_eq!(t.get("/api/v1/users", Some(&other_token)).await.status, 200);
 }
+
+/// Schemathesis finding 1: U+0000 in a name, a login e-mail or a message answered 500 on
+/// PostgreSQL (it cannot store or compare one); now a 422 (401 for the login), on every
+/// database.
+#[tokio::test]
+async fn text_holding_nul_is_refused_not_a_server_error() {
+    let t = TestServer::start().await;
+    let mut body = ada("nul@example.com");
+    body["user"]["name"] = json!("A\u{0}da");
+    let resp = t.post("/api/v1/users", None, body).await;
+    let errors = resp.assert_json_error(422);
+    assert_eq!(errors["name"], json!(["can't contain the NUL character"]));
+
+    let (id, token) = t.user("ada@example.com").await;
+    let resp = t
+        .post(
+            "/api/v1/sessions",
+            None,
+            json!({"email": "ada\u{0}@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    resp.assert_json_error(401);
+
+    let resp = t
+        .call(
+            "PATCH",
+            &format!("/api/v1/users/{id}"),
+            Some(&token),
+            Some(json!({"user": {"job": "En\u{0}gineer"}})),
+        )
+        .await;
+    let errors = resp.assert_json_error(422);
+    assert_eq!(errors["job"], json!(["can't contain the NUL character"]));
+
+    let (other, _) = t.user("bob@example.com").await;
+    let resp = t
+        .post(
+            "/api/v1/conversations",
+            Some(&token),
+            json!({"recipient_id": other}),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+    let conversation = resp.body["data"]["id"].as_i64().expect("id");
+    let resp = t
+        .post(
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            Some(&token),
+            json!({"content": "hel\u{0}lo"}),
+        )
+        .await;
+    let errors = resp.assert_json_error(422);
+    assert_eq!(
+        errors["content"],
+        json!(["can't contain the NUL character"])
+    );
+    let resp = t
+        .post(
+            "/api/v1/rooms/lobby/messages",
+            Some(&token),
+            json!({"body": "hel\u{0}lo"}),
+        )
+        .await;
+    let errors = resp.assert_json_error(422);
+    assert_eq!(errors["body"], json!(["can't contain the NUL character"]));
+
+    // Nothing was stored, and the user is as before.
+    let me = t.get("/api/v1/me", Some(&token)).await;
+    assert_eq!(me.body["data"]["job"], "Tester");
+    let history = t
+        .get(
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(history.body["data"], json!([]));
+}

@@ -11,6 +11,14 @@ use crate::app::App;
 use crate::chat::{ChatError, MAX_HISTORY};
 use crate::web::channels::chat::deliver;
 use crate::web::error::ApiError;
+use crate::web::openapi::responses::{
+    BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, UnprocessableEntity,
+    UnsupportedMediaType,
+};
+use crate::web::openapi::schemas::{
+    ConversationData, ConversationList, HistoryQuery, MessageCreated, MessagePage,
+    OpenConversationRequest, PostMessageRequest,
+};
 use crate::web::request::{PageQuery, json_body, path_id};
 use crate::web::response::{self, Response};
 
@@ -27,6 +35,53 @@ impl From<ChatError> for ApiError {
 }
 
 /// `POST /api/v1/conversations` `{"recipient_id"}` → 201, or 200 if it existed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations",
+    operation_id = "open_conversation",
+    tag = "conversations",
+    request_body = OpenConversationRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "It existed already", body = ConversationData,
+            links(
+                ("GetConversation" = (
+                    operation_id = "get_conversation",
+                    parameters(("id" = "$response.body#/data/id"))
+                )),
+                ("ListMessages" = (
+                    operation_id = "list_messages",
+                    parameters(("id" = "$response.body#/data/id"))
+                )),
+                ("PostMessage" = (
+                    operation_id = "post_message",
+                    parameters(("id" = "$response.body#/data/id"))
+                ))
+            )),
+        (status = 201, description = "Opened", body = ConversationData,
+            links(
+                ("GetConversation" = (
+                    operation_id = "get_conversation",
+                    parameters(("id" = "$response.body#/data/id"))
+                )),
+                ("ListMessages" = (
+                    operation_id = "list_messages",
+                    parameters(("id" = "$response.body#/data/id"))
+                )),
+                ("PostMessage" = (
+                    operation_id = "post_message",
+                    parameters(("id" = "$response.body#/data/id"))
+                ))
+            )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn open<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -53,6 +108,18 @@ where
 }
 
 /// `GET /api/v1/conversations`: the caller's, most recent activity first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations",
+    operation_id = "list_conversations",
+    tag = "conversations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's conversations", body = ConversationList),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn index<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
     let claims = authenticate(app, &request)?;
     let conversations = app.chat.list_conversations(claims.user_id).await?;
@@ -63,6 +130,20 @@ pub(crate) async fn index<B>(app: &App, request: http::Request<B>) -> Result<Res
 }
 
 /// `GET /api/v1/conversations/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}",
+    operation_id = "get_conversation",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "Conversation id", example = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The conversation", body = ConversationData),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn show<B>(
     app: &App,
     request: http::Request<B>,
@@ -80,6 +161,21 @@ pub(crate) async fn show<B>(
 }
 
 /// `GET /api/v1/conversations/{id}/messages?before=&after=&limit=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/messages",
+    operation_id = "list_messages",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "Conversation id", example = 1), HistoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of history", body = MessagePage),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn messages<B>(
     app: &App,
     request: http::Request<B>,
@@ -104,6 +200,29 @@ pub(crate) async fn messages<B>(
 
 /// `POST /api/v1/conversations/{id}/messages` `{"content"}` → 201 with `meta.delivered`; once
 /// committed, delivered live like a `room:chat` message (see [`deliver`]).
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/messages",
+    operation_id = "post_message",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "Conversation id", example = 1)),
+    request_body = PostMessageRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored, then delivered", body = MessageCreated,
+            links(("ListMessages" = (
+                operation_id = "list_messages",
+                parameters(("id" = "$response.body#/data/conversation_id"))
+            )))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn post<B>(
     app: &App,
     request: http::Request<B>,

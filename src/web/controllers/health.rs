@@ -6,10 +6,22 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::web::error::ApiError;
+use crate::web::openapi::responses::ServiceUnavailable;
+use crate::web::openapi::schemas::{Health, Ready};
 use crate::web::response::{self, Response};
 
 /// 200 while the runtime's supervision tree runs; 503 once its root supervisor has given up
 /// (the process should be restarted: the binary exits by itself).
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Live", body = Health),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 pub(crate) fn live(app: &App) -> Result<Response, ApiError> {
     runtime_up(app)?;
     Ok(response::json(StatusCode::OK, &json!({ "status": "ok" })))
@@ -18,6 +30,16 @@ pub(crate) fn live(app: &App) -> Result<Response, ApiError> {
 /// 200 when the node takes traffic; 503 from the instant a shutdown begins (`"status":
 /// "draining"`), so that a load balancer sends it nothing new, or when the runtime is down or
 /// the database unreachable.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    operation_id = "ready",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 pub(crate) async fn ready(app: &App) -> Result<Response, ApiError> {
     if app.runtime.is_draining() {
         return Ok(response::json(

@@ -15,10 +15,36 @@ use super::authenticate;
 use crate::app::App;
 use crate::rooms;
 use crate::web::error::ApiError;
+use crate::web::openapi::responses::{
+    BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized, UnprocessableEntity,
+    UnsupportedMediaType,
+};
+use crate::web::openapi::schemas::{RoomMessageData, RoomMessageRequest};
 use crate::web::request::json_body;
 use crate::web::response::{self, Response};
 use crate::web::user_socket::{AppChannel, channel_for};
 
+/// Publishes `{"body"}` to `room:<name>` as `message:new`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms/{name}/messages",
+    operation_id = "post_room_message",
+    tag = "rooms",
+    params(("name" = String, Path, description = "The room: `room:<name>` (percent-decoded UTF-8; \
+        at most `socket.transport.max_topic_bytes` bytes with the `room:` prefix)", example = "lobby")),
+    request_body = RoomMessageRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Published", body = RoomMessageData),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn post_message<B>(
     app: &App,
     request: http::Request<B>,

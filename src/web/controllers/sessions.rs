@@ -10,12 +10,34 @@ use crate::accounts::{AccountsError, FieldErrors};
 use crate::app::App;
 use crate::metrics::{self, LoginOutcome};
 use crate::web::error::ApiError;
+use crate::web::openapi::responses::{
+    BadRequest, PayloadTooLarge, TooManyRequests, Unauthorized, UnprocessableEntity,
+    UnsupportedMediaType,
+};
+use crate::web::openapi::schemas::{LoginRequest, SessionData};
 use crate::web::request::{PeerAddr, json_body};
 use crate::web::response::{self, Response};
 use crate::web::user_socket::token_topic;
 
 /// Accepts `{"email", "password"}` or the tutorial's `{"creds": {"email", "password"}}`.
 /// Each attempt with an e-mail and a password counts in `fawkes_login_attempts_total{outcome}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions",
+    operation_id = "log_in",
+    tag = "sessions",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = SessionData,
+            headers(("Authorization" = String, description = "`Bearer <token>`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn create<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -78,6 +100,18 @@ where
 }
 
 /// Revokes the presented token and closes the sockets opened with it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sessions",
+    operation_id = "log_out",
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out: the token is revoked"),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn delete<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
     let claims = authenticate(app, &request)?;
     app.accounts.logout(&claims).await?;

@@ -10,6 +10,13 @@ use super::{authenticate, envelope};
 use crate::accounts::{AccountsError, MAX_PAGE};
 use crate::app::App;
 use crate::web::error::ApiError;
+use crate::web::openapi::responses::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized,
+    UnprocessableEntity, UnsupportedMediaType,
+};
+use crate::web::openapi::schemas::{
+    RegisterRequest, RegisteredData, UpdateRequest, UserData, UserPage, UserPageQuery, UserViewData,
+};
 use crate::web::request::{PageQuery, PeerAddr, json_body, path_id};
 use crate::web::response::{self, Response};
 use crate::web::user_socket::{token_topic, user_socket_id};
@@ -17,6 +24,26 @@ use crate::web::user_socket::{token_topic, user_socket_id};
 /// Registers a user from `{"user": {...}}`: 201, `Location`, and the generated password once.
 /// Limited per client address, every attempt counted, and for the whole node, valid requests
 /// only (429 with `Retry-After`): invalid bodies cannot use up everyone's registrations.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    operation_id = "register",
+    tag = "users",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = RegisteredData,
+            headers(("Location" = String, description = "`/api/v1/users/{id}`")),
+            links(("GetUser" = (
+                operation_id = "get_user",
+                parameters(("id" = "$response.body#/data/id"))
+            )))),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn create<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -54,6 +81,20 @@ where
 }
 
 /// Lists users in id order: `?limit=1..100&after=CURSOR` → `{"data", "meta": {"next"}}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    operation_id = "list_users",
+    tag = "users",
+    params(UserPageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn index<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
     let viewer = authenticate(app, &request)?.user_id;
     let mut page_query = PageQuery::new(&request);
@@ -68,6 +109,21 @@ pub(crate) async fn index<B>(app: &App, request: http::Request<B>) -> Result<Res
 }
 
 /// One user.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{id}",
+    operation_id = "get_user",
+    tag = "users",
+    params(("id" = i64, Path, description = "User id", example = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user (their e-mail address only to themself)",
+            body = UserViewData),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn show<B>(
     app: &App,
     request: http::Request<B>,
@@ -82,6 +138,18 @@ pub(crate) async fn show<B>(
 }
 
 /// The caller. A valid token whose user is gone is treated as unauthenticated.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    operation_id = "me",
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserData),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn me<B>(app: &App, request: http::Request<B>) -> Result<Response, ApiError> {
     let claims = authenticate(app, &request)?;
     let user = match app.accounts.get_user(claims.user_id).await {
@@ -96,6 +164,26 @@ pub(crate) async fn me<B>(app: &App, request: http::Request<B>) -> Result<Respon
 /// rate limits) and revokes every other token of the user, closing their sockets; the
 /// addresses known from correct logins as the user's (exempt from the login lockout) are
 /// forgotten.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{id}",
+    operation_id = "update_user",
+    tag = "users",
+    params(("id" = i64, Path, description = "User id: the caller's own", example = 1)),
+    request_body = UpdateRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user as it is now", body = UserData),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn update<B>(
     app: &App,
     request: http::Request<B>,
@@ -141,6 +229,21 @@ where
 
 /// Deletes the caller's own account (revoking all its tokens and closing all its sockets);
 /// anyone else's → 403.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{id}",
+    operation_id = "delete_user",
+    tag = "users",
+    params(("id" = i64, Path, description = "User id: the caller's own", example = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted; every token of the user is revoked"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+    )
+)]
 pub(crate) async fn delete<B>(
     app: &App,
     request: http::Request<B>,

@@ -54,6 +54,9 @@ impl<A: Send + Sync + 'static> SocketState<A> {
     /// join_ref it had (`None`: no such join).
     pub(super) async fn end_join(&mut self, topic: &Arc<str>, how: How) -> Option<Ref> {
         let joined = self.channels.remove(topic)?;
+        if matches!(how, How::Crashed(_)) {
+            joined.meters.meters().crashes.increment(1);
+        }
         let join_ref = joined.join_ref.clone();
         let ending = Ending {
             topic: topic.clone(),

@@ -17,6 +17,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
 
 use super::channel::{Channel, ChannelContext, Continue, HandleIn, JoinInbox, Reply, StopReason};
+use super::metering::JoinedGuard;
 use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes};
 use super::presence::Presence;
 use super::protocol::{self, Inbound, Ref, Vsn, events};
@@ -124,6 +125,8 @@ struct Joined<A> {
     join_ref: Ref,
     subscriber: SubscriberId,
     instance: Box<dyn ErasedInstance<A>>,
+    /// Its pattern's metrics; counts it as joined while it lives.
+    meters: JoinedGuard,
 }
 
 pub(crate) struct SocketState<A> {
@@ -336,7 +339,11 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 let Some(joined) = self.channels.get_mut(&topic) else {
                     return;
                 };
+                let started = std::time::Instant::now();
                 let outcome = joined.instance.handle_in(&msg.event, msg.payload).await;
+                let meters = joined.meters.meters();
+                meters.client_events.increment(1);
+                meters.handle_in.record(started.elapsed());
                 self.push_all(&recorded, &topic, outcome.pushes);
                 match outcome.result {
                     Ok(HandleIn::NoReply) => {}
@@ -385,7 +392,11 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 state.send(protocol::encode_close(state.vsn, old, &topic));
             }
         };
-        let Some(route) = self.routes.find(&topic).cloned() else {
+        let Some((route, meters)) = self
+            .routes
+            .find(&topic)
+            .map(|r| (r.channel.clone(), r.meters.clone()))
+        else {
             tracing::debug!(%topic, "join refused: unmatched topic");
             self.reply(
                 &Ref::NULL,
@@ -397,6 +408,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             return;
         };
         if self.channels.len() >= self.max_channels {
+            meters.joins_error.increment(1);
             self.reply(
                 &msg.join_ref,
                 &msg.msg_ref,
@@ -421,6 +433,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         let intercepts = route.intercepts();
         self.inbox.open(subscriber);
         self.joining = Some((topic.clone(), subscriber));
+        let started = std::time::Instant::now();
         let outcome = route.join(&topic, msg.payload, parts).await;
         // Messages the join sent itself meanwhile: handled below if it joined, else dropped.
         let early = self.inbox.close();
@@ -441,6 +454,8 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 self.end(ending, How::NotJoined).await;
                 let reply = Reply::error_with(response);
                 self.reply(&msg.join_ref, &msg.msg_ref, &topic, &reply);
+                meters.joins_error.increment(1);
+                meters.join_duration.record(started.elapsed());
                 close_replaced(self);
                 return;
             }
@@ -449,6 +464,9 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 self.end(ending, How::NotJoined).await;
                 let reply = Reply::error("join crashed");
                 self.reply(&msg.join_ref, &msg.msg_ref, &topic, &reply);
+                meters.joins_crash.increment(1);
+                meters.crashes.increment(1);
+                meters.join_duration.record(started.elapsed());
                 close_replaced(self);
                 return;
             }
@@ -481,9 +499,12 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             self.end(ending, How::NotJoined).await;
             let reply = Reply::error("join crashed");
             self.reply(&msg.join_ref, &msg.msg_ref, &topic, &reply);
+            meters.joins_crash.increment(1);
             close_replaced(self);
             return;
         }
+        meters.joins_ok.increment(1);
+        meters.join_duration.record(started.elapsed());
         close_replaced(self);
         self.push_all(&msg.join_ref, &topic, pushes);
         if let Some(registered) = &self.registered {
@@ -496,6 +517,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 join_ref: msg.join_ref,
                 subscriber,
                 instance,
+                meters: meters.joined(),
             },
         );
         for message in early {

@@ -490,36 +490,7 @@ impl Runtime {
     /// frame: call it right before rendering a scrape. It costs a lock per open connection
     /// (each outbound queue is looked at); without a recorder it records nothing.
     pub fn record_gauges(&self) {
-        let meters = &self.shared.meters;
-        let gauges = &meters.gauges;
-        gauges.connections.set(self.connection_count() as f64);
-        gauges.topics.set(self.shared.pubsub.topic_count() as f64);
-        gauges
-            .presence_entries
-            .set(meters.presence_entries.load(Ordering::Relaxed) as f64);
-        gauges
-            .registry_sockets
-            .set(self.shared.registry.live_count() as f64);
-        gauges
-            .outbound_queue_max
-            .set(meters.outbound_queue_max() as f64);
-        gauges
-            .supervisor_restarts
-            .absolute(self.tree.counters.restarts.load(Ordering::Relaxed));
-        let cluster = self.shared.pubsub.cluster();
-        if cluster.clustered() {
-            let series = gauges
-                .cluster
-                .get_or_init(metering::ClusterGauges::register);
-            let (received, dropped) = cluster.counts();
-            series.members.set(cluster.peers() as f64);
-            series.link_up.set(f64::from(u8::from(
-                cluster.state() == AdapterState::Connected,
-            )));
-            series.frames_in.absolute(received);
-            series.frames_out.absolute(cluster.sent());
-            series.frames_lost.absolute(dropped);
-        }
+        metering::record_gauges(self);
     }
 
     /// An endpoint builder serving sockets of this runtime.

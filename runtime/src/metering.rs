@@ -275,3 +275,35 @@ impl Drop for EntryCount {
         self.total.fetch_sub(self.mine, Ordering::Relaxed);
     }
 }
+
+/// [`crate::Runtime::record_gauges`]: the counts of state, read now.
+pub(crate) fn record_gauges(runtime: &crate::Runtime) {
+    let shared = &runtime.shared;
+    let meters = &shared.meters;
+    let gauges = &meters.gauges;
+    gauges.connections.set(runtime.connection_count() as f64);
+    gauges.topics.set(shared.pubsub.topic_count() as f64);
+    gauges
+        .presence_entries
+        .set(meters.presence_entries.load(Ordering::Relaxed) as f64);
+    gauges
+        .registry_sockets
+        .set(shared.registry.live_count() as f64);
+    gauges
+        .outbound_queue_max
+        .set(meters.outbound_queue_max() as f64);
+    gauges
+        .supervisor_restarts
+        .absolute(runtime.supervision_stats().restarts);
+    let cluster = shared.pubsub.cluster();
+    if cluster.clustered() {
+        let series = gauges.cluster.get_or_init(ClusterGauges::register);
+        let (received, dropped) = cluster.counts();
+        series.members.set(cluster.peers() as f64);
+        let up = cluster.state() == crate::AdapterState::Connected;
+        series.link_up.set(if up { 1.0 } else { 0.0 });
+        series.frames_in.absolute(received);
+        series.frames_out.absolute(cluster.sent());
+        series.frames_lost.absolute(dropped);
+    }
+}

@@ -3,12 +3,14 @@
 //! function is the only code recording into it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fawkes_runtime::testing::WsClient;
 use fawkes_runtime::{
-    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, HandleIn, HttpLimits,
-    JoinOutcome, Params, Payload, Reply, Runtime, Socket, SocketMount, TransportConfig,
+    Adapter, Channel, ChannelContext, ChannelError, ClusterConfig, ConnectError, ConnectInfo,
+    HandleIn, HttpLimits, JoinOutcome, MemoryBus, Params, Payload, Reply, Runtime, RuntimeConfig,
+    Socket, SocketMount, TransportConfig,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -365,4 +367,36 @@ async fn real_traffic_moves_the_runtime_metrics() {
 
     stop.cancel();
     runtime.shutdown(Duration::from_secs(1)).await;
+
+    // Two nodes over an in-process bus: the cluster's series, and a broadcast from the other
+    // node counted as remote.
+    let bus = MemoryBus::new();
+    let node = |name: &str| RuntimeConfig {
+        adapter: Some(Arc::new(bus.adapter(name)) as Arc<dyn Adapter>),
+        cluster: ClusterConfig {
+            heartbeat: Duration::from_millis(50),
+            node_timeout: Duration::from_secs(5),
+            push_timeout: Duration::from_secs(2),
+        },
+        ..Default::default()
+    };
+    let one = Runtime::start(node("one")).await.expect("node one");
+    let two = Runtime::start(node("two")).await.expect("node two");
+    let m = Scrape {
+        handle: m.handle,
+        runtime: one.clone(),
+    };
+    m.wait_for("fawkes_cluster_members", &[], 1.0).await;
+    m.wait_for("fawkes_cluster_link_up", &[], 1.0).await;
+    let _subscription = one.pubsub().subscribe("room:x").await;
+    two.pubsub().broadcast("room:x", "hi", json!({}));
+    m.wait_for("fawkes_broadcasts_total", &[("origin", "remote")], 1.0)
+        .await;
+    assert!(m.value("fawkes_cluster_frames_in_total", &[]) >= 1.0);
+    assert!(m.value("fawkes_cluster_frames_out_total", &[]) >= 1.0);
+    assert_eq!(m.value("fawkes_cluster_frames_lost_total", &[]), 0.0);
+    bus.set_linked("one", false);
+    m.wait_for("fawkes_cluster_link_up", &[], 0.0).await;
+    two.shutdown(Duration::from_secs(1)).await;
+    one.shutdown(Duration::from_secs(1)).await;
 }

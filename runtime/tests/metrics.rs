@@ -181,6 +181,7 @@ async fn real_traffic_moves_the_runtime_metrics() {
         .expect("the only recorder of this test binary");
     let runtime = Runtime::start(TransportConfig {
         outbound_queue: 8,
+        max_sockets_per_id: 1,
         ..Default::default()
     })
     .await
@@ -221,6 +222,17 @@ async fn real_traffic_moves_the_runtime_metrics() {
     m.wait_for(
         "fawkes_connections_refused_total",
         &[("reason", "bad_request")],
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        WsClient::upgrade_status(&format!("{url}&user=ada"), &[]).await,
+        429,
+        "one socket per id"
+    );
+    m.wait_for(
+        "fawkes_connections_refused_total",
+        &[("reason", "socket_id_cap")],
         1.0,
     )
     .await;

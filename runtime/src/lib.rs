@@ -138,14 +138,14 @@
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
 //! | `fawkes_connections_accepted_total` | counter | | WebSocket upgrades answered 101 |
-//! | `fawkes_connections_refused_total` | counter | `reason` | `node_cap`, `address_cap` (an [`Endpoint`]'s [`HttpLimits`]), `origin`, `forbidden` (`connect` refused), `socket_id_cap`, `bad_request`, `shutting_down` |
+//! | `fawkes_connections_refused_total` | counter | `reason` | `node_cap`, `address_cap` (an [`Endpoint`]'s [`HttpLimits`]), `origin`, `forbidden` (`connect` refused), `socket_id_cap` (`max_sockets_per_id`), `bad_request` (method, upgrade headers, subprotocols, `vsn`, an undecodable token), `shutting_down` |
 //! | `fawkes_joins_total` | counter | `pattern`, `outcome` | `ok`, `error` (refused), `crash` |
 //! | `fawkes_join_duration_seconds` | histogram | `pattern` | from the `join` callback's start to its reply queued |
 //! | `fawkes_client_events_total` | counter | `pattern` | client events routed to `handle_in` |
 //! | `fawkes_handle_in_duration_seconds` | histogram | `pattern` | `handle_in` |
-//! | `fawkes_channel_crashes_total` | counter | `pattern` | a callback panicked or returned `Err` |
+//! | `fawkes_channel_crashes_total` | counter | `pattern` | a callback (`join`, `handle_in`, `handle_info`, `handle_out`, `terminate`) panicked or returned `Err` |
 //! | `fawkes_broadcasts_total` | counter | `origin` | `local` (published here), `remote` (from another node) |
-//! | `fawkes_deliveries_total` | counter | | frames broadcasts queued to subscribers |
+//! | `fawkes_deliveries_total` | counter | | frames broadcasts queued to subscribers (a `Subscription` counts one per broadcast; an intercepted event goes to `handle_out` instead) |
 //! | `fawkes_deliveries_dropped_total` | counter | | frames not queued: a subscriber's queue was full |
 //! | `fawkes_slow_consumer_disconnects_total` | counter | | connections closed as slow consumers |
 //! | `fawkes_close_codes_total` | counter | `code` | the code of each connection the server closed: 1001, 1003, 1007–1009, 1011–1013 (a slow consumer's 1013 even when its client no longer reads) |

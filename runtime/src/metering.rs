@@ -237,6 +237,10 @@ impl JoinedGuard {
     pub(crate) fn meters(&self) -> &PatternMeters {
         &self.0
     }
+
+    pub(crate) fn pattern(&self) -> &Arc<PatternMeters> {
+        &self.0
+    }
 }
 
 impl Drop for JoinedGuard {

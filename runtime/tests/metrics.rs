@@ -10,7 +10,7 @@ use fawkes_runtime::testing::WsClient;
 use fawkes_runtime::{
     Adapter, Channel, ChannelContext, ChannelError, ClusterConfig, ConnectError, ConnectInfo,
     HandleIn, HttpLimits, JoinOutcome, MemoryBus, Params, Payload, Reply, Runtime, RuntimeConfig,
-    Socket, SocketMount, TransportConfig,
+    Socket, SocketMount, StopReason, TransportConfig,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -36,12 +36,14 @@ impl Socket for Users {
 }
 
 /// Joins unless asked to refuse (`{"refuse": true}`) or panic (`{"panic": true}`); tracks its
-/// user with `{"track": true}`. `echo` replies, `boom` fails.
+/// user with `{"track": true}`; `{"panic_on_leave": true}` makes its `terminate` panic.
+/// `echo` replies, `boom` fails.
 struct Room;
 
 impl Channel for Room {
     type Assigns = String;
-    type State = ();
+    /// Whether `terminate` panics.
+    type State = bool;
     type Info = ();
 
     async fn join(
@@ -49,7 +51,7 @@ impl Channel for Room {
         _: &str,
         payload: Payload,
         ctx: &mut ChannelContext<Self>,
-    ) -> Result<JoinOutcome<()>, ChannelError> {
+    ) -> Result<JoinOutcome<bool>, ChannelError> {
         let p = payload.as_json().cloned().unwrap_or_default();
         assert!(p["panic"] != true, "join exploded");
         if p["refuse"] == true {
@@ -59,14 +61,18 @@ impl Channel for Room {
             let user = ctx.assigns().clone();
             ctx.track(&user, json!({})).await?;
         }
-        Ok(JoinOutcome::ok(()))
+        Ok(JoinOutcome::ok(p["panic_on_leave"] == true))
+    }
+
+    async fn terminate(&self, _: &StopReason, panics: &mut bool, _: &mut ChannelContext<Self>) {
+        assert!(!*panics, "terminate exploded");
     }
 
     async fn handle_in(
         &self,
         event: &str,
         payload: Payload,
-        _: &mut (),
+        _: &mut bool,
         _: &mut ChannelContext<Self>,
     ) -> Result<HandleIn, ChannelError> {
         match event {
@@ -311,6 +317,11 @@ async fn real_traffic_moves_the_runtime_metrics() {
     ada.event("room:a", "phx_error").await;
     m.wait_for("fawkes_client_events_total", ROOM, 2.0).await;
     m.wait_for("fawkes_channel_crashes_total", ROOM, 2.0).await;
+    m.wait_for("fawkes_joined_channels", ROOM, 0.0).await;
+    let (t_join, _) = ada.join("room:t", json!({ "panic_on_leave": true })).await;
+    let leave = ada.push(&t_join, "room:t", "phx_leave", json!({})).await;
+    assert_eq!(ada.reply(&leave).await.status(), Some("ok"));
+    m.wait_for("fawkes_channel_crashes_total", ROOM, 3.0).await;
     m.wait_for("fawkes_joined_channels", ROOM, 0.0).await;
 
     // A broadcast to two subscribers: one broadcast, two deliveries.

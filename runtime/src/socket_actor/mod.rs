@@ -442,6 +442,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             join_ref: msg.join_ref.clone(),
             subscriber,
             instance: None,
+            meters: meters.clone(),
         };
         let (instance, reply, pushes) = match outcome {
             ErasedJoin::Joined {

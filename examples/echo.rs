@@ -6,7 +6,12 @@
 //! cargo run -p fawkes-runtime --example echo            # listens on 127.0.0.1:4001
 //! cargo run -p fawkes-runtime --example echo -- 127.0.0.1:5000
 //! cargo run -p fawkes-runtime --example echo -- 127.0.0.1:5000 --max-messages-per-second 0
+//! cargo run -p fawkes-runtime --example echo -- --prometheus   # metrics recorded (benchmarks)
 //! ```
+//!
+//! `--prometheus` installs a Prometheus recorder before the runtime starts and renders a scrape
+//! every 5 seconds (discarded): what a server exporting the runtime's metrics pays, for the
+//! benchmarks to compare with and without.
 //!
 //! Then, with the official client (`npm install phoenix ws`, Node 20):
 //!
@@ -74,9 +79,12 @@ impl Channel for EchoChannel {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:4001".to_owned();
     let mut config = TransportConfig::default();
+    let mut prometheus = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--max-messages-per-second" {
+        if arg == "--prometheus" {
+            prometheus = true;
+        } else if arg == "--max-messages-per-second" {
             config.max_messages_per_second = args
                 .next()
                 .and_then(|n| n.parse().ok())
@@ -85,7 +93,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             addr = arg;
         }
     }
+    // Before `Runtime::start`: the runtime registers its metrics there.
+    let recorder = prometheus.then(install_recorder).transpose()?;
     let runtime = Runtime::start(config).await?;
+    if let Some(handle) = recorder {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                runtime.record_gauges();
+                handle.run_upkeep();
+                std::hint::black_box(handle.render());
+            }
+        });
+    }
     let mount = SocketMount::new(EchoSocket).channel("echo:*", EchoChannel);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     #[allow(clippy::print_stdout)]
@@ -105,4 +127,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await;
     runtime.shutdown(Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// Installs a Prometheus recorder with histogram buckets (as a server exporting the runtime's
+/// metrics would), returning its handle.
+fn install_recorder()
+-> Result<metrics_exporter_prometheus::PrometheusHandle, Box<dyn std::error::Error>> {
+    let buckets = [
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5,
+    ];
+    Ok(metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&buckets)?
+        .install_recorder()?)
 }

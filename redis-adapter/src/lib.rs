@@ -84,6 +84,12 @@
 //! publishes that the node leaves) sends everything queued before the call, within its
 //! deadline, then stops both tasks. Dropping the adapter stops them at once.
 //!
+//! **Metrics.** Through the `metrics` facade, as the runtime's (a no-op unless the
+//! application installed a recorder before building the adapter): counters
+//! `fawkes_redis_reconnects_total` ([`RedisStats::reconnects`]) and
+//! `fawkes_redis_frames_dropped_total` ([`RedisStats::dropped`]). The runtime's
+//! `Runtime::record_gauges` adds the cluster's view (members, link, frames in, out and lost).
+//!
 //! # Testing
 //!
 //! With the `testing` feature, `fawkes_redis::testing::RedisServer` runs a throwaway

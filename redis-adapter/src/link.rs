@@ -58,6 +58,10 @@ pub(crate) struct Shared {
     pub(crate) dropped: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    /// `fawkes_redis_frames_dropped_total` and `fawkes_redis_reconnects_total`, registered
+    /// when the adapter is built (a no-op without a recorder installed before).
+    frames_dropped_metric: metrics::Counter,
+    reconnects_metric: metrics::Counter,
     /// Bytes of the frames waiting in the publish queue, and their cap.
     pub(crate) queued_bytes: AtomicUsize,
     pub(crate) max_queued_bytes: usize,
@@ -93,6 +97,8 @@ impl Shared {
             dropped: AtomicU64::new(0),
             received: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            frames_dropped_metric: metrics::counter!("fawkes_redis_frames_dropped_total"),
+            reconnects_metric: metrics::counter!("fawkes_redis_reconnects_total"),
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
             publisher_up: AtomicBool::new(false),
@@ -127,6 +133,7 @@ impl Shared {
             return;
         }
         self.dropped.fetch_add(frames, Ordering::Relaxed);
+        self.frames_dropped_metric.increment(frames);
         if self.state() == AdapterState::Connected
             && !self.closing.load(Ordering::Acquire)
             && let Some(inbound) = self.inbound.get()
@@ -170,6 +177,7 @@ impl Shared {
         if link.outage {
             if link.ever {
                 self.reconnects.fetch_add(1, Ordering::Relaxed);
+                self.reconnects_metric.increment(1);
             }
             tracing::info!(node = %self.node, "redis link restored");
         } else {

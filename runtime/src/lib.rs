@@ -125,6 +125,47 @@
 //! admin-only topic, with its tests; `axum`, the socket mounted in an axum app; `crash`, a
 //! channel that panics and takes only its own join down.
 //!
+//! # Metrics
+//!
+//! The runtime records through the [`metrics`](https://docs.rs/metrics) facade: nothing is
+//! recorded, and nothing costs more than a no-op, until the application installs a recorder
+//! (e.g. `metrics-exporter-prometheus`). Install it **before [`Runtime::start`]**: the
+//! runtime's handles are registered there, and each channel pattern's when its mount is served
+//! ([`Endpoint::socket`], [`Runtime::socket_service`]); a recorder installed later sees none
+//! of them. Labels are low-cardinality: `pattern` is the mount pattern that matched the topic
+//! (`room:*`), never a topic, a user or a socket id.
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `fawkes_connections_accepted_total` | counter | | WebSocket upgrades answered 101 |
+//! | `fawkes_connections_refused_total` | counter | `reason` | `node_cap`, `address_cap` (an [`Endpoint`]'s [`HttpLimits`]), `origin`, `forbidden` (`connect` refused), `socket_id_cap` (`max_sockets_per_id`), `bad_request` (method, upgrade headers, subprotocols, `vsn`, an undecodable token), `shutting_down` |
+//! | `fawkes_joins_total` | counter | `pattern`, `outcome` | `ok`, `error` (refused), `crash` |
+//! | `fawkes_join_duration_seconds` | histogram | `pattern` | from the `join` callback's start to its reply queued |
+//! | `fawkes_client_events_total` | counter | `pattern` | client events routed to `handle_in` |
+//! | `fawkes_handle_in_duration_seconds` | histogram | `pattern` | `handle_in` |
+//! | `fawkes_channel_crashes_total` | counter | `pattern` | a callback (`join`, `handle_in`, `handle_info`, `handle_out`, `terminate`) panicked or returned `Err` |
+//! | `fawkes_broadcasts_total` | counter | `origin` | `local` (published here), `remote` (from another node) |
+//! | `fawkes_deliveries_total` | counter | | frames broadcasts queued to subscribers (a `Subscription` counts one per broadcast; an intercepted event goes to `handle_out` instead) |
+//! | `fawkes_deliveries_dropped_total` | counter | | frames not queued: a subscriber's queue was full |
+//! | `fawkes_slow_consumer_disconnects_total` | counter | | connections closed as slow consumers |
+//! | `fawkes_close_codes_total` | counter | `code` | the code of each connection the server closed: 1001, 1003, 1007–1009, 1011–1013 (a slow consumer's 1013 even when its client no longer reads) |
+//! | `fawkes_joined_channels` | gauge | `pattern` | live joins |
+//!
+//! Counts of state are gauges set by [`Runtime::record_gauges`], which the application calls
+//! right before rendering a scrape (they are not kept up to date on the way of a frame):
+//! `fawkes_connections` (open WebSockets), `fawkes_topics` (topics with subscribers),
+//! `fawkes_presence_entries` (presences on this node, other nodes' included),
+//! `fawkes_registry_sockets` (sockets registered under a socket id or disconnect topic),
+//! `fawkes_outbound_queue_max_frames` (the fullest connection's outbound queue now), the
+//! counter `fawkes_supervisor_restarts_total`, and, only with an adapter,
+//! `fawkes_cluster_members` (other nodes heard from), `fawkes_cluster_link_up` (1 or 0) and
+//! the counters `fawkes_cluster_frames_in_total`, `fawkes_cluster_frames_out_total`,
+//! `fawkes_cluster_frames_lost_total` (received from, handed to the adapter for, and dropped
+//! from other nodes).
+//!
+//! Recording costs an atomic add on a handle: a broadcast adds its deliveries once, not per
+//! frame; nothing is looked up by name or allocated per frame.
+//!
 //! Supervision tree (see `ARCHITECTURE.md`): a root supervisor with four children, `topics`
 //! (one topic actor per topic with subscribers), `sockets` (one socket actor per connection),
 //! `presence` (the presence shards) and the socket registry ([`SocketRegistry`]: live sockets by
@@ -142,6 +183,7 @@ mod drain;
 mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod metering;
 pub(crate) mod mount;
 pub(crate) mod presence;
 pub mod protocol;
@@ -287,6 +329,8 @@ pub(crate) struct RuntimeShared {
     pub(crate) socket_ids: Arc<transport::SocketIds>,
     /// Live connections in the order they started, for the drain.
     pub(crate) drainer: Arc<drain::Drainer>,
+    /// The metrics handles, registered at start.
+    pub(crate) meters: Arc<metering::Meters>,
     connected: AtomicUsize,
     connected_total: AtomicU64,
     slow_consumers: AtomicU64,
@@ -314,6 +358,7 @@ impl RuntimeShared {
         self.connected.fetch_sub(1, Ordering::Relaxed);
         if slow_consumer {
             self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            self.meters.slow_consumers.increment(1);
         }
     }
 }
@@ -348,11 +393,13 @@ impl Runtime {
     pub async fn start(config: impl Into<RuntimeConfig>) -> Result<Self, StartError> {
         let config = config.into();
         let adapter = config.adapter.clone();
+        let meters = metering::Meters::register();
         let tree = supervisor::tree::start(
             config.supervision,
             &config.presence,
             adapter,
             config.cluster.clone(),
+            meters.clone(),
         )
         .await
         .map_err(|e| StartError(e.to_string()))?;
@@ -367,6 +414,7 @@ impl Runtime {
                 config: config.transport,
                 shutdown: CancellationToken::new(),
                 connections: TaskTracker::new(),
+                meters,
                 connected: AtomicUsize::new(0),
                 connected_total: AtomicU64::new(0),
                 slow_consumers: AtomicU64::new(0),
@@ -438,6 +486,16 @@ impl Runtime {
             inbound_window_full: self.shared.window_full.load(Ordering::Relaxed),
             rate_limited: self.shared.rate_limited.load(Ordering::Relaxed),
         }
+    }
+
+    /// Sets the gauges of the runtime's metrics to what they are now (connections, joined
+    /// topics, presence entries, the registry's sockets, the fullest outbound queue, the
+    /// supervisors' restarts and, with an adapter, the cluster's members, link and frames).
+    /// These are counts of state, read here rather than kept up to date on the way of every
+    /// frame: call it right before rendering a scrape. It costs a lock per open connection
+    /// (each outbound queue is looked at); without a recorder it records nothing.
+    pub fn record_gauges(&self) {
+        metering::record_gauges(self);
     }
 
     /// An endpoint builder serving sockets of this runtime.

@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::channel::{Channel, ChannelContext, Continue, HandleIn, JoinOutcome, StopReason};
+use super::metering::PatternMeters;
 use super::protocol::Payload;
 use super::socket::{ConnectError, ConnectInfo, Params, Socket};
 
@@ -228,8 +229,12 @@ impl<C: Channel> ErasedInstance<C::Assigns> for Instance<C> {
     }
 }
 
-/// One route: a pattern and the channel mounted on it.
-type Route<A> = (TopicPattern, Arc<dyn ErasedChannel<A>>);
+/// One route: a pattern, the channel mounted on it, and the pattern's metrics.
+pub(crate) struct Route<A> {
+    pattern: TopicPattern,
+    pub(crate) channel: Arc<dyn ErasedChannel<A>>,
+    pub(crate) meters: Arc<PatternMeters>,
+}
 
 /// A route as mounted: its pattern not parsed yet.
 type Unparsed<A> = (String, Arc<dyn ErasedChannel<A>>);
@@ -240,11 +245,8 @@ pub(crate) struct Routes<A> {
 }
 
 impl<A> Routes<A> {
-    pub(crate) fn find(&self, topic: &str) -> Option<&Arc<dyn ErasedChannel<A>>> {
-        self.routes
-            .iter()
-            .find(|(p, _)| p.matches(topic))
-            .map(|(_, c)| c)
+    pub(crate) fn find(&self, topic: &str) -> Option<&Route<A>> {
+        self.routes.iter().find(|r| r.pattern.matches(topic))
     }
 
     /// Records the pattern `topic` is routed by, as mounted (`room:*`), on `span` as
@@ -253,12 +255,11 @@ impl<A> Routes<A> {
         if span.is_disabled() {
             return;
         }
-        let pattern = self.routes.iter().find(|(p, _)| p.matches(topic));
-        match pattern {
-            Some((TopicPattern::Exact(t), _)) => {
+        match self.find(topic).map(|route| &route.pattern) {
+            Some(TopicPattern::Exact(t)) => {
                 span.record("messaging.destination.template", t.as_str());
             }
-            Some((TopicPattern::Prefix(p), _)) => {
+            Some(TopicPattern::Prefix(p)) => {
                 span.record("messaging.destination.template", format!("{p}*"));
             }
             None => {}
@@ -359,12 +360,19 @@ pub(crate) struct MountedSocket<S: Socket> {
 }
 
 impl<S: Socket> MountedSocket<S> {
-    /// Parses every pattern of `mount`; the first invalid one refuses it.
+    /// Parses every pattern of `mount`, the first invalid one refusing it, and registers each
+    /// pattern's metrics (once: the socket actors record on these handles).
     pub(crate) fn build(mount: SocketMount<S>) -> Result<Self, InvalidPattern> {
         let routes = mount
             .routes
             .into_iter()
-            .map(|(pattern, channel)| Ok((TopicPattern::parse(&pattern)?, channel)))
+            .map(|(pattern, channel)| {
+                Ok(Route {
+                    pattern: TopicPattern::parse(&pattern)?,
+                    channel,
+                    meters: PatternMeters::register(&pattern),
+                })
+            })
             .collect::<Result<_, InvalidPattern>>()?;
         Ok(Self {
             socket: mount.socket,

@@ -152,8 +152,7 @@ impl Metrics {
 
 /// The runtime's gauges (connections, joined channels, topics, presence, queues, cluster).
 fn record_runtime_gauges(runtime: &crate::runtime::Runtime) {
-    // TODO(merge): Runtime::record_gauges
-    let _ = runtime;
+    runtime.record_gauges();
 }
 
 /// The database pool's connections in use and idle, and its maximum.

@@ -119,6 +119,8 @@ pub(crate) struct Cluster {
     gone: AtomicBool,
     /// A node alone by construction (no adapter configured): nothing is framed or sent.
     solo: bool,
+    /// Frames handed to the adapter for other nodes.
+    sent: AtomicU64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -161,6 +163,7 @@ impl Cluster {
             pulls: Mutex::new(VecDeque::new()),
             gone: AtomicBool::new(false),
             solo,
+            sent: AtomicU64::new(0),
         })
     }
 
@@ -199,6 +202,11 @@ impl Cluster {
         )
     }
 
+    /// Frames handed to the adapter for other nodes so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
     fn members(&self) -> MutexGuard<'_, HashMap<String, Member>> {
         self.members.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -215,6 +223,7 @@ impl Cluster {
     /// Sends a broadcast's frame to every other node.
     pub(crate) fn publish_frame(&self, frame: Bytes) {
         if !self.gone.load(Ordering::Acquire) {
+            self.sent.fetch_add(1, Ordering::Relaxed);
             self.adapter.publish(frame);
         }
     }
@@ -222,6 +231,7 @@ impl Cluster {
     /// Sends `control` to every other node.
     pub(crate) fn publish(&self, control: &Control) {
         if !self.gone.load(Ordering::Acquire) {
+            self.sent.fetch_add(1, Ordering::Relaxed);
             self.adapter.publish(control.encode());
         }
     }
@@ -229,6 +239,7 @@ impl Cluster {
     /// Sends `control` to `node` only.
     pub(crate) fn send_to(&self, node: &str, control: &Control) {
         if !self.gone.load(Ordering::Acquire) {
+            self.sent.fetch_add(1, Ordering::Relaxed);
             self.adapter.send_to(node, control.encode());
         }
     }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::metering::Refused;
+
 /// Limits of an endpoint's HTTP connections (WebSockets are HTTP connections that were
 /// upgraded: they hold a connection slot until they end). They belong to
 /// [`super::Endpoint::serve`]: a [`super::SocketService`] mounted in a server the application
@@ -133,11 +135,11 @@ impl Slots {
         self.per_ip.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot for a connection from `ip`, or `None` when a cap is reached.
-    pub(super) fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    /// A slot for a connection from `ip`, or which cap is reached.
+    pub(super) fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(Refused::NodeCap);
         }
         let mut slot = Slot {
             slots: self.clone(),
@@ -152,12 +154,12 @@ impl Slots {
                     per_ip.remove(&key);
                 }
                 // Dropping `slot` gives the node-wide place back.
-                return None;
+                return Err(Refused::AddressCap);
             }
             *count += 1;
             slot.ip = Some(key);
         }
-        Some(slot)
+        Ok(slot)
     }
 
     /// Open connections.
@@ -259,18 +261,24 @@ mod tests {
         let slots = Slots::new(3, Some(2));
         let a1 = slots.acquire(a).expect("a1");
         let a2 = slots.acquire(a).expect("a2");
-        assert!(slots.acquire(a).is_none(), "per address");
+        assert_eq!(
+            slots.acquire(a).err(),
+            Some(Refused::AddressCap),
+            "per address"
+        );
         let b1 = slots.acquire(b).expect("b1");
-        assert!(slots.acquire(b).is_none(), "per node");
+        assert_eq!(slots.acquire(b).err(), Some(Refused::NodeCap), "per node");
         assert_eq!(slots.open(), 3);
         drop(a1);
-        assert!(slots.acquire(a).is_some(), "a slot came back");
+        assert!(slots.acquire(a).is_ok(), "a slot came back");
         drop((a2, b1));
         assert_eq!(slots.open(), 0);
         assert!(slots.per_ip().is_empty(), "no entry is left behind");
 
         let unlimited = Slots::new(usize::MAX, None);
-        let held: Vec<Slot> = (0..1000).filter_map(|_| unlimited.acquire(a)).collect();
+        let held: Vec<Slot> = (0..1000)
+            .filter_map(|_| unlimited.acquire(a).ok())
+            .collect();
         assert_eq!(held.len(), 1000);
     }
 

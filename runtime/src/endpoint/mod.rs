@@ -127,6 +127,7 @@ impl Endpoint {
             max_connections_per_ip = ?self.limits.max_connections_per_ip,
             "connection limits"
         );
+        let meters = self.shared.meters.clone();
         let serving = Arc::new(Serving::new(self));
         // The caller's future is polled here only; the connections watch the token it
         // cancels when it resolves.
@@ -163,16 +164,20 @@ impl Endpoint {
             if let Some(failures) = accept_errors.flush(Instant::now()) {
                 tracing::warn!(failures, "accept failed; accepting again");
             }
-            let Some(slot) = slots.acquire(peer.ip()) else {
-                limits::refuse(stream);
-                if let Some(refused) = refusals.hit(Instant::now()) {
-                    tracing::warn!(
-                        refused,
-                        "connection limit reached (http.max_connections or \
-                         http.max_connections_per_ip): refusing connections"
-                    );
+            let slot = match slots.acquire(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    meters.refused(why);
+                    limits::refuse(stream);
+                    if let Some(refused) = refusals.hit(Instant::now()) {
+                        tracing::warn!(
+                            refused,
+                            "connection limit reached (http.max_connections or \
+                             http.max_connections_per_ip): refusing connections"
+                        );
+                    }
+                    continue;
                 }
-                continue;
             };
             if let Some(refused) = refusals.flush(Instant::now()) {
                 tracing::warn!(refused, "connection limit reached: refused connections");

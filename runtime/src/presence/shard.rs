@@ -42,6 +42,11 @@ struct ShardState {
 }
 
 impl ShardState {
+    /// The node's presence entry count, which each topic's entries join.
+    fn entry_total(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        self.args.pubsub.meters().presence_entries.clone()
+    }
+
     /// A `phx_ref` unique in the cluster: 15 bytes (nanosecond clock, node incarnation, shard,
     /// counter), URL-safe base64 → 20 characters.
     fn next_ref(&self) -> String {
@@ -159,10 +164,11 @@ impl Actor for Shard {
             PresenceMsg::Track(topic, owner, key, meta, reply) => {
                 let phx_ref = state.next_ref();
                 let replicate = state.args.pubsub.cluster().clustered();
+                let total = state.entry_total();
                 let result = state
                     .topics
                     .entry(topic.clone())
-                    .or_insert_with(|| TopicPresence::new(replicate))
+                    .or_insert_with(|| TopicPresence::new(replicate).counted_in(total))
                     .track(owner, &key, meta, phx_ref.clone());
                 if result.is_ok() {
                     state.changed(&myself, &topic);
@@ -207,10 +213,11 @@ impl Actor for Shard {
             }
             PresenceMsg::Flush(topic) => state.flush(&topic),
             PresenceMsg::Remote(origin, topic, ops) => {
+                let total = state.entry_total();
                 if state
                     .topics
                     .entry(topic.clone())
-                    .or_insert_with(|| TopicPresence::new(true))
+                    .or_insert_with(|| TopicPresence::new(true).counted_in(total))
                     .apply_remote(&origin, ops)
                 {
                     state.changed(&myself, &topic);
@@ -229,7 +236,7 @@ impl Actor for Shard {
                     }
                 }
                 for (topic, entries) in part {
-                    let mut presence = TopicPresence::new(true);
+                    let mut presence = TopicPresence::new(true).counted_in(state.entry_total());
                     if presence.replace_origin(&origin, entries) {
                         state.topics.insert(topic.clone(), presence);
                         changed.push(topic);

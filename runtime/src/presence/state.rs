@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use super::PresenceError;
 use crate::SubscriberId;
 use crate::cluster::wire::Op;
+use crate::metering::EntryCount;
 
 /// Where a presence tracked on another node comes from: that node's shard, in one life
 /// (incarnation) of the node.
@@ -69,6 +70,8 @@ pub(crate) struct TopicPresence {
     outgoing: Vec<Op>,
     /// Whether other nodes may want this node's changes (`outgoing` is kept).
     replicate: bool,
+    /// Its entries, in the node's total (the metrics' presence entries).
+    count: EntryCount,
 }
 
 fn as_object(meta: Value) -> Result<Map<String, Value>, PresenceError> {
@@ -85,6 +88,12 @@ impl TopicPresence {
             replicate,
             ..Self::default()
         }
+    }
+
+    /// Counts its entries in `total` (from the first one on).
+    pub(crate) fn counted_in(mut self, total: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        self.count = EntryCount::new(total);
+        self
     }
 
     fn send(&mut self, op: Op) {
@@ -120,6 +129,7 @@ impl TopicPresence {
             .entry(key.to_owned())
             .or_default()
             .push(Entry { owner, meta });
+        self.count.add();
         Ok(())
     }
 
@@ -173,6 +183,7 @@ impl TopicPresence {
         if list.is_empty() {
             self.entries.remove(key);
         }
+        self.count.remove();
         self.left(key, &entry.meta);
         Some(entry)
     }
@@ -210,6 +221,7 @@ impl TopicPresence {
             owner: Owner::Remote(origin.clone()),
             meta,
         });
+        self.count.add();
         true
     }
 

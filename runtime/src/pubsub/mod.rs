@@ -40,6 +40,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::cluster::Cluster;
+use super::metering::Meters;
 use super::protocol::{Payload, Vsn};
 use super::registry::SocketRegistry;
 use super::socket_actor::SocketMsg;
@@ -112,6 +113,7 @@ struct Inner {
     /// The `topics` supervisor (replaced when it restarts).
     supervisor: Slot<ActorCell>,
     next_id: AtomicU64,
+    meters: Arc<Meters>,
 }
 
 /// The cluster as one node sees it ([`PubSub::cluster_stats`]).
@@ -196,6 +198,7 @@ impl PubSub {
         supervisor: Slot<ActorCell>,
         cluster: Arc<Cluster>,
         registry: SocketRegistry,
+        meters: Arc<Meters>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -204,6 +207,7 @@ impl PubSub {
                 registry,
                 supervisor,
                 next_id: AtomicU64::new(1),
+                meters,
             }),
         }
     }
@@ -229,6 +233,11 @@ impl PubSub {
             received,
             dropped,
         }
+    }
+
+    /// The runtime's metrics handles.
+    pub(crate) fn meters(&self) -> &Meters {
+        &self.inner.meters
     }
 
     pub(crate) fn cluster(&self) -> &Arc<Cluster> {
@@ -377,6 +386,7 @@ impl PubSub {
 
     /// Sends `event` to the subscribers on this node only.
     pub fn local_broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) {
+        self.inner.meters.broadcasts_local.increment(1);
         self.dispatch(topic, event, payload.into(), None);
     }
 
@@ -406,6 +416,7 @@ impl PubSub {
 
     /// Publishes to the other nodes, then delivers here.
     fn send(&self, topic: &str, event: &str, payload: Payload, from: Option<SubscriberId>) {
+        self.inner.meters.broadcasts_local.increment(1);
         if self.inner.cluster.clustered() {
             let remote = RemoteBroadcast {
                 node: self.node_name().to_owned(),
@@ -420,6 +431,7 @@ impl PubSub {
 
     /// Delivers another node's broadcast to this node's subscribers.
     pub(crate) fn dispatch_remote(&self, topic: &str, event: &str, payload: Payload) {
+        self.inner.meters.broadcasts_remote.increment(1);
         self.dispatch(topic, event, payload, None);
     }
 

@@ -100,7 +100,17 @@ impl Actor for TopicActor {
                 }
             }
             TopicMsg::Broadcast(broadcast) => {
-                let gone = fan_out(state, &broadcast);
+                let FannedOut {
+                    gone,
+                    queued,
+                    dropped,
+                } = fan_out(state, &broadcast);
+                // Once per broadcast, never per frame.
+                let meters = state.pubsub.meters();
+                meters.deliveries.increment(queued);
+                if dropped > 0 {
+                    meters.deliveries_dropped.increment(dropped);
+                }
                 if gone > 0 {
                     state.removed(gone, &myself);
                 }
@@ -163,11 +173,21 @@ impl Drop for TopicState {
     }
 }
 
-/// Delivers one broadcast to every subscriber, encoding at most once per serializer. Returns
-/// how many subscribers it removed because they are gone.
-fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> usize {
+/// What one broadcast's fan-out did.
+struct FannedOut {
+    /// Subscribers removed because they are gone (or fell behind).
+    gone: usize,
+    /// Frames (or broadcasts, for a `Subscription`) queued to subscribers.
+    queued: u64,
+    /// Frames not queued because a subscriber's queue was full.
+    dropped: u64,
+}
+
+/// Delivers one broadcast to every subscriber, encoding at most once per serializer.
+fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> FannedOut {
     let mut encoded: [Option<Option<Message>>; 2] = [None, None];
     let mut gone = Vec::new();
+    let (mut queued, mut dropped) = (0u64, 0u64);
     for (id, delivery) in &state.subscribers {
         if broadcast.from == Some(*id) {
             continue;
@@ -192,15 +212,18 @@ fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> usize {
                 }
                 let slot = &mut encoded[usize::from(*vsn == Vsn::V2)];
                 let frame = slot.get_or_insert_with(|| encode(*vsn, broadcast));
-                if let Some(frame) = frame
-                    && out.send(frame.clone()) == Sent::Gone
-                {
-                    gone.push(*id);
+                if let Some(frame) = frame {
+                    match out.send(frame.clone()) {
+                        Sent::Queued => queued += 1,
+                        Sent::Overflow => dropped += 1,
+                        Sent::Gone => gone.push(*id),
+                    }
                 }
             }
             Delivery::Forward { tx, overflowed } => match tx.try_send(broadcast.clone()) {
-                Ok(()) => {}
+                Ok(()) => queued += 1,
                 Err(TrySendError::Full(_)) => {
+                    dropped += 1;
                     tracing::warn!(topic = %broadcast.topic, "a subscription fell behind; ending it");
                     overflowed.store(true, Ordering::Release);
                     gone.push(*id);
@@ -213,7 +236,11 @@ fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> usize {
     for id in gone {
         state.subscribers.remove(&id);
     }
-    removed
+    FannedOut {
+        gone: removed,
+        queued,
+        dropped,
+    }
 }
 
 fn encode(vsn: Vsn, broadcast: &Broadcast) -> Option<Message> {

@@ -359,6 +359,11 @@ impl SocketRegistry {
         })
     }
 
+    /// Sockets registered under a name (a socket id or a disconnect topic) now.
+    pub(crate) fn live_count(&self) -> usize {
+        self.journal().live.len()
+    }
+
     pub(crate) fn register(
         &self,
         socket: ActorId,

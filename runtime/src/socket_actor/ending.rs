@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::SocketState;
 use crate::channel::StopReason;
+use crate::metering::PatternMeters;
 use crate::mount::{ErasedInstance, crash_payload};
 use crate::protocol::{self, Ref};
 use crate::pubsub::SubscriberId;
@@ -28,6 +29,8 @@ pub(super) struct Ending<A> {
     pub(super) subscriber: SubscriberId,
     /// The channel's instance (its state), if its `join` succeeded.
     pub(super) instance: Option<Box<dyn ErasedInstance<A>>>,
+    /// Its pattern's metrics (crashes).
+    pub(super) meters: Arc<PatternMeters>,
 }
 
 /// How a join ends, and what the client is told.
@@ -60,6 +63,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             join_ref: joined.join_ref,
             subscriber: joined.subscriber,
             instance: Some(joined.instance),
+            meters: joined.meters.pattern().clone(),
         };
         self.end(ending, how).await;
         Some(join_ref)
@@ -72,6 +76,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             join_ref,
             subscriber,
             instance,
+            meters,
         } = ending;
         if self.joining.as_ref().is_some_and(|(_, s)| *s == subscriber) {
             self.joining = None;
@@ -108,6 +113,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 (reason, tell)
             }
             How::Crashed(error) => {
+                meters.crashes.increment(1);
                 tracing::error!(%topic, %error, "channel crashed");
                 self.send(protocol::encode_error(
                     self.vsn,
@@ -124,6 +130,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
         };
         let outcome = instance.terminate(&reason).await;
         if let Err(e) = outcome.result {
+            meters.crashes.increment(1);
             tracing::error!(%topic, error = %e, "channel terminate crashed");
         }
         if tell {

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use super::channel::{Channel, ChannelContext, Continue, HandleIn, JoinInbox, Reply, StopReason};
+use super::metering::JoinedGuard;
 use super::mount::{Accepted, ErasedInstance, ErasedJoin, Outcome, Routes};
 use super::presence::Presence;
 use super::protocol::{self, Inbound, Ref, Vsn, events};
@@ -128,6 +129,8 @@ struct Joined<A> {
     join_ref: Ref,
     subscriber: SubscriberId,
     instance: Box<dyn ErasedInstance<A>>,
+    /// Its pattern's metrics; counts it as joined while it lives.
+    meters: JoinedGuard,
 }
 
 pub(crate) struct SocketState<A> {
@@ -352,11 +355,15 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                     messaging.operation.name = %msg.event,
                 );
                 self.routes.record_pattern(&span, &topic);
+                let started = std::time::Instant::now();
                 let outcome = joined
                     .instance
                     .handle_in(&msg.event, msg.payload)
                     .instrument(span)
                     .await;
+                let meters = joined.meters.meters();
+                meters.client_events.increment(1);
+                meters.handle_in.record(started.elapsed());
                 self.push_all(&recorded, &topic, outcome.pushes);
                 match outcome.result {
                     Ok(HandleIn::NoReply) => {}
@@ -405,7 +412,11 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 state.send(protocol::encode_close(state.vsn, old, &topic));
             }
         };
-        let Some(route) = self.routes.find(&topic).cloned() else {
+        let Some((route, meters)) = self
+            .routes
+            .find(&topic)
+            .map(|r| (r.channel.clone(), r.meters.clone()))
+        else {
             tracing::debug!(%topic, "join refused: unmatched topic");
             self.reply(
                 &Ref::NULL,
@@ -417,6 +428,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             return;
         };
         if self.channels.len() >= self.max_channels {
+            meters.joins_error.increment(1);
             self.reply(
                 &msg.join_ref,
                 &msg.msg_ref,
@@ -449,6 +461,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             messaging.destination.template = tracing::field::Empty,
         );
         self.routes.record_pattern(&span, &topic);
+        let started = std::time::Instant::now();
         let outcome = route
             .join(&topic, msg.payload, parts)
             .instrument(span)
@@ -460,6 +473,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             join_ref: msg.join_ref.clone(),
             subscriber,
             instance: None,
+            meters: meters.clone(),
         };
         let (instance, reply, pushes) = match outcome {
             ErasedJoin::Joined {
@@ -472,6 +486,8 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 self.end(ending, How::NotJoined).await;
                 let reply = Reply::error_with(response);
                 self.reply(&msg.join_ref, &msg.msg_ref, &topic, &reply);
+                meters.joins_error.increment(1);
+                meters.join_duration.record(started.elapsed());
                 close_replaced(self);
                 return;
             }
@@ -480,6 +496,9 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 self.end(ending, How::NotJoined).await;
                 let reply = Reply::error("join crashed");
                 self.reply(&msg.join_ref, &msg.msg_ref, &topic, &reply);
+                meters.joins_crash.increment(1);
+                meters.crashes.increment(1);
+                meters.join_duration.record(started.elapsed());
                 close_replaced(self);
                 return;
             }
@@ -512,9 +531,12 @@ impl<A: Send + Sync + 'static> SocketState<A> {
             self.end(ending, How::NotJoined).await;
             let reply = Reply::error("join crashed");
             self.reply(&msg.join_ref, &msg.msg_ref, &topic, &reply);
+            meters.joins_crash.increment(1);
             close_replaced(self);
             return;
         }
+        meters.joins_ok.increment(1);
+        meters.join_duration.record(started.elapsed());
         close_replaced(self);
         self.push_all(&msg.join_ref, &topic, pushes);
         if let Some(registered) = &self.registered {
@@ -527,6 +549,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
                 join_ref: msg.join_ref,
                 subscriber,
                 instance,
+                meters: meters.joined(),
             },
         );
         for message in early {

@@ -51,6 +51,7 @@ pub(crate) async fn start(
     presence: &PresenceConfig,
     adapter: Option<Arc<dyn Adapter>>,
     cluster: ClusterConfig,
+    meters: Arc<crate::metering::Meters>,
 ) -> Result<Tree, SpawnErr> {
     let health = Slot::new(Health::Up);
     let counters = Arc::new(Counters::default());
@@ -83,7 +84,7 @@ pub(crate) async fn start(
         None => Cluster::solo(Arc::new(MemoryBus::new().adapter("local")), cluster),
     };
     registry.link(cluster.clone());
-    let pubsub = PubSub::new(topics.2, cluster.clone(), registry.clone());
+    let pubsub = PubSub::new(topics.2, cluster.clone(), registry.clone(), meters);
     let presence_supervisor = supervisor("presence", Temporary::Ignored)
         .spawn(root.get_cell())
         .await?;

@@ -110,6 +110,7 @@ pub(super) async fn run(
     let (ack, drained) = tokio::sync::oneshot::channel();
     let mut ack = Some(ack);
     let mut draining = false;
+    let _watched = shared.meters.watch_queue(out.probe());
     let inflow = Inflow::new(config.max_messages_per_second, config.max_messages_burst);
     // A message read is handed on at once unless it must wait for the rate or for room in the
     // inbound window; meanwhile the connection reads nothing more.
@@ -257,6 +258,9 @@ pub(super) async fn run(
     // Tell the client why, unless it is gone or not reading; then stop writing, so that a
     // client that reads sees the end at once.
     let mut careful = false;
+    if let Some(reason) = control.reason() {
+        shared.meters.close_code(reason.code());
+    }
     match control.reason() {
         Some(reason @ (CloseReason::SlowConsumer | CloseReason::Drain)) => {
             // A slow consumer: best effort and brief, what was queued before the cut, then

@@ -177,6 +177,20 @@ impl Queue {
     }
 }
 
+/// A look at a connection's outbound queue from outside (the metrics' fullest queue), which
+/// does not keep it alive.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueProbe(std::sync::Weak<Queue>);
+
+impl QueueProbe {
+    /// The frames waiting in the queue now (0 once the connection is gone).
+    pub(crate) fn frames(&self) -> usize {
+        self.0
+            .upgrade()
+            .map_or(0, |queue| queue.lock().frames.len())
+    }
+}
+
 /// Frames kept in a drained queue's buffer; beyond this it is released.
 const KEEP_QUEUE_CAPACITY: usize = 8;
 
@@ -290,6 +304,11 @@ impl Outbound {
 
     pub(crate) fn send(&self, frame: Message) -> Sent {
         self.enqueue(OutFrame::One(frame))
+    }
+
+    /// A probe of this queue's depth.
+    pub(crate) fn probe(&self) -> QueueProbe {
+        QueueProbe(Arc::downgrade(&self.queue))
     }
 
     /// Queues several whole messages to be written back to back, in one write when they fit.

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use super::deadline::Watched;
 use super::{OverLimit, TransportConfig, connection};
 use crate::RuntimeShared;
+use crate::metering::Refused;
 use crate::mount::ErasedSocket;
 use crate::protocol::Vsn;
 use crate::socket::{ConnectInfo, Params};
@@ -59,6 +60,9 @@ fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
+
+/// Why an upgrade from a forbidden origin is refused.
+const ORIGIN_REFUSED: &str = "origin not allowed";
 
 /// A refused upgrade: the status, the detail of its JSON error body, and why (for the log).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +114,7 @@ pub(crate) fn request_checks<B>(
     let origin = header(headers, ORIGIN).map(str::to_owned);
     let host = header(headers, HOST).or(request.uri().authority().map(|a| a.as_str()));
     if !config.check_origin.allows(origin.as_deref(), host) {
-        return Err(Refusal::forbidden("origin not allowed"));
+        return Err(Refusal::forbidden(ORIGIN_REFUSED));
     }
 
     let offered: Vec<&str> = headers
@@ -178,6 +182,7 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
     // A server the runtime does not own (a tower router) may outlive it; a draining one
     // takes no new sockets.
     if shared.shutdown.is_cancelled() || shared.drainer.is_draining() {
+        shared.meters.refused(Refused::ShuttingDown);
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
@@ -190,6 +195,11 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
                 let origin = header(request.headers(), ORIGIN);
                 tracing::warn!(why = refusal.why, ?origin, "WebSocket refused");
             }
+            shared.meters.refused(if refusal.why == ORIGIN_REFUSED {
+                Refused::Origin
+            } else {
+                Refused::BadRequest
+            });
             return refuse(refusal.status, refusal.detail);
         }
     };
@@ -215,6 +225,7 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
         }
         Err(refusal) => {
             span.record("http.response.status_code", refusal.status.as_u16());
+            shared.meters.refused(Refused::Forbidden);
             tracing::debug!(status = %refusal.status, "WebSocket refused by connect");
             return refuse(
                 refusal.status,
@@ -227,6 +238,7 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
         None => None,
         Some(Ok(reservation)) => Some(reservation),
         Some(Err(OverLimit)) => {
+            shared.meters.refused(Refused::SocketIdCap);
             tracing::debug!(id, "WebSocket refused: too many sockets with this id");
             return refuse(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -236,7 +248,10 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
     };
     let key = match upgrade_headers(request.headers()) {
         Ok(key) => derive_accept_key(key.as_bytes()),
-        Err(refusal) => return refuse(refusal.status, refusal.detail),
+        Err(refusal) => {
+            shared.meters.refused(Refused::BadRequest);
+            return refuse(refusal.status, refusal.detail);
+        }
     };
 
     let on_upgrade = hyper::upgrade::on(&mut request);
@@ -269,6 +284,7 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
         drop(hold);
     });
 
+    shared.meters.accepted.increment(1);
     let mut response = http::Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let out = response.headers_mut();

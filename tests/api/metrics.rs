@@ -311,9 +311,8 @@ async fn a_scrape_counts_real_http_traffic_and_logins() {
     );
 }
 
-/// The runtime's side of the same traffic. PENDING MERGE: these metrics are recorded by
-/// fawkes-runtime (helper M1's branch) and only move once it is merged; until then this test
-/// fails at its last assertion.
+/// The runtime's side of phoenix.js traffic (recorded by fawkes-runtime into the app's
+/// recorder): one connection, one join on `room:*`, one client event, a broadcast.
 #[tokio::test]
 async fn a_scrape_counts_phoenix_js_traffic_in_the_runtime_metrics() {
     let dir = tempfile::tempdir().expect("dir");
@@ -349,7 +348,7 @@ async fn a_scrape_counts_phoenix_js_traffic_in_the_runtime_metrics() {
     .await;
     assert!(
         runtime_moved.is_some(),
-        "runtime metrics did not move as expected (PENDING MERGE of the runtime's recording):\n{}",
+        "runtime metrics did not move as expected:\n{}",
         scrape(&t, &metrics_url).await.text
     );
     // Labels name the pattern, never the topic.

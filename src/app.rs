@@ -115,6 +115,9 @@ pub struct Server {
     endpoint: JoinHandle<bool>,
     drain: JoinHandle<(Drained, Instant)>,
     maintenance: JoinHandle<()>,
+    /// Stops the metrics listener when the server is done (dropped, or at the end of
+    /// [`Server::wait`]): it keeps serving scrapes through the drain.
+    _metrics_stop: tokio_util::sync::DropGuard,
 }
 
 impl Server {
@@ -191,6 +194,7 @@ impl Server {
             metrics,
         });
         let shutdown = CancellationToken::new();
+        let metrics_stop = CancellationToken::new();
         let metrics_addr = match metrics_listener {
             Some((listener, addr)) => {
                 tracing::info!(
@@ -200,7 +204,7 @@ impl Server {
                 tokio::spawn(crate::metrics::listener::serve(
                     listener,
                     app.clone(),
-                    shutdown.clone(),
+                    metrics_stop.clone(),
                 ));
                 Some(addr)
             }
@@ -255,6 +259,7 @@ impl Server {
             endpoint,
             drain,
             maintenance,
+            _metrics_stop: metrics_stop.drop_guard(),
         })
     }
 
@@ -309,7 +314,13 @@ impl Server {
         let (http_drained, drained) =
             tokio::join!(async { self.endpoint.await.unwrap_or(false) }, self.drain);
         let (sockets, deadline) = match drained {
-            Ok((sockets, started)) => (sockets, started + self.app.config.shutdown.timeout()),
+            Ok((sockets, started)) => (
+                sockets,
+                // A timeout too large to add ("wait forever") is as good as none.
+                started
+                    .checked_add(self.app.config.shutdown.timeout())
+                    .unwrap_or(started + FOREVER),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "the drain task failed");
                 (Drained::default(), Instant::now())
@@ -347,6 +358,9 @@ async fn drain_on(
     runtime.start_draining();
     (runtime.drain(config).await, started)
 }
+
+/// A deadline past any real shutdown (about 30 years), for a timeout too large to add.
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// The least time mail in flight gets at shutdown, even past `shutdown.timeout_secs`.
 pub const MAIL_FLUSH_MIN: Duration = Duration::from_secs(1);

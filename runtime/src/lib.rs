@@ -133,12 +133,16 @@
 //! runtime's handles are registered there, and each channel pattern's when its mount is served
 //! ([`Endpoint::socket`], [`Runtime::socket_service`]); a recorder installed later sees none
 //! of them. Labels are low-cardinality: `pattern` is the mount pattern that matched the topic
-//! (`room:*`), never a topic, a user or a socket id.
+//! (`room:*`), never a topic, a user or a socket id. A recorder that keeps histogram samples
+//! until they are drained (`metrics-exporter-prometheus`'s does, until a render or an upkeep)
+//! must be drained on a schedule: with `install_recorder` call
+//! `PrometheusHandle::run_upkeep` every few seconds (or use `install`, which does), or every
+//! client event's `handle_in` sample stays in memory.
 //!
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
 //! | `fawkes_connections_accepted_total` | counter | | WebSocket upgrades answered 101 |
-//! | `fawkes_connections_refused_total` | counter | `reason` | `node_cap`, `address_cap` (an [`Endpoint`]'s [`HttpLimits`]), `origin`, `forbidden` (`connect` refused), `socket_id_cap` (`max_sockets_per_id`), `bad_request` (method, upgrade headers, subprotocols, `vsn`, an undecodable token), `shutting_down` |
+//! | `fawkes_connections_refused_total` | counter | `reason` | `node_cap`, `address_cap` (an [`Endpoint`]'s [`HttpLimits`]; counted at `accept`, so they include connections that would have been plain HTTP requests), `origin`, `forbidden` (`connect` refused), `socket_id_cap` (`max_sockets_per_id`), `bad_request` (method, upgrade headers, subprotocols, `vsn`, an undecodable token), `shutting_down` |
 //! | `fawkes_joins_total` | counter | `pattern`, `outcome` | `ok`, `error` (refused), `crash` |
 //! | `fawkes_join_duration_seconds` | histogram | `pattern` | from the `join` callback's start to its reply queued |
 //! | `fawkes_client_events_total` | counter | `pattern` | client events routed to `handle_in` |
@@ -575,7 +579,10 @@ impl Runtime {
     /// ```
     pub async fn drain(&self, config: DrainConfig) -> Drained {
         let started = tokio::time::Instant::now();
-        let deadline = started + config.timeout;
+        // A timeout too large to add ("wait forever") is as good as none.
+        let deadline = started
+            .checked_add(config.timeout)
+            .unwrap_or(started + FOREVER);
         self.start_draining();
         self.shared.connections.close();
         let mut drained = Drained::default();
@@ -610,6 +617,9 @@ impl Runtime {
         drained
     }
 }
+
+/// A deadline past any real drain (about 30 years), for a timeout too large to add.
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// The least time the goodbye to the other nodes gets, even past the drain's deadline.
 const GOODBYE_MIN: Duration = Duration::from_millis(100);

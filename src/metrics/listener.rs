@@ -3,9 +3,10 @@
 //! the internal network, so that `prod` never serves metrics on its public port.
 //!
 //! It takes at most [`MAX_CONNECTIONS`] connections at once (a scraper needs one; more are
-//! closed at once), gives each [`HEADER_READ_TIMEOUT`] to send a request head, and stops
-//! accepting when the server's shutdown starts, letting a scrape in progress finish for up to
-//! [`SHUTDOWN_GRACE`].
+//! closed at once), gives each [`HEADER_READ_TIMEOUT`] to send a request head, and serves
+//! through the drain (the closes and falling gauges stay visible): it stops accepting when
+//! the server is done (the end of `Server::wait`, or the server dropped), letting a scrape in
+//! progress finish for up to [`SHUTDOWN_GRACE`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use crate::app::App;
 pub const MAX_CONNECTIONS: usize = 16;
 /// How long a connection has to send its request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a scrape in progress may go on once shutdown starts.
+/// How long a scrape in progress may go on once the listener stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Binds the metrics listener on `addr`.

@@ -203,6 +203,10 @@ async fn the_document_is_openapi_3_1_with_bearer_auth_pagination_and_error_shape
                 }
                 None => assert!(probes.contains(&id), "{id} has no 429"),
             }
+            // The request timeout and a server failure can answer any operation.
+            for status in ["408", "500"] {
+                assert!(response(&doc, operation, status).is_some(), "{id} {status}");
+            }
             // A JSON body: 400, 413, 415 and 422 are possible.
             if operation.get("requestBody").is_some() {
                 for status in ["400", "413", "415", "422"] {

@@ -26,7 +26,7 @@ use responses::{
     RequestTimeout, ServiceUnavailable, TooManyRequests, Unauthorized, UnprocessableEntity,
     UnsupportedMediaType,
 };
-use schemas::{ErrorBody, ErrorDetail, ValidationBody};
+use schemas::{Draining, ErrorBody, ErrorDetail, UnavailableBody, ValidationBody};
 
 /// The name of the bearer-token security scheme operations refer to.
 pub const BEARER: &str = "bearer";
@@ -41,8 +41,8 @@ pub const BEARER: &str = "bearer";
             `{\"errors\": {\"field\": [\"message\", …]}}`. Every operation but the probes \
             (`/health`, `/ready`) may answer 429 with `Retry-After` \
             (`rate_limit.requests_per_ip_per_second`). A method a path does not have answers \
-            405 with `Allow`; a request over `http.request_timeout_secs` 408; a server failure \
-            500 (see `components.responses`)."
+            405 with `Allow` (see `components.responses`); every operation may answer 408 (a \
+            request over `http.request_timeout_secs`) and 500 (a server failure)."
     ),
     paths(
         health::live,
@@ -65,7 +65,14 @@ pub const BEARER: &str = "bearer";
         conversations::post,
     ),
     components(
-        schemas(ErrorBody, ErrorDetail, ValidationBody, FieldErrors),
+        schemas(
+            ErrorBody,
+            ErrorDetail,
+            UnavailableBody,
+            Draining,
+            ValidationBody,
+            FieldErrors
+        ),
         responses(
         BadRequest,
         Unauthorized,
@@ -81,7 +88,7 @@ pub const BEARER: &str = "bearer";
         ServiceUnavailable,
         )
     ),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &EveryOperation),
     tags(
         (name = "probes", description = "Liveness and readiness, never rate limited"),
         (name = "meta", description = "This document"),
@@ -105,6 +112,35 @@ impl Modify for BearerScheme {
                 .to_owned(),
         );
         components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+    }
+}
+
+/// Adds the answers any operation may give whatever it is (the request timeout's 408 and a
+/// server failure's 500) to every operation, so that a client generated from the document
+/// knows their bodies.
+struct EveryOperation;
+
+impl Modify for EveryOperation {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Ref, RefOr};
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, name) in [("408", "RequestTimeout"), ("500", "InternalServerError")] {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+                }
+            }
+        }
     }
 }
 

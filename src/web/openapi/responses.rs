@@ -6,7 +6,7 @@
 
 use utoipa::ToResponse;
 
-use super::schemas::{ErrorBody, ValidationBody};
+use super::schemas::{ErrorBody, UnavailableBody, ValidationBody};
 
 /// The request is malformed: unparsable JSON, a missing `{"user": {...}}` envelope, a room
 /// name that is not UTF-8 once percent-decoded.
@@ -61,4 +61,4 @@ pub(crate) struct InternalServerError(ErrorBody);
 /// Not ready or not live: the node is draining (`/ready` then adds `"status": "draining"`
 /// beside `errors`), the runtime has stopped, or the database does not answer.
 #[derive(ToResponse)]
-pub(crate) struct ServiceUnavailable(ErrorBody);
+pub(crate) struct ServiceUnavailable(UnavailableBody);

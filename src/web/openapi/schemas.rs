@@ -302,6 +302,24 @@ pub(crate) struct ErrorBody {
     errors: ErrorDetail,
 }
 
+/// A 503's body: `{"errors": {"detail"}}`, and on `/ready` while the node drains also
+/// `"status": "draining"`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UnavailableBody {
+    /// `draining` (only `/ready`, from the instant a shutdown begins).
+    #[schema(nullable = false)]
+    status: Option<Draining>,
+    errors: ErrorDetail,
+}
+
+/// The node is draining (shutting down); a load balancer should send it nothing new.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Draining {
+    /// The only value.
+    Draining,
+}
+
 /// What went wrong.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ErrorDetail {

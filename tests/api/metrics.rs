@@ -428,3 +428,73 @@ async fn prod_without_a_metrics_address_records_nothing() {
     assert!(t.server().app().metrics.is_none());
     t.get("/metrics", None).await.assert_json_error(404);
 }
+
+/// `GET /metrics` over a fresh connection, `None` if nothing answers 200 (a stopped listener).
+async fn try_scrape(addr: &str) -> Option<Scrape> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let response = String::from_utf8(response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| Scrape::parse(body))
+}
+
+#[tokio::test]
+async fn the_metrics_address_serves_through_the_drain() {
+    let dir = tempfile::tempdir().expect("dir");
+    // One socket per batch, a second apart: the drain of three sockets lasts two seconds.
+    let (mut process, t) = serve(
+        dir.path(),
+        TestDb::new().await,
+        "prod",
+        &[
+            ("FAWKES_METRICS__BIND", "127.0.0.1:0"),
+            ("FAWKES_SHUTDOWN__DRAIN_BATCH_SIZE", "1"),
+            ("FAWKES_SHUTDOWN__DRAIN_INTERVAL_MS", "1000"),
+        ],
+    );
+    let metrics_addr = process
+        .log
+        .iter()
+        .find_map(|line| {
+            let at = line.find("metrics served at http://")?;
+            let rest = &line[at + "metrics served at http://".len()..];
+            rest.split(['/', ' ', '"']).next().map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no metrics address announced: {:#?}", process.log));
+    let (_, token) = t.user("drained@example.com").await;
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(t.socket(&token).await);
+    }
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &process.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // The first socket's 1012 is counted, and scraped, while the others still wait their turn.
+    let (code, _) = sockets[0].closed().await;
+    assert_eq!(code, 1012);
+    let seen = eventually(Duration::from_secs(10), || async {
+        let scraped = try_scrape(&metrics_addr).await?;
+        (scraped.sum("fawkes_close_codes_total", &[("code", "1012")]) >= 1.0).then_some(scraped)
+    })
+    .await
+    .expect("the metrics address answers during the drain, with its closes counted");
+    assert!(
+        seen.value("fawkes_connections", &[]) <= 2.0,
+        "{}",
+        seen.text
+    );
+    for socket in &mut sockets[1..] {
+        assert_eq!(socket.closed().await.0, 1012);
+    }
+    assert!(process.wait_exit(Duration::from_secs(30)).success());
+}

@@ -291,6 +291,8 @@ impl Server {
     /// Shuts down gracefully: stop accepting, drain requests and sockets, flush mail, close
     /// the database (see [`Server::wait`]).
     pub async fn shutdown(self) {
+        // `/ready` says draining before anything closes.
+        self.runtime.start_draining();
         self.shutdown.cancel();
         self.wait().await;
     }

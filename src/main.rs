@@ -74,8 +74,11 @@ async fn serve(config: Config) -> Outcome {
     let url = server.url();
     tracing::info!("Fawkes listening on {url} (REST API {url}/api/v1, health {url}/health)");
     let shutdown = server.shutdown_token();
+    let draining = server.runtime().clone();
     tokio::spawn(async move {
         signals.recv().await;
+        // `/ready` says draining before anything closes.
+        draining.start_draining();
         tracing::info!(
             "shutdown signal received: draining (no new connections, /ready 503, in-flight \
              requests finish, sockets close in batches)"

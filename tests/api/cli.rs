@@ -288,12 +288,7 @@ fn the_binary_serves_with_no_set_up_and_stops_gracefully_on_sigterm() {
     stream.read_to_string(&mut response).expect("read");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
-    let pid = process.pid().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    process.terminate();
     let status = process.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "clean exit: {status:?}");
     while process.next_line(Duration::from_secs(5)).is_some() {}
@@ -413,12 +408,7 @@ fn the_old_shutdown_timeout_key_still_works_with_a_warning() {
         "{:#?}",
         process.log
     );
-    let pid = process.pid().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    process.terminate();
     let status = process.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "clean exit: {status:?}");
     while process.next_line(Duration::from_secs(5)).is_some() {}

@@ -13,8 +13,8 @@ use std::time::Duration;
 use fawkes::config::Environment;
 use serde_json::json;
 
-use crate::support::process::{Process, fawkes};
-use crate::support::{TestDb, TestServer, eventually, test_config};
+use crate::support::process::{Process, serve_binary};
+use crate::support::{TestDb, TestServer, eventually};
 
 /// One scrape, parsed: every sample by metric name, with its labels.
 struct Scrape {
@@ -133,21 +133,7 @@ fn serve(
     env: &str,
     extra: &[(&str, &str)],
 ) -> (Process, TestServer) {
-    let config = test_config(&db);
-    let mut command = fawkes(dir);
-    command
-        .args(["--bind", "127.0.0.1:0", "--env", env])
-        .env("DATABASE_URL", &db.url)
-        .env(
-            "FAWKES_SECRET_KEY",
-            config.secret_key.clone().expect("a test key"),
-        );
-    for (key, value) in extra {
-        command.env(key, value);
-    }
-    let process = Process::serve(command);
-    let t = TestServer::at(process.url.clone(), db, config);
-    (process, t)
+    serve_binary(dir, db, &["--env", env], extra)
 }
 
 const HTTP: &str = "fawkes_http_requests_total";
@@ -474,11 +460,7 @@ async fn the_metrics_address_serves_through_the_drain() {
         sockets.push(t.socket(&token).await);
     }
 
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &process.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    process.terminate();
     // The first socket's 1012 is counted, and scraped, while the others still wait their turn.
     let (code, _) = sockets[0].closed().await;
     assert_eq!(code, 1012);

@@ -18,8 +18,8 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
 use serde_json::json;
 
-use crate::support::process::{Process, fawkes};
-use crate::support::{TestDb, TestServer, test_config};
+use crate::support::process::{Process, serve_binary};
+use crate::support::{TestDb, TestServer};
 
 /// What the receiver got: every POST's path, and the batches decoded from `/v1/traces`.
 #[derive(Default)]
@@ -142,27 +142,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The binary over `db`, with `env` added; port 0.
-fn serve(dir: &std::path::Path, db: &TestDb, key: &str, env: &[(&str, &str)]) -> Process {
-    let mut command = fawkes(dir);
-    command
-        .args(["--bind", "127.0.0.1:0"])
-        .env("DATABASE_URL", &db.url)
-        .env("FAWKES_SECRET_KEY", key)
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    Process::serve(command)
+async fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (Process, TestServer) {
+    serve_binary(dir, TestDb::new().await, &[], env)
 }
 
 /// SIGTERM (the exit path flushes the batched spans), then waits for the exit.
 async fn terminate(mut process: Process) -> Vec<String> {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &process.pid().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
+    process.terminate();
     tokio::task::spawn_blocking(move || {
         let status = process.wait_exit(Duration::from_secs(30));
         assert!(status.success(), "exit status {status:?}");
@@ -179,21 +165,17 @@ const PARENT_ID: &str = "00f067aa0ba902b7";
 #[tokio::test]
 async fn requests_statements_and_socket_messages_reach_the_collector_with_their_links() {
     let receiver = Receiver::start().await;
-    let db = TestDb::new().await;
-    let config = test_config(&db);
-    let key = config.secret_key.clone().expect("key");
     let dir = tempfile::tempdir().expect("dir");
     // Exports only at exit: what arrives was flushed on the way out.
-    let process = serve(
+    let (process, t) = serve(
         dir.path(),
-        &db,
-        &key,
         &[
             ("FAWKES_OTEL__ENDPOINT", receiver.url.as_str()),
             ("FAWKES_OTEL__BATCH_DELAY_MS", "600000"),
             ("FAWKES_NODE_NAME", "trace-node-1"),
         ],
-    );
+    )
+    .await;
     assert!(
         process
             .log
@@ -202,7 +184,6 @@ async fn requests_statements_and_socket_messages_reach_the_collector_with_their_
         "{:#?}",
         process.log
     );
-    let t = TestServer::at(process.url.clone(), db, config);
     let (id, token) = t.user("ann@example.com").await;
 
     let mut request = t.request("GET", &format!("/api/v1/users/{id}"), Some(&token), None);
@@ -344,18 +325,13 @@ async fn requests_statements_and_socket_messages_reach_the_collector_with_their_
 #[tokio::test]
 async fn with_no_endpoint_nothing_is_exported_and_the_log_is_as_before() {
     let receiver = Receiver::start().await;
-    let db = TestDb::new().await;
-    let config = test_config(&db);
-    let key = config.secret_key.clone().expect("key");
     let dir = tempfile::tempdir().expect("dir");
     // The standard OpenTelemetry variable alone does not turn traces on.
-    let process = serve(
+    let (process, t) = serve(
         dir.path(),
-        &db,
-        &key,
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str())],
-    );
-    let t = TestServer::at(process.url.clone(), db, config);
+    )
+    .await;
     let (id, token) = t.user("bo@example.com").await;
     let mut request = t.request("GET", &format!("/api/v1/users/{id}"), Some(&token), None);
     request.headers_mut().insert(
@@ -394,20 +370,15 @@ async fn an_https_endpoint_is_reached_over_tls() {
         .await
         .expect("bind");
     let endpoint = format!("https://{}", listener.local_addr().expect("addr"));
-    let db = TestDb::new().await;
-    let config = test_config(&db);
-    let key = config.secret_key.clone().expect("key");
     let dir = tempfile::tempdir().expect("dir");
-    let process = serve(
+    let (process, t) = serve(
         dir.path(),
-        &db,
-        &key,
         &[
             ("FAWKES_OTEL__ENDPOINT", endpoint.as_str()),
             ("FAWKES_OTEL__BATCH_DELAY_MS", "50"),
         ],
-    );
-    let t = TestServer::at(process.url.clone(), db, config);
+    )
+    .await;
     assert_eq!(t.get("/health", None).await.status, 200);
     // The exporter's first bytes: a TLS handshake record (22), version 3.x.
     let first = tokio::time::timeout(Duration::from_secs(20), async {
@@ -431,20 +402,15 @@ async fn a_collector_that_cannot_be_reached_is_logged_and_changes_nothing_else()
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         format!("http://{}", listener.local_addr().expect("addr"))
     };
-    let db = TestDb::new().await;
-    let config = test_config(&db);
-    let key = config.secret_key.clone().expect("key");
     let dir = tempfile::tempdir().expect("dir");
-    let process = serve(
+    let (process, t) = serve(
         dir.path(),
-        &db,
-        &key,
         &[
             ("FAWKES_OTEL__ENDPOINT", endpoint.as_str()),
             ("FAWKES_OTEL__BATCH_DELAY_MS", "600000"),
         ],
-    );
-    let t = TestServer::at(process.url.clone(), db, config);
+    )
+    .await;
     let (id, token) = t.user("cy@example.com").await;
     let resp = t.get(&format!("/api/v1/users/{id}"), Some(&token)).await;
     assert_eq!(resp.status, 200, "{}", resp.text);
@@ -472,21 +438,16 @@ async fn a_collector_that_never_answers_does_not_hold_the_exit() {
             held.push(stream);
         }
     });
-    let db = TestDb::new().await;
-    let config = test_config(&db);
-    let key = config.secret_key.clone().expect("key");
     let dir = tempfile::tempdir().expect("dir");
-    let process = serve(
+    let (process, t) = serve(
         dir.path(),
-        &db,
-        &key,
         &[
             ("FAWKES_OTEL__ENDPOINT", endpoint.as_str()),
             ("FAWKES_OTEL__BATCH_DELAY_MS", "600000"),
             ("FAWKES_OTEL__EXPORT_TIMEOUT_SECS", "1"),
         ],
-    );
-    let t = TestServer::at(process.url.clone(), db, config);
+    )
+    .await;
     assert_eq!(t.get("/health", None).await.status, 200);
     // Exits (within the helper's deadline) although the flush never completes.
     terminate(process).await;

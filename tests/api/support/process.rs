@@ -12,7 +12,10 @@ pub fn fawkes(dir: &std::path::Path) -> Command {
     command
         .current_dir(dir)
         .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        // The standard OpenTelemetry variables of the developer's shell stay out too.
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
     // Tests are outside the server's configuration rule: they shape the child's environment.
     #[allow(clippy::disallowed_methods)]
     let inherited = std::env::vars();
@@ -22,6 +25,32 @@ pub fn fawkes(dir: &std::path::Path) -> Command {
         }
     }
     command
+}
+
+/// The binary serving on port 0 over `db` with the test key, `args` (e.g. `["--env",
+/// "prod"]`) and the `extra` environment; and a client of it.
+pub fn serve_binary(
+    dir: &std::path::Path,
+    db: super::TestDb,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> (Process, super::TestServer) {
+    let config = super::test_config(&db);
+    let mut command = fawkes(dir);
+    command
+        .args(["--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env(
+            "FAWKES_SECRET_KEY",
+            config.secret_key.clone().expect("a test key"),
+        );
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    let process = Process::serve(command);
+    let t = super::TestServer::at(process.url.clone(), db, config);
+    (process, t)
 }
 
 /// A running `fawkes serve`.
@@ -83,6 +112,15 @@ impl Process {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM: a graceful shutdown (the drain).
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM {}", self.pid());
     }
 
     /// SIGKILL, and reap it.

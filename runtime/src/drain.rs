@@ -2,11 +2,12 @@
 //! ones in batches with code 1012 (clients reconnect, to another node behind a load balancer),
 //! a pause between batches, the whole bounded by a deadline.
 //!
-//! Every connection registers here when it starts (one lock per connection, never per
-//! frame) and gets a token; the drain cancels the tokens of a batch. A connection told to
-//! drain stops reading, lets its socket actor finish every message it was already handed (so
-//! a reply being made, e.g. a chat message being committed, is queued), writes what is queued,
-//! then closes with 1012 (`transport::connection`).
+//! Every connection registers its socket actor here when it starts (one lock per connection,
+//! never per frame; nothing else is kept per connection); the drain sends a batch's actors
+//! `SocketMsg::Drain`. Queued behind every frame the actor was handed, it is handled after
+//! them (so a reply being made, e.g. a chat message being committed, is queued); the actor
+//! then stops handling client frames and closes the connection, which writes what is queued,
+//! then the close frame 1012 (`transport::connection`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use ractor::ActorRef;
+
+use crate::socket_actor::SocketMsg;
 
 /// How [`crate::Runtime::drain`] closes the sockets.
 ///
@@ -80,7 +83,7 @@ pub struct Drained {
     pub in_time: bool,
 }
 
-/// The live connections in the order they started, with their drain tokens.
+/// The live connections in the order they started, by their socket actors.
 #[derive(Default)]
 pub(crate) struct Drainer {
     draining: AtomicBool,
@@ -91,22 +94,15 @@ pub(crate) struct Drainer {
 struct State {
     next: u64,
     /// Connections not told to drain yet, oldest first.
-    waiting: BTreeMap<u64, CancellationToken>,
+    waiting: BTreeMap<u64, ActorRef<SocketMsg>>,
 }
 
-/// A connection's place in the drain: its token is cancelled when its turn comes; dropped,
-/// the connection leaves the list.
+/// A connection's place in the drain: its socket actor is sent [`SocketMsg::Drain`] when its
+/// turn comes; dropped, the connection leaves the list. Nothing else per connection (no
+/// token or channel: an idle connection's memory is what the drain must not grow).
 pub(crate) struct DrainTicket {
     drainer: Arc<Drainer>,
     id: u64,
-    token: CancellationToken,
-}
-
-impl DrainTicket {
-    /// Cancelled when this connection should drain.
-    pub(crate) fn token(&self) -> &CancellationToken {
-        &self.token
-    }
 }
 
 impl Drop for DrainTicket {
@@ -131,22 +127,23 @@ impl Drainer {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Registers a starting connection.
-    pub(crate) fn register(self: &Arc<Self>) -> DrainTicket {
-        let token = CancellationToken::new();
+    /// Registers a starting connection by its socket actor (told to drain at once if a
+    /// drain has begun).
+    pub(crate) fn register(self: &Arc<Self>, actor: &ActorRef<SocketMsg>) -> DrainTicket {
         let mut id = u64::MAX;
         match self.state.lock() {
             Ok(mut state) if !self.is_draining() => {
                 id = state.next;
                 state.next += 1;
-                state.waiting.insert(id, token.clone());
+                state.waiting.insert(id, actor.clone());
             }
-            _ => token.cancel(),
+            _ => {
+                let _ = actor.cast(SocketMsg::Drain);
+            }
         }
         DrainTicket {
             drainer: self.clone(),
             id,
-            token,
         }
     }
 
@@ -157,10 +154,11 @@ impl Drainer {
         };
         let mut told = 0;
         while told < n {
-            let Some((_, token)) = state.waiting.pop_first() else {
+            let Some((_, actor)) = state.waiting.pop_first() else {
                 break;
             };
-            token.cancel();
+            // An actor already gone: its connection is ending anyway.
+            let _ = actor.cast(SocketMsg::Drain);
             told += 1;
         }
         told

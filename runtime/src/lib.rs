@@ -544,8 +544,8 @@ impl Runtime {
     /// 1. new sockets are refused (503), at once ([`Runtime::start_draining`]);
     /// 2. the live sockets are closed with code 1012 (phoenix.js reconnects, behind a load
     ///    balancer to another node) `batch_size` at a time, oldest first, with `interval`
-    ///    between batches. A socket's turn: its connection stops reading, its socket actor
-    ///    finishes every message it was already handed (a reply being made is sent, so a
+    ///    between batches. A socket's turn: its socket actor finishes every message it was
+    ///    already handed and handles no later one (a reply being made is sent, so a
     ///    client never misses the reply to something that took effect), what is queued for
     ///    it is written, then the close frame; its joins then end as on any close, so their
     ///    presences leave (and sockets drained later, and other nodes, see the leaves);

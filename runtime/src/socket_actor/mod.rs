@@ -25,7 +25,7 @@ use super::protocol::{self, Inbound, Ref, Vsn, events};
 use super::pubsub::{Broadcast, Delivery, PubSub, SubscriberId};
 use super::registry::{LiveSocket, SocketRegistry};
 use super::supervisor::Slot;
-use super::transport::{Control, Outbound, encoded_to_message};
+use super::transport::{CloseReason, Control, Outbound, encoded_to_message};
 
 #[cfg(any(test, feature = "testing"))]
 mod detached;
@@ -58,9 +58,10 @@ pub(crate) enum SocketMsg {
         topic: Arc<str>,
         subscriber: SubscriberId,
     },
-    /// The drain reached this socket: its connection stopped reading, and the ack (sent when
-    /// this is handled, so after every frame handed on before it) lets it close.
-    Drain(tokio::sync::oneshot::Sender<()>),
+    /// The drain reached this socket. Handled after every frame handed on before it (so after
+    /// their replies were queued), it closes the connection with 1012 (which writes what is
+    /// queued first); frames handed on after it are never handled (neither answered nor done).
+    Drain,
     /// The connection is gone: terminate every channel and stop.
     Closed,
 }
@@ -152,6 +153,10 @@ pub(crate) struct SocketState<A> {
     joining: Option<(Arc<str>, SubscriberId)>,
     /// This socket in the socket registry, under its id and disconnect topics.
     registered: Option<Registered>,
+    /// Closes the connection (the drain's 1012).
+    control: Arc<Control>,
+    /// The drain reached this socket: client frames are no longer handled.
+    draining: bool,
 }
 
 /// A socket's registration in the socket registry.
@@ -229,6 +234,8 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             inbox: Arc::default(),
             joining: None,
             registered,
+            control: args.control,
+            draining: false,
         })
     }
 
@@ -242,6 +249,8 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
         // and lives as long as the connection, so keeping routing inline cost ~5 KB per idle
         // connection. Boxed, that memory exists only while a message is being handled.
         match message {
+            // Handed on after the drain: never handled.
+            SocketMsg::Frame(_, _) if state.draining => {}
             SocketMsg::Frame(inbound, _permit) => Box::pin(state.route(&myself, inbound)).await,
             SocketMsg::Intercepted {
                 topic,
@@ -279,8 +288,9 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
                     Box::pin(state.end_join(&topic, how)).await;
                 }
             }
-            SocketMsg::Drain(ack) => {
-                let _ = ack.send(());
+            SocketMsg::Drain => {
+                state.draining = true;
+                state.control.close(CloseReason::Drain);
             }
             SocketMsg::Closed => {
                 Box::pin(state.shutdown()).await;

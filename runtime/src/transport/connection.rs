@@ -104,12 +104,9 @@ pub(super) async fn run(
         }
     };
     shared.metrics_connected();
-    // Its turn in a drain: stop reading, let the actor finish what it was handed (the ack),
-    // write what is queued, close with 1012.
-    let ticket = shared.drainer.register();
-    let (ack, drained) = tokio::sync::oneshot::channel();
-    let mut ack = Some(ack);
-    let mut draining = false;
+    // Its turn in a drain: the actor, after every frame handed on before (their replies
+    // queued), closes the connection with 1012; what is queued is written first.
+    let ticket = shared.drainer.register(&actor);
     let _watched = shared.meters.watch_queue(out.probe());
     let inflow = Inflow::new(config.max_messages_per_second, config.max_messages_burst);
     // A message read is handed on at once unless it must wait for the rate or for room in the
@@ -128,8 +125,7 @@ pub(super) async fn run(
     let timer = tokio::time::sleep(config.idle_timeout);
     let closed = control.closed();
     let shutdown = shared.shutdown.cancelled();
-    let drain = ticket.token().clone().cancelled_owned();
-    tokio::pin!(timer, closed, shutdown, drain, drained);
+    tokio::pin!(timer, closed, shutdown);
     loop {
         if wait == Wait::Nothing
             && let Some(mut message) = held.take()
@@ -164,26 +160,6 @@ pub(super) async fn run(
             () = &mut closed => break,
             () = &mut shutdown => {
                 control.close(CloseReason::Shutdown);
-                break;
-            }
-            () = &mut drain, if !draining => {
-                draining = true;
-                // Read and not handed on: never handled, so neither answered nor done.
-                held = None;
-                wait = Wait::Nothing;
-                // Not reading is the server's doing: the client is not idle.
-                last_inbound = Instant::now();
-                let told = ack
-                    .take()
-                    .is_some_and(|ack| actor.cast(SocketMsg::Drain(ack)).is_ok());
-                if !told {
-                    control.close(CloseReason::Drain);
-                    break;
-                }
-            }
-            // The actor handled every frame handed on before the drain.
-            _ = &mut drained, if draining => {
-                control.close(CloseReason::Drain);
                 break;
             }
             _ = &mut actor_done => {
@@ -238,7 +214,7 @@ pub(super) async fn run(
                     }
                 }
             }
-            read = ws.next(), if held.is_none() && !draining => {
+            read = ws.next(), if held.is_none() => {
                 match read {
                     Some(Ok(message)) => {
                         last_inbound = Instant::now();

@@ -283,7 +283,9 @@ impl Server {
         &self.app
     }
 
-    /// A token that, when cancelled, starts a graceful shutdown.
+    /// A token that, when cancelled, starts a graceful shutdown. To have `/ready` answer
+    /// draining before the listener closes, call `runtime().start_draining()` first, as
+    /// [`Server::shutdown`] and the binary's signal handler do.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }

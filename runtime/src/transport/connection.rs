@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityE
 use super::deadline::{SlowMessage, Watched};
 use super::inflow::Inflow;
 use super::{
-    CloseReason, MAX_EVENT_BYTES, MAX_REF_BYTES, OutFrame, Outbound, OutboundReceiver,
+    CloseReason, Control, MAX_EVENT_BYTES, MAX_REF_BYTES, OutFrame, Outbound, OutboundReceiver,
     encoded_to_message,
 };
 use crate::RuntimeShared;
@@ -201,8 +201,14 @@ pub(super) async fn run(
                 timer.as_mut().reset(next);
             }
             frame = rx.recv() => {
-                let written =
-                    write_batch(&mut ws, frame, &mut rx, config.write_timeout, closed.as_mut());
+                let written = write_batch(
+                    &mut ws,
+                    frame,
+                    &mut rx,
+                    config.write_timeout,
+                    closed.as_mut(),
+                    &control,
+                );
                 match written.await {
                     Written::Done => {}
                     // E.g. the queue overflowed while a write to this client was stuck.
@@ -339,13 +345,16 @@ enum Written {
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes once; gives up
-/// when `limit` passes or `closed` completes.
+/// when `limit` passes or `closed` completes, except for a drain: the frames it took off the
+/// queue are written (within `limit`) before the drain's careful close writes the rest, so
+/// nothing queued is lost and no message is cut in the middle of its fragments.
 async fn write_batch(
     sink: &mut Ws,
     first: OutFrame,
     rx: &mut OutboundReceiver,
     limit: Duration,
     closed: std::pin::Pin<&mut impl Future<Output = ()>>,
+    control: &Control,
 ) -> Written {
     let write = async {
         for message in first.into_messages() {
@@ -363,13 +372,22 @@ async fn write_batch(
         }
         sink.flush().await
     };
+    let outcome = |written: Result<Result<(), WsError>, _>| match written {
+        Ok(Ok(())) => Written::Done,
+        _ => Written::TimedOut,
+    };
+    let mut write = std::pin::pin!(timeout(limit, write));
     tokio::select! {
         biased;
-        written = timeout(limit, write) => match written {
-            Ok(Ok(())) => Written::Done,
-            _ => Written::TimedOut,
-        },
-        () = closed => Written::Closed,
+        written = &mut write => return outcome(written),
+        () = closed => {}
+    }
+    if control.reason() != Some(&CloseReason::Drain) {
+        return Written::Closed;
+    }
+    match outcome(write.await) {
+        Written::Done => Written::Closed,
+        other => other,
     }
 }
 

@@ -249,3 +249,53 @@ async fn other_nodes_see_each_drained_sockets_leave_before_the_goodbye() {
     assert!(listed(&[]).await, "{:?}", keys(&b, "presence:room").await);
     b.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_drain_reaching_a_write_in_progress_finishes_it_then_closes() {
+    use fawkes_runtime::TransportConfig;
+    const MESSAGES: usize = 300;
+    // Room for everything queued: this test is about the drain, not a slow consumer's cut.
+    let endpoint = TestEndpoint::start_with(TransportConfig {
+        outbound_queue: 100_000,
+        outbound_queue_bytes: 256 * 1024 * 1024,
+        write_timeout: Duration::from_secs(20),
+        ..Default::default()
+    })
+    .await;
+    let mut reader = endpoint.client("slow").await;
+    reader.join("lab:flood", json!({})).await;
+    // 64 KiB each, sent in fragments: about 19 MiB that a client not reading yet cannot take,
+    // so the connection is in the middle of a write when the drain closes it.
+    let blob = "x".repeat(64 * 1024);
+    for i in 0..MESSAGES {
+        endpoint
+            .runtime
+            .pubsub()
+            .broadcast("lab:flood", "flood", json!({"i": i, "blob": blob}));
+    }
+    // The topic actor handled every broadcast (queued them all for the reader) once it has
+    // answered a join that came after them.
+    let mut other = endpoint.client("other").await;
+    other.join("lab:flood", json!({})).await;
+
+    let runtime = endpoint.runtime.clone();
+    let drain = tokio::spawn(async move {
+        runtime
+            .drain(DrainConfig {
+                timeout: Duration::from_secs(30),
+                ..DrainConfig::default()
+            })
+            .await
+    });
+    assert!(
+        crate::support::eventually(|| endpoint.runtime.is_draining()).await,
+        "draining"
+    );
+    for i in 0..MESSAGES {
+        let frame = reader.event("lab:flood", "flood").await;
+        assert_eq!(frame.payload["i"], i, "every queued message, in order");
+    }
+    assert_eq!(reader.closed().await.0, 1012);
+    assert_eq!(other.closed().await.0, 1012);
+    assert!(drain.await.expect("drain task").in_time);
+}

@@ -18,6 +18,7 @@ use std::time::Duration;
 use ractor::ActorRef;
 
 use crate::socket_actor::SocketMsg;
+use crate::{Health, Runtime};
 
 /// How [`crate::Runtime::drain`] closes the sockets.
 ///
@@ -193,3 +194,113 @@ impl Drainer {
         }
     }
 }
+
+impl Runtime {
+    /// Closes every connection with code 1012 (clients reconnect) at once, waits up to
+    /// `grace` for them to finish, then stops the supervision tree: [`Runtime::drain`] with
+    /// every socket in one batch ([`DrainConfig::all_at_once`]). Returns whether all finished
+    /// in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.drain(DrainConfig::all_at_once(grace)).await.in_time
+    }
+
+    /// Begins a drain without closing anything yet: from now on new sockets are refused
+    /// (503) and [`Runtime::is_draining`] is true, e.g. for a readiness check to report.
+    /// [`Runtime::drain`] calls it first; call it yourself to mark the node at the instant a
+    /// shutdown signal arrives, before you start the drain.
+    pub fn start_draining(&self) {
+        self.shared.drainer.begin();
+    }
+
+    /// Whether a drain (or shutdown) has begun.
+    pub fn is_draining(&self) -> bool {
+        self.shared.drainer.is_draining()
+    }
+
+    /// Drains this node gracefully, as Phoenix's socket drainer, then stops the runtime:
+    ///
+    /// 1. new sockets are refused (503), at once ([`Runtime::start_draining`]);
+    /// 2. the live sockets are closed with code 1012 (phoenix.js reconnects, behind a load
+    ///    balancer to another node) `batch_size` at a time, oldest first, with `interval`
+    ///    between batches. A socket's turn: its socket actor finishes every message it was
+    ///    already handed and handles no later one (a reply being made is sent, so a
+    ///    client never misses the reply to something that took effect), what is queued for
+    ///    it is written, then the close frame; its joins then end as on any close, so their
+    ///    presences leave (and sockets drained later, and other nodes, see the leaves);
+    /// 3. at `timeout` from the start, sockets still open are closed at once;
+    /// 4. the other nodes of a cluster are told this node is leaving, and the supervision
+    ///    tree stops.
+    ///
+    /// HTTP is not the runtime's: stop your listener too (an [`Endpoint`](crate::Endpoint) stops on its
+    /// `shutdown` future).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fawkes_runtime::{DrainConfig, Runtime, RuntimeConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let runtime = Runtime::start(RuntimeConfig::default()).await.expect("runtime");
+    /// // On SIGTERM: stop the listener and mark the node (readiness), then drain.
+    /// runtime.start_draining();
+    /// assert!(runtime.is_draining());
+    /// let drained = runtime
+    ///     .drain(DrainConfig {
+    ///         batch_size: 500,
+    ///         interval: Duration::from_millis(500),
+    ///         timeout: Duration::from_secs(20),
+    ///     })
+    ///     .await;
+    /// assert!(drained.in_time); // no socket was open
+    /// assert_eq!(drained.sockets, 0);
+    /// # }
+    /// ```
+    pub async fn drain(&self, config: DrainConfig) -> Drained {
+        let started = tokio::time::Instant::now();
+        // A timeout too large to add ("wait forever") is as good as none.
+        let deadline = started
+            .checked_add(config.timeout)
+            .unwrap_or(started + FOREVER);
+        self.start_draining();
+        self.shared.connections.close();
+        let mut drained = Drained::default();
+        let batches = self.shared.drainer.batches(&config, &mut drained);
+        let _ = tokio::time::timeout_at(deadline, batches).await;
+        drained.in_time = tokio::time::timeout_at(deadline, self.shared.connections.wait())
+            .await
+            .is_ok();
+        if !drained.in_time {
+            drained.cut = self.connection_count();
+            tracing::warn!(
+                sockets = drained.cut,
+                "drain deadline reached; closing the remaining sockets at once"
+            );
+        }
+        // Whatever is left closes now (1012), and nothing new is served.
+        self.shared.shutdown.cancel();
+        // Only now the goodbye: the other nodes drop this node's presences at once, not
+        // after the node timeout (before it, they would show every socket still being
+        // drained here as gone).
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.shared
+            .pubsub
+            .cluster()
+            .leave(left.clamp(GOODBYE_MIN, GOODBYE_MAX))
+            .await;
+        if self.tree.health.get().is_up() {
+            self.tree.health.set(Health::Stopped);
+        }
+        self.tree.root.stop(None);
+        self.tree.watch.stop(None);
+        drained
+    }
+}
+
+/// A deadline past any real drain (about 30 years), for a timeout too large to add.
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// The least time the goodbye to the other nodes gets, even past the drain's deadline.
+const GOODBYE_MIN: Duration = Duration::from_millis(100);
+
+/// The most time the goodbye to the other nodes gets.
+const GOODBYE_MAX: Duration = Duration::from_secs(2);

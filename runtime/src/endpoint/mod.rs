@@ -64,6 +64,8 @@ impl PeerAddr {
 pub struct Endpoint {
     shared: Arc<RuntimeShared>,
     sockets: Vec<(String, Arc<dyn ErasedSocket>)>,
+    /// The LongPoll paths (`<path>/longpoll`), when `TransportConfig::longpoll` is on.
+    longpolls: Vec<(String, Arc<dyn ErasedSocket>, Arc<transport::Sessions>)>,
     fallback: Option<FallbackService>,
     limits: HttpLimits,
 }
@@ -73,21 +75,28 @@ impl Endpoint {
         Self {
             shared,
             sockets: Vec::new(),
+            longpolls: Vec::new(),
             fallback: None,
             limits: HttpLimits::default(),
         }
     }
 
-    /// Serves `mount` at `path` (e.g. `/socket`; the WebSocket is at `/socket/websocket`).
+    /// Serves `mount` at `path` (e.g. `/socket`; the WebSocket is at `/socket/websocket`,
+    /// and LongPoll, when [`crate::TransportConfig::longpoll`] is on, at `/socket/longpoll`).
     /// Refuses a mount with an invalid topic pattern, naming it (see [`SocketMount`]).
     pub fn socket<S: Socket>(
         mut self,
         path: &str,
         mount: SocketMount<S>,
     ) -> Result<Self, InvalidPattern> {
-        let path = format!("{}/websocket", path.trim_end_matches('/'));
-        self.sockets
-            .push((path, Arc::new(MountedSocket::build(mount)?)));
+        let base = path.trim_end_matches('/');
+        let socket: Arc<dyn ErasedSocket> = Arc::new(MountedSocket::build(mount)?);
+        if self.shared.config.longpoll {
+            let sessions = transport::Sessions::new(self.shared.pubsub.node_name());
+            self.longpolls
+                .push((format!("{base}/longpoll"), socket.clone(), sessions));
+        }
+        self.sockets.push((format!("{base}/websocket"), socket));
         Ok(self)
     }
 
@@ -213,6 +222,12 @@ impl Endpoint {
             // A WebSocket keeps its connection's slot until it ends.
             let response =
                 transport::upgrade(socket.clone(), self.shared.clone(), request, peer, slot).await;
+            return response.map(|b| b.map_err(|never| match never {}).boxed_unsync());
+        }
+        if let Some((_, socket, sessions)) = self.longpolls.iter().find(|(p, ..)| p == path) {
+            let (socket, sessions) = (socket.clone(), sessions.clone());
+            let response =
+                transport::longpoll(sessions, socket, self.shared.clone(), request, peer).await;
             return response.map(|b| b.map_err(|never| match never {}).boxed_unsync());
         }
         match &self.fallback {

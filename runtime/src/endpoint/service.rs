@@ -23,7 +23,9 @@ type PeerAddrFn = dyn Fn(&http::Extensions) -> Option<SocketAddr> + Send + Sync;
 /// Build it with [`crate::Runtime::socket_service`].
 ///
 /// It answers every request it is given as a WebSocket upgrade (the router picks the path;
-/// phoenix.js connects to the socket path plus `/websocket`, e.g. `/socket/websocket`), with
+/// phoenix.js connects to the socket path plus `/websocket`, e.g. `/socket/websocket`), or,
+/// when [`crate::TransportConfig::longpoll`] is on, a request whose path ends in
+/// `/longpoll` as LongPoll (mount the service at both paths), with
 /// the same checks as [`crate::Endpoint`] (origin, subprotocols, `vsn`, [`crate::Socket::connect`],
 /// the per-id cap) and the same refusals (JSON error bodies). An accepted socket belongs to
 /// the runtime like any other: it counts in [`crate::Runtime::stats`], and
@@ -66,6 +68,8 @@ type PeerAddrFn = dyn Fn(&http::Extensions) -> Option<SocketAddr> + Send + Sync;
 pub struct SocketService {
     shared: Arc<RuntimeShared>,
     socket: Arc<dyn ErasedSocket>,
+    /// LongPoll sessions, when `TransportConfig::longpoll` is on.
+    longpoll: Option<Arc<transport::Sessions>>,
     peer_addr: Option<Arc<PeerAddrFn>>,
 }
 
@@ -79,9 +83,14 @@ impl std::fmt::Debug for SocketService {
 
 impl SocketService {
     pub(crate) fn new(shared: Arc<RuntimeShared>, socket: Arc<dyn ErasedSocket>) -> Self {
+        let longpoll = shared
+            .config
+            .longpoll
+            .then(|| transport::Sessions::new(shared.pubsub.node_name()));
         Self {
             shared,
             socket,
+            longpoll,
             peer_addr: None,
         }
     }
@@ -107,7 +116,12 @@ impl SocketService {
     }
 }
 
-impl<B: Send + 'static> tower::Service<http::Request<B>> for SocketService {
+impl<B> tower::Service<http::Request<B>> for SocketService
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Response = http::Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -119,6 +133,17 @@ impl<B: Send + 'static> tower::Service<http::Request<B>> for SocketService {
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let peer = self.peer(request.extensions());
         let (socket, shared) = (self.socket.clone(), self.shared.clone());
-        Box::pin(async move { Ok(transport::upgrade(socket, shared, request, peer, ()).await) })
+        let longpoll = self
+            .longpoll
+            .clone()
+            .filter(|_| request.uri().path().ends_with("/longpoll"));
+        Box::pin(async move {
+            Ok(match longpoll {
+                Some(sessions) => {
+                    transport::longpoll(sessions, socket, shared, request, peer).await
+                }
+                None => transport::upgrade(socket, shared, request, peer, ()).await,
+            })
+        })
     }
 }

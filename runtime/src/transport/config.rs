@@ -87,6 +87,15 @@ pub struct TransportConfig {
     /// `message_timeout_secs`.
     #[serde(rename = "message_timeout_secs", with = "crate::units::secs")]
     pub message_timeout: Duration,
+    /// Serves the LongPoll transport at `<socket path>/longpoll` beside the WebSocket (off by
+    /// default, as in Phoenix: less surface; when off, that path answers 404). A session
+    /// holds the same outbound queue and socket actor as a WebSocket connection.
+    pub longpoll: bool,
+    /// How long a LongPoll poll waits for messages before answering 204; a session without a
+    /// poll for 1.5 windows ends. Keep it under phoenix.js' 20 s request timeout. Setting
+    /// `longpoll_window_secs`.
+    #[serde(rename = "longpoll_window_secs", with = "crate::units::secs")]
+    pub longpoll_window: Duration,
 }
 
 /// Longest event name a client may send, in bytes; longer → close 1003 (`event too long`).
@@ -113,6 +122,8 @@ impl Default for TransportConfig {
             max_messages_per_second: 200,
             max_messages_burst: 500,
             message_timeout: Duration::from_secs(30),
+            longpoll: false,
+            longpoll_window: Duration::from_secs(10),
         }
     }
 }
@@ -198,6 +209,8 @@ mod tests {
                 "check_origin",
                 "close_grace_secs",
                 "idle_timeout_secs",
+                "longpoll",
+                "longpoll_window_secs",
                 "max_channels",
                 "max_frame_bytes",
                 "max_messages_burst",

@@ -426,8 +426,8 @@ async fn feed_split(sink: &mut Ws, message: Message) -> Result<(), WsError> {
 
 /// The name limits a decoded frame is checked against.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    topic: usize,
+pub(super) struct Limits {
+    pub(super) topic: usize,
 }
 
 /// Refuses a frame with a name over its limit, before anything keeps it.
@@ -448,7 +448,7 @@ fn check_limits(msg: &Inbound, limits: Limits) -> Result<(), CloseReason> {
 }
 
 /// Handles one client frame. `Err` closes the connection with that reason.
-fn inbound(
+pub(super) fn inbound(
     message: Message,
     vsn: Vsn,
     limits: Limits,

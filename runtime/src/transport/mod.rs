@@ -43,6 +43,7 @@ mod config;
 mod connection;
 mod deadline;
 mod inflow;
+mod longpoll;
 mod origin;
 mod socket_ids;
 mod upgrade;
@@ -57,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::Encoded;
 pub use config::{MAX_EVENT_BYTES, MAX_REF_BYTES, TransportConfig};
+pub(crate) use longpoll::{Sessions, handle as longpoll};
 pub use origin::{CheckOrigin, InvalidOrigin, OriginPattern};
 pub(crate) use upgrade::upgrade;
 

@@ -17,6 +17,7 @@ mod interop;
 mod isolation;
 mod joins;
 mod limits;
+mod longpoll;
 mod presence;
 mod raw;
 mod registry;

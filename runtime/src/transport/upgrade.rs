@@ -62,7 +62,7 @@ fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -
 }
 
 /// Why an upgrade from a forbidden origin is refused.
-const ORIGIN_REFUSED: &str = "origin not allowed";
+pub(super) const ORIGIN_REFUSED: &str = "origin not allowed";
 
 /// A refused upgrade: the status, the detail of its JSON error body, and why (for the log).
 #[derive(Debug, Clone, PartialEq, Eq)]

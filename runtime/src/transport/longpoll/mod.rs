@@ -35,6 +35,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::{BodyExt as _, Full, Limited};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::upgrade::ORIGIN_REFUSED;
 use super::{Outbound, request_checks};
 use crate::RuntimeShared;
 use crate::metering::Refused;
@@ -238,7 +239,11 @@ async fn open<B>(
         Ok(checked) => checked,
         Err(refusal) => {
             tracing::debug!(why = refusal.why, "LongPoll session refused");
-            shared.meters.refused(Refused::Origin);
+            shared.meters.refused(if refusal.why == ORIGIN_REFUSED {
+                Refused::Origin
+            } else {
+                Refused::BadRequest
+            });
             return status(403);
         }
     };

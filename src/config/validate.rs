@@ -55,7 +55,7 @@ impl Config {
     /// [`crate::app::Server::start`] calls it before anything starts.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let smtp = self.mail.transport == MailTransportKind::Smtp;
-        let zeros: [(&'static str, bool, &'static str); 15] = [
+        let zeros: [(&'static str, bool, &'static str); 16] = [
             (
                 "token_ttl_secs",
                 self.token_ttl_secs == 0,
@@ -105,6 +105,11 @@ impl Config {
                 "socket.idle_timeout_secs",
                 self.socket.transport.idle_timeout.is_zero(),
                 "closes every socket as idle at once",
+            ),
+            (
+                "socket.longpoll_window_secs",
+                self.socket.transport.longpoll && self.socket.transport.longpoll_window.is_zero(),
+                "ends every LongPoll session before its first poll",
             ),
             (
                 "socket.write_timeout_secs",
@@ -172,7 +177,7 @@ mod tests {
     #[test]
     fn the_defaults_are_valid_and_each_useless_zero_is_named() {
         assert_eq!(Config::default().validate(), Ok(()));
-        let cases: [Case; 15] = [
+        let cases: [Case; 16] = [
             ("token_ttl_secs", |c| c.token_ttl_secs = 0),
             ("shutdown.drain_batch_size", |c| {
                 c.shutdown.drain_batch_size = 0
@@ -202,6 +207,10 @@ mod tests {
             }),
             ("socket.idle_timeout_secs", |c| {
                 c.socket.transport.idle_timeout = Duration::ZERO
+            }),
+            ("socket.longpoll_window_secs", |c| {
+                c.socket.transport.longpoll = true;
+                c.socket.transport.longpoll_window = Duration::ZERO
             }),
             ("socket.write_timeout_secs", |c| {
                 c.socket.transport.write_timeout = Duration::ZERO

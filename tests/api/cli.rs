@@ -98,7 +98,7 @@ fn socket_and_presence_settings_keep_their_names_and_environment_variables() {
             "write_timeout_secs": 10, "max_channels": 100, "read_buffer_bytes": 2048,
             "close_grace_secs": 5, "max_topic_bytes": 255, "max_sockets_per_id": 32,
             "token_ttl_secs": 60, "max_messages_per_second": 200, "max_messages_burst": 500,
-            "message_timeout_secs": 30,
+            "message_timeout_secs": 30, "longpoll": false, "longpoll_window_secs": 10,
         })
     );
     assert_eq!(defaults["presence"], json!({"window_ms": 25, "shards": 16}));
@@ -126,6 +126,8 @@ fn socket_and_presence_settings_keep_their_names_and_environment_variables() {
         ("MAX_MESSAGES_PER_SECOND", "50"),
         ("MAX_MESSAGES_BURST", "60"),
         ("MESSAGE_TIMEOUT_SECS", "0"),
+        ("LONGPOLL", "true"),
+        ("LONGPOLL_WINDOW_SECS", "7"),
     ] {
         command.env(format!("FAWKES_SOCKET__{name}"), value);
     }
@@ -143,7 +145,8 @@ fn socket_and_presence_settings_keep_their_names_and_environment_variables() {
             "outbound_queue_bytes": 12000, "write_timeout_secs": 13, "max_channels": 14,
             "read_buffer_bytes": 4096, "close_grace_secs": 1.5, "max_topic_bytes": 100,
             "max_sockets_per_id": 3, "token_ttl_secs": 30, "max_messages_per_second": 50,
-            "max_messages_burst": 60, "message_timeout_secs": 0,
+            "max_messages_burst": 60, "message_timeout_secs": 0, "longpoll": true,
+            "longpoll_window_secs": 7,
         })
     );
     assert_eq!(config["presence"], json!({"window_ms": 0, "shards": 4}));

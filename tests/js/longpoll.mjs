@@ -53,6 +53,25 @@ const scenarios = {
       const count = await receive(channel.push("count", {}), `count ${n}`);
       check(count.response.count === n, `the channel keeps its state: ${json(count)}`);
     }
+    const rtt = await waitFor("a ping (a heartbeat over POST, its reply over a poll)", (done) => check(s.ping(done), "ping sent"));
+    check(typeof rtt === "number", "ping round trip");
+    s.disconnect();
+  },
+
+  async "a channel crash over LongPoll is recovered by rejoining"() {
+    const s = socket(url, { params: { user: "crashy" } });
+    const channel = s.channel("lab:crashy", {});
+    let joins = 0;
+    channel.join().receive("ok", () => (joins += 1));
+    await until("the first join", () => joins === 1);
+    check((await receive(channel.push("count", {}), "count")).response.count === 1, "count 1");
+    const errored = waitFor("onError", (done) => channel.onError(done));
+    channel.push("panic", {});
+    check(deepEqual(await errored, { reason: "channel_crash" }), "phx_error payload");
+    await until("the rejoin", () => joins === 2, () => `${joins} joins`);
+    const fresh = await receive(channel.push("count", {}), "count after the rejoin");
+    check(fresh.response.count === 1, `fresh state after the rejoin: ${json(fresh)}`);
+    check(s.conn instanceof LongPoll && s.errors.length === 0, `the same session: ${json(s.errors)}`);
     s.disconnect();
   },
 
@@ -89,6 +108,23 @@ const scenarios = {
     await receive(cb.push("intercept", { n: 1 }), "intercept");
     check(deepEqual(await seenByAnn, { n: 1, seen_by: "ann" }), "handle_out for the LongPoll subscriber");
     check(deepEqual(await seenByBob, { n: 1, seen_by: "bob" }), "handle_out for the WebSocket subscriber");
+    lp.disconnect();
+    ws.disconnect();
+  },
+
+  async "250 broadcasts reach the LongPoll client in order, over several polls of at most 100"() {
+    const lp = socket(url, { params: { user: "reader" } });
+    const ws = wsSocket(url, { params: { user: "writer" } });
+    const ca = lp.channel("lab:many", {});
+    const cb = ws.channel("lab:many", {});
+    const got = [];
+    ca.on("shout", ({ n }) => got.push(n));
+    await join(ca, "LongPoll join");
+    await join(cb, "WebSocket join");
+    const sent = Array.from({ length: 250 }, (_, n) => n);
+    await Promise.all(sent.map((n) => receive(cb.push("broadcast_from", { n }), `broadcast ${n}`)));
+    await until("all 250 at the LongPoll client", () => got.length >= 250, () => `${got.length} so far`);
+    check(deepEqual(got, sent), `in order, once each: ${json(got)}`);
     lp.disconnect();
     ws.disconnect();
   },

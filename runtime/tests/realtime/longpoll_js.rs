@@ -26,7 +26,9 @@ async fn phoenix_js_over_longpoll() {
     for scenario in [
         "ok LongPoll connects with an auth token, joins, pushes and gets the reply",
         "ok a burst of 150 pushes goes out in batches of at most 100 and every reply comes back in order",
+        "ok a channel crash over LongPoll is recovered by rejoining",
         "ok broadcasts go both ways between LongPoll and WebSocket clients in one room",
+        "ok 250 broadcasts reach the LongPoll client in order, over several polls of at most 100",
         "ok LongPoll and WebSocket clients see each other join and leave in presence",
         "ok binary pushes from LongPoll travel as base64 lines and arrive as bytes",
         "ok a killed LongPoll client's session ends and the WebSocket client sees it leave",
@@ -41,10 +43,7 @@ async fn phoenix_js_over_longpoll() {
     // The clients are gone without a word (LongPoll has no close): every session ends once
     // its window passes without a poll, and its socket with it.
     assert!(
-        crate::support::eventually_async(|| async {
-            t.runtime.stats().connections == 0
-        })
-        .await,
+        crate::support::eventually(|| t.runtime.stats().connections == 0).await,
         "sessions left: {}",
         t.runtime.stats().connections
     );

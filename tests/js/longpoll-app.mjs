@@ -66,40 +66,6 @@ export function appScenarios(url, args) {
       for (const s of [ann, bobLaptop, bobPhone]) s.disconnect();
     },
 
-    async "room:chat over LongPoll: every device of the recipient gets each message"() {
-      const conv = Number(conversationId);
-      const start = (s) => {
-        const channel = s.channel("room:chat", {});
-        const inbox = [];
-        channel.on("receive_msg", ({ message }) => inbox.push(message));
-        return { s, channel, inbox };
-      };
-      const ann = start(lp(tokenA));
-      const phone = start(lp(tokenB));
-      const laptop = start(ws(tokenB));
-      for (const [name, client] of Object.entries({ ann, phone, laptop })) await join(client.channel, `${name} joins room:chat`);
-      const arrives = async (client, id, step) => {
-        await until(step, () => client.inbox.some((m) => m.id === id), () => json(client.inbox));
-        return client.inbox.find((m) => m.id === id);
-      };
-
-      const sent = await receive(ann.channel.push("send_msg", { user: Number(bId), conv, message: "hello from LongPoll" }), "ann sends");
-      check(sent.status === "ok" && sent.response.delivered === 2, `send: ${json(sent)}`);
-      const { message } = sent.response;
-      check(message.content === "hello from LongPoll" && message.sender_id === Number(aId), `message: ${json(message)}`);
-      for (const [name, device] of Object.entries({ phone, laptop })) {
-        const got = await arrives(device, message.id, `bob's ${name} receives`);
-        check(deepEqual(got, message), `${name} got ${json(got)}`);
-      }
-      const answer = await receive(phone.channel.push("send_msg", { user: Number(aId), conv, message: "hi ann" }), "bob answers");
-      check(answer.status === "ok" && answer.response.delivered === 1, `answer: ${json(answer)}`);
-      await arrives(ann, answer.response.message.id, "ann receives the answer (LongPoll)");
-      const wrong = await receive(ann.channel.push("send_msg", { user: Number(aId), conv, message: "to myself" }), "a wrong recipient");
-      check(wrong.status === "error" && wrong.response.reason === "wrong_recipient", `wrong: ${json(wrong)}`);
-      check(ann.channel.state === "joined", `ann's channel is ${ann.channel.state}`);
-      for (const { s } of [ann, phone, laptop]) s.disconnect();
-    },
-
     async "a conversation over LongPoll recovers what it missed across a reconnect and gets the rest live"() {
       const api = `${httpBase(url)}/api/v1/conversations/${conversationId}/messages`;
       const post = async (content) => {
@@ -110,6 +76,7 @@ export function appScenarios(url, args) {
         });
         check(response.status === 201, `post ${content}: ${response.status}`);
       };
+      // Run before the room:chat scenario, which adds to this conversation.
       const seen = new Map();
       let lastSeen = 0;
       const keep = (message) => {
@@ -152,6 +119,40 @@ export function appScenarios(url, args) {
       check(refused.status === "error" && refused.response.reason === "unauthorized", `outsider: ${json(refused)}`);
       outsider.disconnect();
       bob.disconnect();
+    },
+
+    async "room:chat over LongPoll: every device of the recipient gets each message"() {
+      const conv = Number(conversationId);
+      const start = (s) => {
+        const channel = s.channel("room:chat", {});
+        const inbox = [];
+        channel.on("receive_msg", ({ message }) => inbox.push(message));
+        return { s, channel, inbox };
+      };
+      const ann = start(lp(tokenA));
+      const phone = start(lp(tokenB));
+      const laptop = start(ws(tokenB));
+      for (const [name, client] of Object.entries({ ann, phone, laptop })) await join(client.channel, `${name} joins room:chat`);
+      const arrives = async (client, id, step) => {
+        await until(step, () => client.inbox.some((m) => m.id === id), () => json(client.inbox));
+        return client.inbox.find((m) => m.id === id);
+      };
+
+      const sent = await receive(ann.channel.push("send_msg", { user: Number(bId), conv, message: "hello from LongPoll" }), "ann sends");
+      check(sent.status === "ok" && sent.response.delivered === 2, `send: ${json(sent)}`);
+      const { message } = sent.response;
+      check(message.content === "hello from LongPoll" && message.sender_id === Number(aId), `message: ${json(message)}`);
+      for (const [name, device] of Object.entries({ phone, laptop })) {
+        const got = await arrives(device, message.id, `bob's ${name} receives`);
+        check(deepEqual(got, message), `${name} got ${json(got)}`);
+      }
+      const answer = await receive(phone.channel.push("send_msg", { user: Number(aId), conv, message: "hi ann" }), "bob answers");
+      check(answer.status === "ok" && answer.response.delivered === 1, `answer: ${json(answer)}`);
+      await arrives(ann, answer.response.message.id, "ann receives the answer (LongPoll)");
+      const wrong = await receive(ann.channel.push("send_msg", { user: Number(aId), conv, message: "to myself" }), "a wrong recipient");
+      check(wrong.status === "error" && wrong.response.reason === "wrong_recipient", `wrong: ${json(wrong)}`);
+      check(ann.channel.state === "joined", `ann's channel is ${ann.channel.state}`);
+      for (const { s } of [ann, phone, laptop]) s.disconnect();
     },
 
     async "an access token as a connect param works over LongPoll beside the session token"() {

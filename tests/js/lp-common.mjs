@@ -25,8 +25,15 @@ export function check(condition, message) {
 
 export const json = (value) => JSON.stringify(value);
 
+/** `value` with the keys of its objects sorted, so that key order does not matter. */
+function canonical(value) {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value === null || typeof value !== "object" || value instanceof ArrayBuffer) return value;
+  return Object.fromEntries(Object.keys(value).sort().map((key) => [key, canonical(value[key])]));
+}
+
 export function deepEqual(a, b) {
-  return json(a) === json(b);
+  return json(canonical(a)) === json(canonical(b));
 }
 
 /** Resolves when `register(resolve)` calls back, or fails after the deadline. */

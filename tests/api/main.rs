@@ -16,6 +16,7 @@ mod errors;
 mod interop;
 mod lifecycle;
 mod limits;
+mod longpoll;
 mod mail;
 mod metrics;
 mod migrations;

@@ -1,4 +1,4 @@
-//! Runs the phoenix.js scripts of `tests/js` (`interop.mjs`, `cluster.mjs`) with Node,
+//! Runs the phoenix.js scripts of `tests/js` (`interop.mjs`, `cluster.mjs`, `longpoll.mjs`) with Node,
 //! installing the pinned npm packages first (`npm ci`, from `tests/js/package-lock.json`) when
 //! they are missing. Included by the test binaries with `#[path]`.
 

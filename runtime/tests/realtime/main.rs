@@ -18,6 +18,7 @@ mod isolation;
 mod joins;
 mod limits;
 mod longpoll;
+mod longpoll_js;
 mod presence;
 mod raw;
 mod registry;

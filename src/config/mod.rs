@@ -11,9 +11,9 @@ mod otel;
 mod pubsub;
 mod secret;
 mod shutdown;
-mod web;
 mod signed;
 mod validate;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,9 +28,9 @@ pub use otel::{InvalidOtel, OtelConfig};
 pub use pubsub::{AdapterKind, PubSubConfig};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
 pub use shutdown::ShutdownConfig;
-pub use web::WebConfig;
 pub use signed::{SignError, VerifyError};
 pub use validate::{InvalidSetting, MIN_OUTBOUND_QUEUE_BYTES};
+pub use web::WebConfig;
 
 /// The deployment environment, which picks safe defaults and start-up checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -57,7 +57,8 @@ impl Site {
         }
         // Only the method, URI and headers matter to the file service.
         let (parts, _) = request.into_parts();
-        let request = http::Request::from_parts(parts, http_body_util::Empty::<bytes::Bytes>::new());
+        let request =
+            http::Request::from_parts(parts, http_body_util::Empty::<bytes::Bytes>::new());
         let response = match self.files.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -65,7 +66,8 @@ impl Site {
         // Development files are small: read whole, so the response is a handler's like any.
         let (parts, body) = response.into_parts();
         let Ok(body) = body.collect().await.map(|collected| collected.to_bytes()) else {
-            return ApiError::Internal("reading a file of the browser client".into()).into_response();
+            return ApiError::Internal("reading a file of the browser client".into())
+                .into_response();
         };
         let mut response = http::Response::from_parts(parts, Full::new(body));
         let headers = response.headers_mut();

@@ -19,7 +19,11 @@ async fn dev_serves_the_built_client_and_nothing_outside_its_directory() {
     let root = tempfile::tempdir().expect("tempdir");
     let dist = root.path().join("dist");
     std::fs::create_dir_all(dist.join("assets")).expect("mkdir");
-    std::fs::write(dist.join("index.html"), "<!doctype html><title>chat</title>").expect("write");
+    std::fs::write(
+        dist.join("index.html"),
+        "<!doctype html><title>chat</title>",
+    )
+    .expect("write");
     std::fs::write(dist.join("assets/app.js"), "console.log('hi')").expect("write");
     std::fs::write(root.path().join("secret.txt"), "outside").expect("write");
     let t = serving(Environment::Dev, &dist).await;
@@ -27,15 +31,33 @@ async fn dev_serves_the_built_client_and_nothing_outside_its_directory() {
     let index = t.get("/", None).await;
     assert_eq!(index.status, 200, "{}", index.text);
     assert_eq!(index.text, "<!doctype html><title>chat</title>");
-    assert!(index.header("content-type").unwrap_or_default().starts_with("text/html"));
+    assert!(
+        index
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
     assert_eq!(index.header("x-content-type-options"), Some("nosniff"));
     let script = t.get("/assets/app.js", None).await;
     assert_eq!(script.status, 200);
-    assert!(script.header("content-type").unwrap_or_default().contains("javascript"));
-    assert_eq!(t.call("HEAD", "/assets/app.js", None, None).await.status, 200);
+    assert!(
+        script
+            .header("content-type")
+            .unwrap_or_default()
+            .contains("javascript")
+    );
+    assert_eq!(
+        t.call("HEAD", "/assets/app.js", None, None).await.status,
+        200
+    );
 
     // Nothing outside the directory, nothing that is not there, no other method.
-    for path in ["/../secret.txt", "/%2e%2e/secret.txt", "/assets/../../secret.txt", "/nope.js"] {
+    for path in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/assets/../../secret.txt",
+        "/nope.js",
+    ] {
         let response = t.get(path, None).await;
         assert_ne!(response.status, 200, "{path}: {}", response.text);
         assert!(!response.text.contains("outside"), "{path}");
@@ -56,7 +78,11 @@ async fn dev_without_a_build_says_how_to_build_it() {
     let t = serving(Environment::Dev, &root.path().join("dist")).await;
     let page = t.get("/", None).await;
     assert_eq!(page.status, 200);
-    assert!(page.header("content-type").unwrap_or_default().starts_with("text/html"));
+    assert!(
+        page.header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
     assert!(
         page.text.contains(fawkes::web::site::BUILD_COMMAND),
         "{}",

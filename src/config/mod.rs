@@ -11,6 +11,7 @@ mod otel;
 mod pubsub;
 mod secret;
 mod shutdown;
+mod web;
 mod signed;
 mod validate;
 
@@ -27,6 +28,7 @@ pub use otel::{InvalidOtel, OtelConfig};
 pub use pubsub::{AdapterKind, PubSubConfig};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
 pub use shutdown::ShutdownConfig;
+pub use web::WebConfig;
 pub use signed::{SignError, VerifyError};
 pub use validate::{InvalidSetting, MIN_OUTBOUND_QUEUE_BYTES};
 
@@ -95,6 +97,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// OpenTelemetry traces (off unless `otel.endpoint` is set).
     pub otel: OtelConfig,
+    /// The browser client served at `/` in `dev`.
+    pub web: WebConfig,
 }
 
 /// WebSocket settings (the `[socket]` section): the runtime's transport settings, read
@@ -255,6 +259,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             shutdown: ShutdownConfig::default(),
             otel: OtelConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! goes through the middleware stack built by [`service`] (metrics, when recorded; sensitive
 //! headers hidden from logs, request id, trace span, error-body normalisation, CORS, timeout,
 //! body limit) → [`router::Router`] → a controller → a context. In `dev` and `test`,
-//! `GET /metrics` is answered before the router ([`crate::metrics`]).
+//! `GET /metrics` is answered before the router ([`crate::metrics`]); in `dev`, a `GET` no
+//! route matches is the browser client's ([`site`]).
 
 pub mod channels;
 pub(crate) mod controllers;
@@ -15,6 +16,7 @@ pub mod rate_limit;
 pub mod request;
 pub mod response;
 pub mod router;
+pub mod site;
 pub mod user_socket;
 
 use std::convert::Infallible;
@@ -55,6 +57,8 @@ pub fn service(app: Arc<App>) -> HttpService {
         app.config.env == crate::config::Environment::Dev,
     ));
     let templates = router.clone();
+    let site = (app.config.env == crate::config::Environment::Dev)
+        .then(|| Arc::new(site::Site::new(app.config.web.static_dir.clone())));
     // Outermost, so that it sees every final status (408 and 413 of the layers below too).
     let scrape_here = app.metrics.as_ref().is_some_and(|m| m.on_main_listener());
     let metrics = app
@@ -111,10 +115,15 @@ pub fn service(app: Arc<App>) -> HttpService {
         ))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .service_fn(move |request: http::Request<_>| {
-            let (app, router) = (app.clone(), router.clone());
+            let (app, router, site) = (app.clone(), router.clone(), site.clone());
             async move {
                 if scrape_here && request.uri().path() == crate::metrics::METRICS_PATH {
                     return Ok::<_, Infallible>(scrape(&app, request.method()));
+                }
+                if let Some(site) = site
+                    && site.wants(&request, router.template(request.uri().path()).is_some())
+                {
+                    return Ok(site.serve(request).await);
                 }
                 Ok::<_, Infallible>(router.dispatch(&app, request).await)
             }

@@ -24,6 +24,7 @@ mod rate_limits;
 mod resilience;
 mod rooms;
 mod sessions;
+mod site;
 mod socket_tokens;
 mod sockets;
 mod support;

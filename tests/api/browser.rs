@@ -1,7 +1,7 @@
 //! The browser client (`web/`) end to end in headless Chromium: the real binary serves the
 //! built client at `/` with LongPoll on, and `web/e2e/chat.mjs` (playwright-core driving
 //! Debian's `/usr/bin/chromium`) goes through two people's registration, presence, room and
-//! private chat, a reload with history, a cut connection and a network that blocks WebSockets.
+//! private chat, a reload with history, a cut connection, a network that blocks WebSockets and a logout.
 //!
 //! Needs Node 20 and npm (the pinned packages are installed with `npm ci` in `web` when
 //! missing) and Chromium (`web/e2e/ensure-chromium.sh` installs Debian's package when run as
@@ -19,7 +19,7 @@ use crate::support::process::serve_binary;
 /// The steps `chat.mjs` reports, in order.
 const STEPS: &[&str] = &[
     "both register and are connected over WebSocket",
-    "a bad login shows the API's error",
+    "a bad login and a taken e-mail show the API's errors",
     "both join a room and see each other in presence",
     "a second device of Ann's counts as one person on two devices",
     "room messages go both ways",
@@ -27,6 +27,7 @@ const STEPS: &[&str] = &[
     "Bob reloads, stays logged in and pages through the history",
     "Ann's connection is cut; she recovers what she missed",
     "Bob's network blocks WebSockets: he falls back to LongPoll and still chats",
+    "Ann logs out: the log-in form again, and she leaves the room",
 ];
 
 /// How long the whole scenario may take (it takes about 25 s).

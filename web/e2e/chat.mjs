@@ -103,7 +103,7 @@ try {
     await register(bob, people.bob);
   });
 
-  await scenario.step("a bad login shows the API's error", async () => {
+  await scenario.step("a bad login and a taken e-mail show the API's errors", async () => {
     const page = await annContext.newPage();
     scenario.watch("ann-login", page);
     try {
@@ -113,6 +113,13 @@ try {
       await page.fill(tid("login-password"), "not the password at all");
       await page.click(tid("login-submit"));
       await seeText(page, "the login error is shown", tid("login-error"), "Log in failed: Invalid e-mail or password");
+      await page.fill(tid("register-name"), "Another");
+      await page.fill(tid("register-subname"), "Ann");
+      await page.fill(tid("register-job"), "Impostor");
+      await page.fill(tid("register-email"), people.ann.email);
+      await page.fill(tid("register-password"), password);
+      await page.click(tid("register-submit"));
+      await seeText(page, "the registration error is shown", tid("register-error"), "Registration failed: Email has already been taken");
       await scenario.screenshots("02-bad-login");
     } finally {
       scenario.forget("ann-login");
@@ -234,6 +241,14 @@ try {
     await seeText(ann, "Ann gets Bob's private message from LongPoll", tid("conv-message"), "private from LongPoll");
     await sendPrivate(ann, "private to LongPoll");
     await seeText(bob, "Bob gets Ann's private message over LongPoll", tid("conv-message"), "private to LongPoll");
+  });
+
+  await scenario.step("Ann logs out: the log-in form again, and she leaves the room", async () => {
+    await ann.click(tid("logout"));
+    await seeText(ann, "Ann is told she is logged out", tid("login-error"), "You are logged out");
+    await until(ann, "Ann's page is offline", () => document.querySelector('[data-testid="connection"]').dataset.state === "offline");
+    await until(bob, "Bob no longer sees Ann online", () => !document.querySelector('[data-testid="presence-item"][data-name="Ann"]'));
+    await seesPresence(bob, "Bob", "Bob", 1);
   });
 
   console.log("all steps passed");

@@ -9,6 +9,8 @@ import { Realtime } from "./realtime.js";
 import { RoomView } from "./room.js";
 
 const TOKEN_KEY = "fawkes.token";
+/** A message for the log-in form after a reload (why the session ended). */
+const NOTICE_KEY = "fawkes.notice";
 
 const api = new Api(() => sessionStorage.getItem(TOKEN_KEY));
 
@@ -28,7 +30,7 @@ async function start(me) {
   byTestId("me-name").textContent = `${me.name} ${me.subname}`;
   byTestId("me-name").dataset.userId = me.id;
 
-  const realtime = new Realtime(api, showConnection);
+  const realtime = new Realtime(api, showConnection, (message) => signedOut(`Your session ended (${message}); please log in again`));
   const ctx = { api, me, realtime, names: new Map([[me.id, me.name]]) };
   const room = new RoomView(byTestId("room"), ctx);
   const conversations = new ConversationView(byTestId("private"), ctx);
@@ -40,12 +42,20 @@ async function start(me) {
       console.warn("logout:", error.message);
     }
     sessionStorage.clear();
+    sessionStorage.setItem(NOTICE_KEY, "You are logged out");
     location.reload();
   };
   await realtime.connect();
   const lastRoom = sessionStorage.getItem("fawkes.room");
   if (lastRoom) room.join(lastRoom);
   await conversations.loadUsers();
+}
+
+/** Back to a fresh page with the log-in form, saying `message`: the session is gone. */
+function signedOut(message) {
+  sessionStorage.clear();
+  sessionStorage.setItem(NOTICE_KEY, message);
+  location.reload();
 }
 
 async function logIn(email, password) {
@@ -95,14 +105,18 @@ byTestId("register-form").addEventListener("submit", async (event) => {
   }
 });
 
+const notice = sessionStorage.getItem(NOTICE_KEY);
+sessionStorage.removeItem(NOTICE_KEY);
+if (notice) showError(byTestId("login-error"), notice);
+
 // A token kept from before a reload: still good?
 if (sessionStorage.getItem(TOKEN_KEY)) {
+  let me = null;
   try {
-    await start(await api.me());
+    me = await api.me();
   } catch (e) {
     sessionStorage.removeItem(TOKEN_KEY);
-    byTestId("auth").hidden = false;
-    byTestId("chat").hidden = true;
     showError(byTestId("login-error"), `Please log in again: ${e.message}`);
   }
+  if (me) await start(me);
 }

@@ -12,12 +12,14 @@ const TOKEN_REFRESH_MS = 40_000;
 /**
  * Connects to `/socket` once a first socket token is fetched, and tells `onState` the
  * connection state (`connecting`, `connected`, `reconnecting`, `offline`) and the transport
- * in use (`WebSocket` or `LongPoll`).
+ * in use (`WebSocket` or `LongPoll`). `onExpired(message)` is called once if the session
+ * itself is refused (logged out elsewhere, expired): no socket token can be had any more.
  */
 export class Realtime {
-  constructor(api, onState) {
+  constructor(api, onState, onExpired) {
     this.api = api;
     this.onState = onState;
+    this.onExpired = onExpired;
     this.token = null;
     this.tokenAt = 0;
     this.refreshing = null;
@@ -59,7 +61,13 @@ export class Realtime {
           this.token = token;
           this.tokenAt = Date.now();
         })
-        .catch((error) => console.warn("socket token:", error.message))
+        .catch((error) => {
+          console.warn("socket token:", error.message);
+          if (error.status === 401 && !this.closed) {
+            this.close();
+            this.onExpired(error.message);
+          }
+        })
         .finally(() => {
           this.refreshing = null;
         });

@@ -55,6 +55,11 @@ await annContext.routeWebSocket(/\/socket\/websocket/, (ws) => {
 });
 await annContext.route(/\/socket\/longpoll/, (route) => (annCut ? route.abort("internetdisconnected") : route.continue()));
 const bobContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+// Every click, fill and navigation has the same deadline as the waits.
+for (const context of [annContext, bobContext]) {
+  context.setDefaultTimeout(DEADLINE_MS);
+  context.setDefaultNavigationTimeout(DEADLINE_MS);
+}
 
 const ann = await annContext.newPage();
 const bob = await bobContext.newPage();

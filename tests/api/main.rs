@@ -3,6 +3,7 @@
 //! `cargo test` runs them on SQLite; with `TEST_DATABASE_URL=postgres://…` the same tests run
 //! on PostgreSQL, each in a database of its own.
 
+mod browser;
 mod chat;
 mod chat_channel;
 mod cli;

@@ -5,8 +5,8 @@ use fawkes_runtime::testing::WsClient;
 use fawkes_runtime::{HttpLimits, TransportConfig};
 use serde_json::json;
 
-use super::longpoll::{Conn, config, open, request};
-use super::support::{TestEndpoint, eventually};
+use super::longpoll::{Conn, config, request};
+use super::support::{TestEndpoint, eventually, eventually_async};
 
 /// With three slots: the test's own connection and two sessions fill them; a third session
 /// is refused with 503 (`{"status":500}`: phoenix.js retries on its backoff) until one of the
@@ -64,8 +64,13 @@ async fn the_per_id_cap_counts_sessions_as_it_counts_websockets() {
         "429 as a WebSocket gets; 403 in the body, which phoenix.js backs off from"
     );
     drop(ws);
-    assert!(eventually(|| t.runtime.stats().connections == 0).await);
-    let _token = open(&t, "ida").await;
+    // The WebSocket's place comes back once its connection has ended.
+    let opened = eventually_async(|| async {
+        let (_, opened) = request(&t, "GET", "user=ida&vsn=2.0.0", None).await;
+        opened["status"] == 410
+    })
+    .await;
+    assert!(opened, "a session takes the place");
     assert_eq!(
         WsClient::upgrade_status(&t.url("user=ida&vsn=2.0.0"), &[]).await,
         429,

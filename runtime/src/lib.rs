@@ -141,8 +141,8 @@
 //!
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
-//! | `fawkes_connections_accepted_total` | counter | | WebSocket upgrades answered 101 |
-//! | `fawkes_connections_refused_total` | counter | `reason` | `node_cap`, `address_cap` (an [`Endpoint`]'s [`HttpLimits`]; counted at `accept`, so they include connections that would have been plain HTTP requests), `origin`, `forbidden` (`connect` refused), `socket_id_cap` (`max_sockets_per_id`), `bad_request` (method, upgrade headers, subprotocols, `vsn`, an undecodable token), `shutting_down` |
+//! | `fawkes_connections_accepted_total` | counter | `transport` | WebSocket upgrades answered 101 (`websocket`), LongPoll sessions opened (`longpoll`) |
+//! | `fawkes_connections_refused_total` | counter | `reason` | `node_cap`, `address_cap` (an [`Endpoint`]'s [`HttpLimits`]; counted at `accept`, so they include connections that would have been plain HTTP requests, and when a LongPoll session would go over them), `origin` (LongPoll: any request from a refused origin), `forbidden` (`connect` refused), `socket_id_cap` (`max_sockets_per_id`), `bad_request` (method, upgrade headers, subprotocols, `vsn`, an undecodable token), `shutting_down` |
 //! | `fawkes_joins_total` | counter | `pattern`, `outcome` | `ok`, `error` (refused), `crash` |
 //! | `fawkes_join_duration_seconds` | histogram | `pattern` | from the `join` callback's start to its reply queued |
 //! | `fawkes_client_events_total` | counter | `pattern` | client events routed to `handle_in` |
@@ -151,13 +151,14 @@
 //! | `fawkes_broadcasts_total` | counter | `origin` | `local` (published here), `remote` (from another node) |
 //! | `fawkes_deliveries_total` | counter | | frames broadcasts queued to subscribers (a `Subscription` counts one per broadcast; an intercepted event goes to `handle_out` instead) |
 //! | `fawkes_deliveries_dropped_total` | counter | | frames not queued: a subscriber's queue was full |
-//! | `fawkes_slow_consumer_disconnects_total` | counter | | connections closed as slow consumers |
-//! | `fawkes_close_codes_total` | counter | `code` | the code of each connection the server closed: 1001, 1003, 1007–1009, 1011–1013 (a slow consumer's 1013 even when its client no longer reads) |
+//! | `fawkes_slow_consumer_disconnects_total` | counter | `transport` | connections (sessions) closed as slow consumers |
+//! | `fawkes_close_codes_total` | counter | `code`, `transport` | the code of each connection the server closed: 1001, 1003, 1007–1009, 1011–1013 (a slow consumer's 1013 even when its client no longer reads); for a LongPoll session, the code a WebSocket would have been closed with for the same reason |
 //! | `fawkes_joined_channels` | gauge | `pattern` | live joins |
 //!
 //! Counts of state are gauges set by [`Runtime::record_gauges`], which the application calls
 //! right before rendering a scrape (they are not kept up to date on the way of a frame):
-//! `fawkes_connections` (open WebSockets), `fawkes_topics` (topics with subscribers),
+//! `fawkes_connections` (open sockets, label `transport`: `websocket` or `longpoll`),
+//! `fawkes_topics` (topics with subscribers),
 //! `fawkes_presence_entries` (presences on this node, other nodes' included),
 //! `fawkes_registry_sockets` (sockets registered under a socket id or disconnect topic),
 //! `fawkes_outbound_queue_max_frames` (the fullest connection's outbound queue now), the
@@ -166,6 +167,9 @@
 //! the counters `fawkes_cluster_frames_in_total`, `fawkes_cluster_frames_out_total`,
 //! `fawkes_cluster_frames_lost_total` (received from, handed to the adapter for, and dropped
 //! from other nodes).
+//!
+//! The `transport` label is `websocket` or `longpoll`; the `longpoll` series appear with the
+//! first LongPoll session (a runtime without LongPoll exports none).
 //!
 //! Recording costs an atomic add on a handle: a broadcast adds its deliveries once, not per
 //! frame; nothing is looked up by name or allocated per frame.
@@ -244,9 +248,9 @@ pub struct StartError(String);
 /// Counters since the runtime started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Open WebSocket connections.
+    /// Open sockets: WebSocket connections and LongPoll sessions.
     pub connections: usize,
-    /// Connections accepted so far.
+    /// Connections (and LongPoll sessions) accepted so far.
     pub connections_total: u64,
     /// Connections closed because the client stopped reading (outbound queue over its frames
     /// or bytes, or a write timed out).
@@ -254,8 +258,8 @@ pub struct Stats {
     /// Times a connection stopped reading because its frames in flight to its socket actor
     /// filled the inbound window (32 frames or 1 MiB of frame text).
     pub inbound_window_full: u64,
-    /// Times a connection stopped reading because its client sent faster than
-    /// `max_messages_per_second` allows.
+    /// Times a connection stopped reading (or a LongPoll POST held a line back) because its
+    /// client sent faster than `max_messages_per_second` allows.
     pub rate_limited: u64,
 }
 
@@ -335,6 +339,8 @@ pub(crate) struct RuntimeShared {
     /// The metrics handles, registered at start.
     pub(crate) meters: Arc<metering::Meters>,
     connected: AtomicUsize,
+    /// Of `connected`, the LongPoll sessions.
+    connected_longpoll: AtomicUsize,
     connected_total: AtomicU64,
     slow_consumers: AtomicU64,
     window_full: AtomicU64,
@@ -342,9 +348,18 @@ pub(crate) struct RuntimeShared {
 }
 
 impl RuntimeShared {
-    pub(crate) fn metrics_connected(&self) {
+    /// A socket of `transport` was accepted (a WebSocket upgraded, a LongPoll session opened).
+    pub(crate) fn metrics_connected(&self, transport: metering::Transport) {
         self.connected.fetch_add(1, Ordering::Relaxed);
         self.connected_total.fetch_add(1, Ordering::Relaxed);
+        if transport == metering::Transport::LongPoll {
+            self.connected_longpoll.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Open LongPoll sessions.
+    pub(crate) fn longpoll_count(&self) -> usize {
+        self.connected_longpoll.load(Ordering::Relaxed)
     }
 
     /// Counted only when a connection has to wait, never on the way of a frame that goes on.
@@ -357,11 +372,15 @@ impl RuntimeShared {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn metrics_disconnected(&self, slow_consumer: bool) {
+    /// A socket of `transport` ended (cut off as a slow consumer or not).
+    pub(crate) fn metrics_disconnected(&self, transport: metering::Transport, slow_consumer: bool) {
         self.connected.fetch_sub(1, Ordering::Relaxed);
+        if transport == metering::Transport::LongPoll {
+            self.connected_longpoll.fetch_sub(1, Ordering::Relaxed);
+        }
         if slow_consumer {
             self.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            self.meters.slow_consumers.increment(1);
+            self.meters.transport(transport).slow_consumers.increment(1);
         }
     }
 }
@@ -419,6 +438,7 @@ impl Runtime {
                 connections: TaskTracker::new(),
                 meters,
                 connected: AtomicUsize::new(0),
+                connected_longpoll: AtomicUsize::new(0),
                 connected_total: AtomicU64::new(0),
                 slow_consumers: AtomicU64::new(0),
                 window_full: AtomicU64::new(0),
@@ -475,7 +495,7 @@ impl Runtime {
         &self.shared.config
     }
 
-    /// Open WebSocket connections.
+    /// Open sockets: WebSocket connections and LongPoll sessions.
     pub fn connection_count(&self) -> usize {
         self.shared.connected.load(Ordering::Relaxed)
     }

@@ -62,16 +62,73 @@ impl Refused {
 /// The close codes the server sends (see `transport`), each with its counter.
 const CLOSE_CODES: [u16; 8] = [1001, 1003, 1007, 1008, 1009, 1011, 1012, 1013];
 
+/// How a socket reaches its client: the `transport` label of the connection metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// A WebSocket connection.
+    WebSocket,
+    /// A LongPoll session.
+    LongPoll,
+}
+
+impl Transport {
+    fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::LongPoll => "longpoll",
+        }
+    }
+}
+
+/// The connection metrics of one transport (label `transport`).
+pub(crate) struct TransportMeters {
+    pub(crate) accepted: Counter,
+    pub(crate) slow_consumers: Counter,
+    close_codes: [Counter; CLOSE_CODES.len()],
+    transport: Transport,
+    connections: Gauge,
+}
+
+impl TransportMeters {
+    fn register(transport: Transport) -> Self {
+        let label = transport.label();
+        Self {
+            accepted: counter!("fawkes_connections_accepted_total", "transport" => label),
+            slow_consumers: counter!("fawkes_slow_consumer_disconnects_total", "transport" => label),
+            close_codes: CLOSE_CODES.map(|code| {
+                counter!("fawkes_close_codes_total", "code" => code.to_string(), "transport" => label)
+            }),
+            transport,
+            connections: gauge!("fawkes_connections", "transport" => label),
+        }
+    }
+
+    /// A close frame with `code` was sent (or attempted, for a client that does not read;
+    /// for a LongPoll session: the session ended for the reason a WebSocket closes with it).
+    pub(crate) fn close_code(&self, code: u16) {
+        match CLOSE_CODES.iter().position(|c| *c == code) {
+            Some(at) => self.close_codes[at].increment(1),
+            None => counter!(
+                "fawkes_close_codes_total",
+                "code" => code.to_string(),
+                "transport" => self.transport.label()
+            )
+            .increment(1),
+        }
+    }
+}
+
 /// The runtime-wide handles, and the state counts read at scrape time.
 pub(crate) struct Meters {
-    pub(crate) accepted: Counter,
     refused: [Counter; Refused::ALL.len()],
     pub(crate) broadcasts_local: Counter,
     pub(crate) broadcasts_remote: Counter,
     pub(crate) deliveries: Counter,
     pub(crate) deliveries_dropped: Counter,
-    pub(crate) slow_consumers: Counter,
-    close_codes: [Counter; CLOSE_CODES.len()],
+    websocket: TransportMeters,
+    /// Registered with the first LongPoll session, so that a runtime without LongPoll
+    /// exports no `longpoll` series.
+    longpoll: std::sync::OnceLock<TransportMeters>,
     /// Presence entries on this node (every shard's topics add theirs).
     pub(crate) presence_entries: Arc<AtomicUsize>,
     /// The outbound queues of the open connections, for the fullest one's depth.
@@ -81,7 +138,6 @@ pub(crate) struct Meters {
 
 /// Handles set by [`crate::Runtime::record_gauges`].
 pub(crate) struct Gauges {
-    pub(crate) connections: Gauge,
     pub(crate) topics: Gauge,
     pub(crate) presence_entries: Gauge,
     pub(crate) registry_sockets: Gauge,
@@ -135,20 +191,17 @@ impl Meters {
     /// Registers every runtime-wide handle with the recorder installed now (if any).
     pub(crate) fn register() -> Arc<Self> {
         Arc::new(Self {
-            accepted: counter!("fawkes_connections_accepted_total"),
             refused: Refused::ALL
                 .map(|r| counter!("fawkes_connections_refused_total", "reason" => r.label())),
             broadcasts_local: counter!("fawkes_broadcasts_total", "origin" => "local"),
             broadcasts_remote: counter!("fawkes_broadcasts_total", "origin" => "remote"),
             deliveries: counter!("fawkes_deliveries_total"),
             deliveries_dropped: counter!("fawkes_deliveries_dropped_total"),
-            slow_consumers: counter!("fawkes_slow_consumer_disconnects_total"),
-            close_codes: CLOSE_CODES
-                .map(|code| counter!("fawkes_close_codes_total", "code" => code.to_string())),
+            websocket: TransportMeters::register(Transport::WebSocket),
+            longpoll: std::sync::OnceLock::new(),
             presence_entries: Arc::default(),
             queues: Mutex::default(),
             gauges: Gauges {
-                connections: gauge!("fawkes_connections"),
                 topics: gauge!("fawkes_topics"),
                 presence_entries: gauge!("fawkes_presence_entries"),
                 registry_sockets: gauge!("fawkes_registry_sockets"),
@@ -164,11 +217,13 @@ impl Meters {
         self.refused[at].increment(1);
     }
 
-    /// A close frame with `code` was sent (or attempted, for a client that does not read).
-    pub(crate) fn close_code(&self, code: u16) {
-        match CLOSE_CODES.iter().position(|c| *c == code) {
-            Some(at) => self.close_codes[at].increment(1),
-            None => counter!("fawkes_close_codes_total", "code" => code.to_string()).increment(1),
+    /// The connection metrics of `transport`.
+    pub(crate) fn transport(&self, transport: Transport) -> &TransportMeters {
+        match transport {
+            Transport::WebSocket => &self.websocket,
+            Transport::LongPoll => self
+                .longpoll
+                .get_or_init(|| TransportMeters::register(Transport::LongPoll)),
         }
     }
 
@@ -285,7 +340,14 @@ pub(crate) fn record_gauges(runtime: &crate::Runtime) {
     let shared = &runtime.shared;
     let meters = &shared.meters;
     let gauges = &meters.gauges;
-    gauges.connections.set(runtime.connection_count() as f64);
+    let longpoll = shared.longpoll_count();
+    meters
+        .websocket
+        .connections
+        .set(runtime.connection_count().saturating_sub(longpoll) as f64);
+    if let Some(series) = meters.longpoll.get() {
+        series.connections.set(longpoll as f64);
+    }
     gauges.topics.set(shared.pubsub.topic_count() as f64);
     gauges
         .presence_entries

@@ -173,6 +173,43 @@ async fn serve(runtime: &Runtime, limits: HttpLimits, stop: &CancellationToken) 
 
 const ROOM: &[(&str, &str)] = &[("pattern", "room:*")];
 
+/// The connection metrics of WebSockets, and of LongPoll sessions.
+const WS: &[(&str, &str)] = &[("transport", "websocket")];
+const LP: &[(&str, &str)] = &[("transport", "longpoll")];
+
+/// A LongPoll request to the endpoint at `url` (as [`serve`] returns it): the JSON body.
+async fn longpoll(url: &str, method: &str, query: &str, body: Option<&str>) -> serde_json::Value {
+    use http_body_util::BodyExt as _;
+    let addr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .expect("an address");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("/socket/longpoll?{query}"))
+        .header("host", addr)
+        .header("content-type", "application/x-ndjson")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.unwrap_or_default().to_owned(),
+        )))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
 fn outcome(outcome: &'static str) -> [(&'static str, &'static str); 2] {
     [("pattern", "room:*"), ("outcome", outcome)]
 }
@@ -203,7 +240,7 @@ async fn real_traffic_moves_the_runtime_metrics() {
     let mut ada = WsClient::connect(&format!("{url}&user=ada"))
         .await
         .expect("ada connects");
-    m.wait_for("fawkes_connections_accepted_total", &[], 1.0)
+    m.wait_for("fawkes_connections_accepted_total", WS, 1.0)
         .await;
     assert_eq!(WsClient::upgrade_status(&url, &[]).await, 403);
     m.wait_for(
@@ -242,7 +279,7 @@ async fn real_traffic_moves_the_runtime_metrics() {
         1.0,
     )
     .await;
-    assert_eq!(m.value("fawkes_connections_accepted_total", &[]), 1.0);
+    assert_eq!(m.value("fawkes_connections_accepted_total", WS), 1.0);
 
     // Caps of another endpoint of the same runtime: the node's (a connection holds its only
     // slot), then the address's.
@@ -340,7 +377,7 @@ async fn real_traffic_moves_the_runtime_metrics() {
     assert_eq!(m.value("fawkes_deliveries_dropped_total", &[]), 0.0);
 
     // State counts, read at scrape time.
-    m.wait_for("fawkes_connections", &[], 2.0).await;
+    m.wait_for("fawkes_connections", WS, 2.0).await;
     m.wait_for("fawkes_topics", &[], 1.0).await;
     m.wait_for("fawkes_registry_sockets", &[], 2.0).await;
     m.wait_for("fawkes_outbound_queue_max_frames", &[], 0.0)
@@ -364,9 +401,9 @@ async fn real_traffic_moves_the_runtime_metrics() {
             .broadcast("room:burst", "burst", json!({ "i": i }));
     }
     assert_eq!(carol.closed().await.0, 1013);
-    m.wait_for("fawkes_slow_consumer_disconnects_total", &[], 1.0)
+    m.wait_for("fawkes_slow_consumer_disconnects_total", WS, 1.0)
         .await;
-    m.wait_for("fawkes_close_codes_total", &[("code", "1013")], 1.0)
+    m.wait_for("fawkes_close_codes_total", &[("code", "1013"), WS[0]], 1.0)
         .await;
     assert!(m.value("fawkes_deliveries_dropped_total", &[]) >= 1.0);
     assert!(m.value("fawkes_deliveries_total", &[]) >= 2.0 + 8.0);
@@ -383,10 +420,10 @@ async fn real_traffic_moves_the_runtime_metrics() {
     // A malformed frame: closed with 1003.
     bob.send(Message::Text("not json".into())).await;
     assert_eq!(bob.closed().await.0, 1003);
-    m.wait_for("fawkes_close_codes_total", &[("code", "1003")], 1.0)
+    m.wait_for("fawkes_close_codes_total", &[("code", "1003"), WS[0]], 1.0)
         .await;
-    m.wait_for("fawkes_connections", &[], 1.0).await;
-    assert_eq!(m.value("fawkes_connections_accepted_total", &[]), 3.0);
+    m.wait_for("fawkes_connections", WS, 1.0).await;
+    assert_eq!(m.value("fawkes_connections_accepted_total", WS), 3.0);
 
     stop.cancel();
     runtime.shutdown(Duration::from_secs(1)).await;
@@ -422,4 +459,34 @@ async fn real_traffic_moves_the_runtime_metrics() {
     m.wait_for("fawkes_cluster_link_up", &[], 0.0).await;
     two.shutdown(Duration::from_secs(1)).await;
     one.shutdown(Duration::from_secs(1)).await;
+
+    // LongPoll: no `longpoll` series until a session opens; then its own series.
+    assert!(!m.handle.render().contains(r#"transport="longpoll""#));
+    let lp = Runtime::start(TransportConfig {
+        longpoll: true,
+        ..Default::default()
+    })
+    .await
+    .expect("runtime");
+    let stop = CancellationToken::new();
+    let url = serve(&lp, HttpLimits::default(), &stop).await;
+    let m = Scrape {
+        handle: m.handle,
+        runtime: lp.clone(),
+    };
+    let opened = longpoll(&url, "GET", "user=lee&vsn=2.0.0", None).await;
+    assert_eq!(opened["status"], 410, "{opened}");
+    let token = opened["token"].as_str().expect("a token");
+    m.wait_for("fawkes_connections_accepted_total", LP, 1.0)
+        .await;
+    m.wait_for("fawkes_connections", LP, 1.0).await;
+    assert_eq!(m.value("fawkes_connections", WS), 0.0);
+    // A malformed line ends the session, as 1003 closes a WebSocket.
+    let posted = longpoll(&url, "POST", &format!("token={token}"), Some("not json")).await;
+    assert_eq!(posted, json!({"status": 400}));
+    m.wait_for("fawkes_close_codes_total", &[("code", "1003"), LP[0]], 1.0)
+        .await;
+    m.wait_for("fawkes_connections", LP, 0.0).await;
+    stop.cancel();
+    lp.shutdown(Duration::from_secs(1)).await;
 }

@@ -29,7 +29,7 @@ pub use pubsub::{AdapterKind, PubSubConfig};
 pub use secret::{Purpose, SecretKey, SecretKeyError, SecretKeySource, generate_secret_key};
 pub use shutdown::ShutdownConfig;
 pub use signed::{SignError, VerifyError};
-pub use validate::{InvalidSetting, MIN_OUTBOUND_QUEUE_BYTES};
+pub use validate::{InvalidSetting, MAX_LONGPOLL_WINDOW_SECS, MIN_OUTBOUND_QUEUE_BYTES};
 pub use web::WebConfig;
 
 /// The deployment environment, which picks safe defaults and start-up checks.

@@ -1,6 +1,7 @@
 //! Start-up checks of settings whose zero would make the server useless: a socket token that
-//! expires as it is issued, a timeout every request runs into, a limit nothing fits under; and
-//! of `socket.outbound_queue_bytes`, which must be at least [`MIN_OUTBOUND_QUEUE_BYTES`].
+//! expires as it is issued, a timeout every request runs into, a limit nothing fits under; of
+//! `socket.outbound_queue_bytes`, which must be at least [`MIN_OUTBOUND_QUEUE_BYTES`]; and of
+//! `socket.longpoll_window_secs`, which must be at most [`MAX_LONGPOLL_WINDOW_SECS`].
 //!
 //! Zeros that mean something ("no limit", "off", "one diff per change") are documented with
 //! their settings and accepted; so are the ones the server rounds up to one
@@ -14,10 +15,15 @@ use super::{Config, MailTransportKind};
 /// by a join's reply and its presence list, or a short burst of broadcasts.
 pub const MIN_OUTBOUND_QUEUE_BYTES: usize = 64 * 1024;
 
+/// The largest `socket.longpoll_window_secs` accepted: an hour. A poll waits a window, a
+/// session ends 1.5 windows after its last poll; phoenix.js gives up on a request after 20 s,
+/// so anything near this is already useless, and far larger durations overflow.
+pub const MAX_LONGPOLL_WINDOW_SECS: u64 = 3600;
+
 /// A setting the server cannot work with, named as in `fawkes.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid configuration: {setting} = {value} {consequence}; set it to at least {minimum} \
+    "invalid configuration: {setting} = {value} {consequence}; set it to {bound} {limit} \
      (fawkes.toml `{setting}`, environment {variable})"
 )]
 pub struct InvalidSetting {
@@ -27,8 +33,10 @@ pub struct InvalidSetting {
     pub value: u64,
     /// What the value would do.
     pub consequence: &'static str,
-    /// The smallest value accepted.
-    pub minimum: u64,
+    /// `"at least"` or `"at most"`: which side of `limit` is accepted.
+    pub bound: &'static str,
+    /// The smallest (or largest) value accepted.
+    pub limit: u64,
     /// The environment variable that sets it.
     pub variable: String,
 }
@@ -43,15 +51,24 @@ impl InvalidSetting {
             setting,
             value,
             consequence,
-            minimum,
+            bound: "at least",
+            limit: minimum,
             variable: format!("FAWKES_{}", setting.replace('.', "__").to_uppercase()),
+        }
+    }
+
+    fn above(setting: &'static str, value: u64, maximum: u64, consequence: &'static str) -> Self {
+        Self {
+            bound: "at most",
+            ..Self::below(setting, value, maximum, consequence)
         }
     }
 }
 
 impl Config {
-    /// Refuses a zero where it makes no sense, and an outbound budget under
-    /// [`MIN_OUTBOUND_QUEUE_BYTES`] (see the module docs); the first one found is reported.
+    /// Refuses a zero where it makes no sense, an outbound budget under
+    /// [`MIN_OUTBOUND_QUEUE_BYTES`] and a LongPoll window over [`MAX_LONGPOLL_WINDOW_SECS`]
+    /// (see the module docs); the first one found is reported.
     /// [`crate::app::Server::start`] calls it before anything starts.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let smtp = self.mail.transport == MailTransportKind::Smtp;
@@ -149,6 +166,15 @@ impl Config {
                 self.socket.transport.outbound_queue_bytes as u64,
                 MIN_OUTBOUND_QUEUE_BYTES as u64,
                 "cuts off sockets as slow consumers (1013) for a few queued messages",
+            ));
+        }
+        let window = self.socket.transport.longpoll_window;
+        if window > std::time::Duration::from_secs(MAX_LONGPOLL_WINDOW_SECS) {
+            return Err(InvalidSetting::above(
+                "socket.longpoll_window_secs",
+                window.as_secs(),
+                MAX_LONGPOLL_WINDOW_SECS,
+                "holds LongPoll polls far past phoenix.js' 20 s request timeout",
             ));
         }
         let heartbeat = self.pubsub.cluster.heartbeat.as_millis() as u64;
@@ -256,6 +282,36 @@ mod tests {
         }
         let mut config = Config::default();
         config.socket.transport.outbound_queue_bytes = MIN_OUTBOUND_QUEUE_BYTES;
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_longpoll_window_over_an_hour_is_refused() {
+        for window in [
+            Duration::from_secs(MAX_LONGPOLL_WINDOW_SECS + 1),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ] {
+            for longpoll in [true, false] {
+                let mut config = Config::default();
+                config.socket.transport.longpoll = longpoll;
+                config.socket.transport.longpoll_window = window;
+                let error = config.validate().expect_err("over an hour");
+                assert_eq!(error.setting, "socket.longpoll_window_secs");
+                assert_eq!(error.variable, "FAWKES_SOCKET__LONGPOLL_WINDOW_SECS");
+                let text = error.to_string();
+                assert!(
+                    text.contains(&format!(
+                        "socket.longpoll_window_secs = {} ",
+                        window.as_secs()
+                    )) && text.contains("set it to at most 3600"),
+                    "{text}"
+                );
+            }
+        }
+        let mut config = Config::default();
+        config.socket.transport.longpoll = true;
+        config.socket.transport.longpoll_window = Duration::from_secs(MAX_LONGPOLL_WINDOW_SECS);
         assert_eq!(config.validate(), Ok(()));
     }
 

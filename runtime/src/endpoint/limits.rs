@@ -109,6 +109,14 @@ pub(super) struct Slot {
     ip: Option<IpAddr>,
 }
 
+impl Slot {
+    /// Another slot of the same limits, for a client at `ip`: a LongPoll session holds one for
+    /// its life, as a WebSocket holds its connection's.
+    pub(super) fn another(&self, ip: IpAddr) -> Result<Slot, Refused> {
+        self.slots.acquire(ip)
+    }
+}
+
 /// The address connections are counted under: IPv4 (mapped ones too) as is, IPv6 by /64 (one
 /// host usually has a whole /64).
 pub(super) fn ip_key(ip: IpAddr) -> IpAddr {

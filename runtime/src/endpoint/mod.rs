@@ -226,8 +226,21 @@ impl Endpoint {
         }
         if let Some((_, socket, sessions)) = self.longpolls.iter().find(|(p, ..)| p == path) {
             let (socket, sessions) = (socket.clone(), sessions.clone());
-            let response =
-                transport::longpoll(sessions, socket, self.shared.clone(), request, peer).await;
+            // A session holds a slot of the connection limits for its life, as a WebSocket
+            // holds its connection's.
+            let admission: transport::Admission = Box::new(move || {
+                slot.another(peer.ip())
+                    .map(|held| Box::new(held) as Box<dyn Send + Sync>)
+            });
+            let response = transport::longpoll(
+                sessions,
+                socket,
+                self.shared.clone(),
+                request,
+                peer,
+                Some(admission),
+            )
+            .await;
             return response.map(|b| b.map_err(|never| match never {}).boxed_unsync());
         }
         match &self.fallback {

@@ -37,6 +37,10 @@ type PeerAddrFn = dyn Fn(&http::Extensions) -> Option<SocketAddr> + Send + Sync;
 /// **Limits:** the front door's limits ([`crate::HttpLimits`]: connection caps, header and
 /// keep-alive timeouts, the request head size) belong to [`crate::Endpoint::serve`]; sockets
 /// served this way are under the limits of the server that accepted their connection instead.
+/// A LongPoll session outlives the connections its requests come over, so no server's
+/// connection cap bounds the sessions served this way: only `max_sockets_per_id` does (and
+/// each session ends 1.5 poll windows after its last poll). Put the service behind a
+/// per-client request limit, or use [`crate::Endpoint`], whose caps count sessions.
 ///
 /// **Peer address** ([`crate::ConnectInfo::peer`]): the one [`SocketService::peer_addr_from`]
 /// reads from the request's extensions, else a [`PeerAddr`] extension (which
@@ -140,7 +144,7 @@ where
         Box::pin(async move {
             Ok(match longpoll {
                 Some(sessions) => {
-                    transport::longpoll(sessions, socket, shared, request, peer).await
+                    transport::longpoll(sessions, socket, shared, request, peer, None).await
                 }
                 None => transport::upgrade(socket, shared, request, peer, ()).await,
             })

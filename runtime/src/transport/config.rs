@@ -36,7 +36,10 @@ pub struct TransportConfig {
     /// Which `Origin` headers are accepted (settings `check_origin` and `allowed_origins`).
     #[serde(flatten, with = "origin_settings")]
     pub check_origin: CheckOrigin,
-    /// Largest accepted frame (and message), in bytes; larger → close 1009.
+    /// Largest accepted frame (and message), in bytes; larger → close 1009. Over LongPoll,
+    /// the largest POSTed line (a binary one once decoded; larger → `{"status":413}` and the
+    /// session ends), and a POST body is at most `max(2 × max_frame_bytes, 1 MiB)`, refused
+    /// (413) as soon as it streams in over that.
     pub max_frame_bytes: usize,
     /// Close after this long without any frame from the client (phoenix.js heartbeats every
     /// 30 s). Setting `idle_timeout_secs`.
@@ -67,12 +70,15 @@ pub struct TransportConfig {
     /// Event names and `ref`/`join_ref` are limited to [`MAX_EVENT_BYTES`] and
     /// [`MAX_REF_BYTES`].
     pub max_topic_bytes: usize,
-    /// Live sockets per socket id ([`crate::Socket::id`]); beyond it the upgrade is refused
-    /// with HTTP 429. 0: no limit. Sockets without an id are not limited.
+    /// Live sockets per socket id ([`crate::Socket::id`]), LongPoll sessions included; beyond
+    /// it the upgrade is refused with HTTP 429 (a LongPoll session: HTTP 429 with
+    /// `{"status":403}`). 0: no limit. Sockets without an id are not limited.
     pub max_sockets_per_id: usize,
     /// Messages per second one connection may send, sustained (every WebSocket message
     /// counts, heartbeats included). Over it the connection stops reading until the rate
     /// allows (TCP pushes back on the client): nothing is lost, the client only slows down.
+    /// A LongPoll session's POSTed lines count the same; a POST whose lines the rate holds
+    /// back past one poll window answers `{"status":408}` (the rest of its lines dropped).
     /// 0: no limit.
     pub max_messages_per_second: u32,
     /// Messages one connection may send at once above `max_messages_per_second` (a
@@ -89,11 +95,17 @@ pub struct TransportConfig {
     pub message_timeout: Duration,
     /// Serves the LongPoll transport at `<socket path>/longpoll` beside the WebSocket (off by
     /// default, as in Phoenix: less surface; when off, that path answers 404). A session
-    /// holds the same outbound queue and socket actor as a WebSocket connection.
+    /// holds the same outbound queue and socket actor as a WebSocket connection, and, behind
+    /// an [`crate::Endpoint`], a slot of its `max_connections` and `max_connections_per_ip`
+    /// for its life (beyond: HTTP 503, `{"status":500}`). Its client's requests take
+    /// connection slots too: a phoenix.js LongPoll client holds up to three (its session's,
+    /// its poll's connection, its POST's). Sessions served by a [`crate::SocketService`] are
+    /// under no connection cap (only `max_sockets_per_id`).
     pub longpoll: bool,
-    /// How long a LongPoll poll waits for messages before answering 204; a session without a
-    /// poll for 1.5 windows ends. Keep it under phoenix.js' 20 s request timeout. Setting
-    /// `longpoll_window_secs`.
+    /// How long a LongPoll poll waits for messages before answering 204, and a POST for its
+    /// body and its lines' turn before answering 408; a session without a poll for 1.5
+    /// windows ends. Keep it under phoenix.js' 20 s request timeout (the application refuses
+    /// more than an hour). Setting `longpoll_window_secs`.
     #[serde(rename = "longpoll_window_secs", with = "crate::units::secs")]
     pub longpoll_window: Duration,
 }

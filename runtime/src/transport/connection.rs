@@ -26,6 +26,7 @@ use super::{
     encoded_to_message,
 };
 use crate::RuntimeShared;
+use crate::metering::Transport;
 use crate::protocol::{self, Inbound, Payload, Ref, Vsn, events};
 use crate::socket_actor::{SocketMsg, StartArgs, Startable};
 
@@ -103,7 +104,7 @@ pub(super) async fn run(
             return None;
         }
     };
-    shared.metrics_connected();
+    shared.metrics_connected(Transport::WebSocket);
     // Its turn in a drain: the actor, after every frame handed on before (their replies
     // queued), closes the connection with 1012; what is queued is written first.
     let ticket = shared.drainer.register(&actor);
@@ -241,7 +242,10 @@ pub(super) async fn run(
     // client that reads sees the end at once.
     let mut careful = false;
     if let Some(reason) = control.reason() {
-        shared.meters.close_code(reason.code());
+        shared
+            .meters
+            .transport(Transport::WebSocket)
+            .close_code(reason.code());
     }
     match control.reason() {
         Some(reason @ (CloseReason::SlowConsumer | CloseReason::Drain)) => {
@@ -292,7 +296,10 @@ pub(super) async fn run(
         tracing::warn!("socket actor did not stop within the grace period; killing it");
         actor.kill();
     }
-    shared.metrics_disconnected(control.reason() == Some(&CloseReason::SlowConsumer));
+    shared.metrics_disconnected(
+        Transport::WebSocket,
+        control.reason() == Some(&CloseReason::SlowConsumer),
+    );
     careful.then_some(ws)
 }
 

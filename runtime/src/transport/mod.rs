@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::Encoded;
 pub use config::{MAX_EVENT_BYTES, MAX_REF_BYTES, TransportConfig};
-pub(crate) use longpoll::{Sessions, handle as longpoll};
+pub(crate) use longpoll::{Admission, Sessions, handle as longpoll};
 pub use origin::{CheckOrigin, InvalidOrigin, OriginPattern};
 pub(crate) use upgrade::upgrade;
 

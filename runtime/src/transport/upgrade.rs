@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use super::deadline::Watched;
 use super::{OverLimit, TransportConfig, connection};
 use crate::RuntimeShared;
-use crate::metering::Refused;
+use crate::metering::{Refused, Transport};
 use crate::mount::ErasedSocket;
 use crate::protocol::Vsn;
 use crate::socket::{ConnectInfo, Params};
@@ -284,7 +284,11 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
         drop(hold);
     });
 
-    shared.meters.accepted.increment(1);
+    shared
+        .meters
+        .transport(Transport::WebSocket)
+        .accepted
+        .increment(1);
     let mut response = http::Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let out = response.headers_mut();

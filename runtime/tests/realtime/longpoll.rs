@@ -1,71 +1,170 @@
 //! The LongPoll transport over real HTTP (hyper's client): sessions, polls and posts as
-//! phoenix.js' `LongPoll` makes them.
+//! phoenix.js' `LongPoll` makes them. The helpers here serve the `longpoll_*` files too.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use fawkes_runtime::TransportConfig;
 use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 use super::support::TestEndpoint;
 
-/// A runtime with LongPoll on and a short poll window.
-async fn start() -> TestEndpoint {
-    TestEndpoint::start_with(TransportConfig {
+/// LongPoll on, a short poll window.
+pub(super) fn config() -> TransportConfig {
+    TransportConfig {
         longpoll: true,
         longpoll_window: Duration::from_millis(300),
         ..TransportConfig::default()
-    })
-    .await
+    }
+}
+
+/// A runtime with [`config`].
+pub(super) async fn start() -> TestEndpoint {
+    TestEndpoint::start_with(config()).await
+}
+
+/// One HTTP/1.1 connection to the endpoint, kept open between requests.
+pub(super) struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    addr: std::net::SocketAddr,
+}
+
+impl Conn {
+    pub(super) async fn open(t: &TestEndpoint) -> Self {
+        Self::connect(t.addr).await
+    }
+
+    pub(super) async fn connect(addr: std::net::SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        Self { sender, addr }
+    }
+
+    /// A request to `/socket/longpoll?{query}` with `headers` (a body is ndjson unless
+    /// `headers` name a content type): the HTTP status and the JSON body (`null` if none).
+    pub(super) async fn send(
+        &mut self,
+        method: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> (u16, Value) {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(format!("/socket/longpoll?{query}"))
+            .header("host", self.addr.to_string());
+        let typed = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+        if body.is_some() && !typed {
+            builder = builder.header("content-type", "application/x-ndjson");
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request");
+        self.sender.ready().await.expect("connection ready");
+        let response =
+            tokio::time::timeout(Duration::from_secs(10), self.sender.send_request(request))
+                .await
+                .expect("in time")
+                .expect("response");
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json)
+    }
+}
+
+/// One request with `headers` on a fresh connection.
+pub(super) async fn request_with(
+    t: &TestEndpoint,
+    method: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (u16, Value) {
+    Conn::open(t).await.send(method, query, headers, body).await
 }
 
 /// One request on a fresh connection: the HTTP status and the JSON body.
-async fn request(
+pub(super) async fn request(
     t: &TestEndpoint,
     method: &str,
     query: &str,
     body: Option<String>,
 ) -> (u16, Value) {
-    let stream = TcpStream::connect(t.addr).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(connection);
-    let mut builder = http::Request::builder()
-        .method(method)
-        .uri(format!("/socket/longpoll?{query}"))
-        .header("host", t.addr.to_string());
-    if body.is_some() {
-        builder = builder.header("content-type", "application/x-ndjson");
-    }
-    let request = builder
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
-        .await
-        .expect("in time")
-        .expect("response");
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, json)
+    request_with(t, method, query, &[], body).await
 }
 
 /// Opens a session for `user`: its token.
-async fn open(t: &TestEndpoint, user: &str) -> String {
+pub(super) async fn open(t: &TestEndpoint, user: &str) -> String {
     let (http, body) = request(t, "GET", &format!("user={user}&vsn=2.0.0"), None).await;
     assert_eq!(http, 200);
     assert_eq!(body["status"], 410, "{body}");
     assert_eq!(body["messages"], json!([]));
     body["token"].as_str().expect("a token").to_owned()
+}
+
+/// Polls until a message comes (or the session is gone): the answer's body.
+pub(super) async fn poll_messages(t: &TestEndpoint, token: &str) -> Value {
+    for _ in 0..50 {
+        let (_, polled) = request(t, "GET", &format!("token={token}"), None).await;
+        if polled["status"] != 204 {
+            return polled;
+        }
+    }
+    panic!("no message in 50 polls");
+}
+
+/// The messages of a poll's answer, decoded as JSON frames.
+pub(super) fn frames(polled: &Value) -> Vec<Value> {
+    polled["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| serde_json::from_str(m.as_str().expect("a frame string")).expect("JSON"))
+        .collect()
+}
+
+/// Joins `topic` over the session and polls until its reply comes: the reply's status.
+pub(super) async fn join(t: &TestEndpoint, token: &str, topic: &str, payload: Value) -> Value {
+    let frame = json!(["j", "j", topic, "phx_join", payload]).to_string();
+    let (_, posted) = request(t, "POST", &format!("token={token}"), Some(frame)).await;
+    assert_eq!(posted, json!({"status": 200}));
+    for _ in 0..50 {
+        let polled = poll_messages(t, token).await;
+        assert!(
+            polled["messages"].is_array(),
+            "the session is gone: {polled}"
+        );
+        let reply = frames(&polled)
+            .into_iter()
+            .find(|f| f[3] == "phx_reply" && f[2] == topic && f[1] == "j");
+        if let Some(reply) = reply {
+            return reply[4]["status"].clone();
+        }
+    }
+    panic!("no join reply for {topic}");
+}
+
+/// A V2 heartbeat line.
+pub(super) fn heartbeat(n: usize) -> String {
+    json!([null, n.to_string(), "phoenix", "heartbeat", {}]).to_string()
 }
 
 #[tokio::test]
@@ -81,11 +180,8 @@ async fn a_session_opens_joins_and_polls_its_reply() {
     let (_, polled) = request(&t, "GET", &query, None).await;
     assert_eq!(polled["status"], 200, "{polled}");
     assert_eq!(polled["token"], token.as_str());
-    let messages = polled["messages"].as_array().expect("messages");
-    let reply: Value =
-        serde_json::from_str(messages[0].as_str().expect("a frame string")).expect("a V2 frame");
     assert_eq!(
-        reply,
+        frames(&polled)[0],
         json!(["1", "1", "lab:a", "phx_reply", {"status": "ok", "response": {"joined": "lab:a"}}])
     );
 
@@ -118,18 +214,39 @@ async fn a_bad_token_is_gone_and_a_refused_connect_is_forbidden() {
 }
 
 #[tokio::test]
-async fn a_session_without_polls_ends_and_its_token_is_gone() {
+async fn the_origin_is_checked_on_every_request_not_only_on_open() {
     let t = start().await;
-    let token = open(&t, "carol").await;
-    assert_eq!(t.runtime.stats().connections, 1);
-    // 1.5 windows of 300 ms without a poll.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    let token = open(&t, "olga").await;
     let query = format!("token={token}");
-    let (_, posted) = request(&t, "POST", &query, Some("[]".into())).await;
-    assert_eq!(posted, json!({"status": 410}));
-    assert!(
-        super::support::eventually(|| t.runtime.stats().connections == 0).await,
-        "the session's socket is gone"
+    let evil = [("origin", "http://evil.example")];
+    let (_, posted) = request_with(&t, "POST", &query, &evil, Some(heartbeat(1))).await;
+    assert_eq!(posted, json!({"status": 403}), "a POST from another origin");
+    let (_, polled) = request_with(&t, "GET", &query, &evil, None).await;
+    assert_eq!(polled, json!({"status": 403}), "a poll from another origin");
+    let (_, preflight) = request_with(&t, "OPTIONS", &query, &evil, None).await;
+    assert_eq!(preflight, json!({"status": 403}), "a preflight too");
+    // The session's own origin (here: none, as a native client) still works.
+    let (_, posted) = request(&t, "POST", &query, Some(heartbeat(2))).await;
+    assert_eq!(posted, json!({"status": 200}));
+    let own = format!("http://{}", t.addr);
+    let (_, polled) = request_with(&t, "GET", &query, &[("origin", own.as_str())], None).await;
+    assert_eq!(polled["status"], 200, "the heartbeat's reply: {polled}");
+}
+
+#[tokio::test]
+async fn v1_lines_are_read_as_v1_frames_when_the_session_is_v1() {
+    let t = start().await;
+    let (_, opened) = request(&t, "GET", "user=vic&vsn=1.0.0", None).await;
+    let token = opened["token"].as_str().expect("a token").to_owned();
+    let query = format!("token={token}");
+    let join = json!({"topic": "lab:v1", "event": "phx_join", "payload": {}, "ref": "1"});
+    let (_, posted) = request(&t, "POST", &query, Some(join.to_string())).await;
+    assert_eq!(posted, json!({"status": 200}));
+    let polled = poll_messages(&t, &token).await;
+    assert_eq!(
+        frames(&polled)[0],
+        json!({"topic": "lab:v1", "event": "phx_reply", "ref": "1",
+               "payload": {"status": "ok", "response": {"joined": "lab:v1"}}})
     );
 }
 

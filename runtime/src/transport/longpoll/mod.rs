@@ -1,20 +1,41 @@
 //! The LongPoll transport (`<socket path>/longpoll`, when `TransportConfig::longpoll` is on):
 //! sessions as Phoenix serves them to phoenix.js' `LongPoll`. See docs/longpoll-design.md.
 //!
-//! Every answer is HTTP 200 with the status in a JSON body (phoenix.js reads it there):
+//! The status is in a JSON body `{"status":…}` (phoenix.js reads it there, not the HTTP
+//! status), `cache-control: no-store`, `access-control-allow-origin: *`. The origin is checked
+//! on every request, as Phoenix does (`{"status":403}`).
 //! - `OPTIONS`: the CORS preflight (the auth and session token headers).
-//! - `GET` without a valid session token: the socket's `connect`, then a new session:
-//!   `{"status":410,"token":T,"messages":[]}`; `{"status":403}` when refused.
+//! - `GET` without a session token of this node (phoenix.js sends `token=null` first; a
+//!   token of another node or of a restarted one counts as none): the socket's `connect`,
+//!   then a new session:
+//!   `{"status":410,"token":T,"messages":[]}`; `{"status":403}` when `connect` refuses (and,
+//!   with HTTP 429, over `max_sockets_per_id`). Over the endpoint's connection caps, or while
+//!   the runtime drains or shuts down: HTTP 503 with `{"status":500}` (phoenix.js retries on
+//!   its backoff; it has no case for a 503 in the body).
 //! - `GET` with a token: a poll, `{"status":200,"token":T,"messages":[…]}` or, when nothing
-//!   came within the window, `{"status":204,…}`.
-//! - `POST` with a token: `application/x-ndjson`, at most 100 lines, each a V2 JSON frame or
-//!   base64 of a binary one (another content type: the body is one text frame):
-//!   `{"status":200}` when every line was handed on, `{"status":408}` when the inbound window
-//!   stayed full for a whole window, `{"status":410}` when the session is gone.
+//!   came within the window, `{"status":204,…}`. A newer poll of the same session answers
+//!   the older one at once with 204 (Phoenix hands the messages to the newest poll and lets
+//!   the older one run out with 204). A poll naming a session of this node that has ended
+//!   (idle, disconnected, cut off as a slow consumer, drained, its socket actor crashed) gets
+//!   `{"status":410}` without a new session: phoenix.js then opens one and rejoins (Phoenix
+//!   answers a crashed session's token with 410 too: its process is gone).
+//! - `POST` with a token: `application/x-ndjson`, at most [`MAX_BATCH`] lines, each a V2 JSON
+//!   frame (`[…]`), a V1 one (`{…}`, when the session's `vsn` is 1.x) or base64 of a binary
+//!   frame (another content type: the body is one text frame). `{"status":200}` when every
+//!   line was handed on; `{"status":408}` when the lines could not all be handed on within
+//!   one window (the message rate or the inbound window held them back; the rest are
+//!   dropped); `{"status":410}` when the session is gone; `{"status":409}` while another POST
+//!   of the session is in flight (phoenix.js never sends two; the second is not handled).
+//!   A body over [`body_limit`] (`max(2 × max_frame_bytes, 1 MiB)`, read as it streams in),
+//!   or a line over `max_frame_bytes`, gets `{"status":413}`; over [`MAX_BATCH`] lines or a
+//!   malformed line, `{"status":400}`; both end the session (as a WebSocket is closed with
+//!   1009 and 1003). A client gone mid-body loses that POST only. phoenix.js answers any
+//!   status but 200 by reconnecting (close 1011).
 //!
 //! A session owns what a WebSocket connection owns (a socket actor, its bounded outbound
-//! queue, a drain ticket, an id reservation), so channels, presence, the registry, the drain
-//! and the limits work the same. It ends after 1.5 windows without a poll.
+//! queue, a drain ticket, an id reservation, and, behind an [`crate::Endpoint`], a slot of its
+//! connection caps), so channels, presence, the registry, the drain and the limits work the
+//! same. It ends after 1.5 windows without a poll.
 
 mod session;
 mod token;
@@ -28,18 +49,19 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, CACHE_CONTROL, CONTENT_TYPE, ORIGIN,
-    USER_AGENT,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, CACHE_CONTROL, CONTENT_TYPE, HOST,
+    ORIGIN, RETRY_AFTER, USER_AGENT,
 };
-use http::{HeaderMap, HeaderValue, Method};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::upgrade::ORIGIN_REFUSED;
-use super::{Outbound, request_checks};
+use super::{CloseReason, Outbound, TransportConfig, request_checks};
 use crate::RuntimeShared;
-use crate::metering::Refused;
+use crate::metering::{Refused, Transport};
 use crate::mount::ErasedSocket;
+use crate::protocol::Vsn;
 use crate::socket::ConnectInfo;
 use crate::socket_actor::StartArgs;
 use session::{Holds, MAX_BATCH, Posted, Session};
@@ -50,6 +72,22 @@ const AUTH_HEADER: &str = "x-phoenix-authtoken";
 
 /// The header a newer phoenix.js sends the session token in (1.8.x uses the query).
 const TOKEN_HEADER: &str = "x-phoenix-longpoll-token";
+
+/// The smallest POST body bound, whatever `max_frame_bytes` is.
+const MIN_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The largest POST body accepted: `max(2 × max_frame_bytes, 1 MiB)`. A batch of small
+/// messages fits easily (phoenix.js sends at most 100 per POST), and so does one frame of
+/// `max_frame_bytes`, even base64-encoded. The body is read as it streams in and refused
+/// (413) as soon as it goes over.
+pub(crate) fn body_limit(config: &TransportConfig) -> usize {
+    config.max_frame_bytes.saturating_mul(2).max(MIN_BODY_LIMIT)
+}
+
+/// What a new session holds for its life to count in the front door's connection caps (an
+/// [`crate::Endpoint`]'s slots), or which cap refuses it.
+pub(crate) type Admission =
+    Box<dyn FnOnce() -> Result<Box<dyn Send + Sync>, Refused> + Send + 'static>;
 
 /// The live LongPoll sessions of one mounted socket.
 pub(crate) struct Sessions {
@@ -80,9 +118,12 @@ impl Sessions {
         self.live.remove(&id);
     }
 
-    /// The live session a request names, if any.
-    fn find(&self, headers: &HeaderMap, query: Option<&str>) -> Option<Arc<Session>> {
-        let signer = self.signer.as_ref()?;
+    /// The session a request names: live, ended, or none (no token, or one this table did
+    /// not sign).
+    fn find(&self, headers: &HeaderMap, query: Option<&str>) -> Found {
+        let Some(signer) = self.signer.as_ref() else {
+            return Found::None;
+        };
         let token = headers
             .get(TOKEN_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -92,15 +133,34 @@ impl Sessions {
                     .filter(|(key, _)| key == "token")
                     .last()
                     .map(|(_, value)| value.into_owned())
-            })?;
-        let id = signer.verify(&token)?;
-        self.live.get(&id).map(|s| s.clone())
+            });
+        match token.and_then(|token| signer.verify(&token)) {
+            None => Found::None,
+            Some(id) => self
+                .live
+                .get(&id)
+                .map_or(Found::Ended, |s| Found::Live(s.clone())),
+        }
     }
 }
 
-/// An answer: HTTP 200, the status and the rest in the JSON body.
-fn answer(body: serde_json::Value) -> http::Response<Full<Bytes>> {
+/// What a request's session token names.
+enum Found {
+    Live(Arc<Session>),
+    /// A session of this table that has ended: `{"status":410}`, and no new session (the
+    /// client holds a token: phoenix.js reconnects on 410 and would leave a new one unused).
+    Ended,
+    /// No token, or not one of this table's (`token=null` on phoenix.js' first GET, another
+    /// node's, a restarted node's): a GET opens a new session, as Phoenix does.
+    None,
+}
+
+type Response = http::Response<Full<Bytes>>;
+
+/// An answer: the status and the rest in the JSON body, with HTTP status `http`.
+fn answer_as(http: StatusCode, body: serde_json::Value) -> Response {
     let mut response = http::Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = http;
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
@@ -111,12 +171,30 @@ fn answer(body: serde_json::Value) -> http::Response<Full<Bytes>> {
     response
 }
 
-fn status(status: u16) -> http::Response<Full<Bytes>> {
+/// An answer with HTTP 200, as Phoenix gives every one.
+fn answer(body: serde_json::Value) -> Response {
+    answer_as(StatusCode::OK, body)
+}
+
+fn status(status: u16) -> Response {
     answer(serde_json::json!({ "status": status }))
 }
 
+/// A refusal for a reason the client should retry later (a cap, the drain): HTTP 503 as a
+/// WebSocket upgrade gets, and `{"status":500}`, which phoenix.js retries on its backoff.
+fn unavailable() -> Response {
+    let mut response = answer_as(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({ "status": 500 }),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
 /// The CORS preflight: the requested headers, GET, POST and OPTIONS, for an hour.
-fn preflight(headers: &HeaderMap) -> http::Response<Full<Bytes>> {
+fn preflight(headers: &HeaderMap) -> Response {
     let mut response = http::Response::new(Full::new(Bytes::new()));
     let out = response.headers_mut();
     out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -133,107 +211,195 @@ fn preflight(headers: &HeaderMap) -> http::Response<Full<Bytes>> {
     response
 }
 
-/// Handles a request to a socket's `/longpoll` path.
+/// Whether the request's `Origin` (if any) is allowed, by the rule the upgrade applies.
+fn origin_allowed<B>(request: &http::Request<B>, config: &TransportConfig) -> bool {
+    let headers = request.headers();
+    let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(request.uri().authority().map(|a| a.as_str()));
+    config.check_origin.allows(origin, host)
+}
+
+/// Handles a request to a socket's `/longpoll` path. `admission`, when given, is what a new
+/// session must hold (the endpoint's connection caps).
 pub(crate) async fn handle<B>(
     sessions: Arc<Sessions>,
     socket: Arc<dyn ErasedSocket>,
     shared: Arc<RuntimeShared>,
     request: http::Request<B>,
     peer: SocketAddr,
-) -> http::Response<Full<Bytes>>
+    admission: Option<Admission>,
+) -> Response
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let window = shared.config.longpoll_window;
+    // Every request, as Phoenix does: a session opened from an allowed origin cannot be
+    // polled or posted to from another.
+    if !origin_allowed(&request, &shared.config) {
+        let origin = request.headers().get(ORIGIN);
+        tracing::debug!(?origin, "LongPoll request refused: origin not allowed");
+        shared.meters.refused(Refused::Origin);
+        return status(403);
+    }
     match *request.method() {
         Method::OPTIONS => preflight(request.headers()),
         Method::GET => match sessions.find(request.headers(), request.uri().query()) {
-            Some(session) => {
-                let messages = session.poll(window).await;
-                if messages.is_empty() && session.closed() {
-                    return status(410);
-                }
-                let code = if messages.is_empty() { 204 } else { 200 };
-                let token = sessions.signer.as_ref().map(|s| s.sign(session.id));
-                answer(serde_json::json!({
-                    "status": code, "token": token, "messages": messages
-                }))
-            }
-            None => open(sessions, socket, shared, request, peer).await,
+            Found::Live(session) => poll(&sessions, &session, &shared).await,
+            Found::Ended => status(410),
+            Found::None => open(sessions, socket, shared, request, peer, admission).await,
         },
-        Method::POST => {
-            let Some(session) = sessions.find(request.headers(), request.uri().query()) else {
-                return status(410);
-            };
-            let ndjson = request
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/x-ndjson"));
-            let limit = shared.config.max_frame_bytes.saturating_mul(MAX_BATCH);
-            let body = match Limited::new(request.into_body(), limit).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(_) => {
-                    session.close(super::CloseReason::TooBig);
-                    return status(410);
-                }
-            };
-            let Some(lines) = lines(&body, ndjson) else {
-                session.close(super::CloseReason::Malformed(
-                    "malformed LongPoll body".to_owned(),
-                ));
-                return status(410);
-            };
-            match session.post(lines, window).await {
-                Posted::Ok => status(200),
-                Posted::TimedOut => status(408),
-                Posted::Gone => status(410),
-            }
-        }
+        Method::POST => match sessions.find(request.headers(), request.uri().query()) {
+            Found::Live(session) => post(&session, &shared, request).await,
+            Found::Ended | Found::None => status(410),
+        },
         _ => status(400),
     }
 }
 
-/// The frames of a POST body: ndjson lines (V2 JSON text, or base64 of a binary frame), or
-/// the whole body as one text frame. `None`: malformed, or over [`MAX_BATCH`] lines.
-fn lines(body: &Bytes, ndjson: bool) -> Option<Vec<Message>> {
-    let text = std::str::from_utf8(body).ok()?;
-    if !ndjson {
-        return Some(vec![Message::Text(text.into())]);
+/// A poll: what the session's queue holds within the window.
+async fn poll(sessions: &Sessions, session: &Session, shared: &RuntimeShared) -> Response {
+    let polled = session.poll(shared.config.longpoll_window).await;
+    if polled.messages.is_empty() && !polled.superseded && session.closed() {
+        return status(410);
     }
+    let code = if polled.messages.is_empty() { 204 } else { 200 };
+    let token = sessions.signer.as_ref().map(|s| s.sign(session.id));
+    answer(serde_json::json!({
+        "status": code, "token": token, "messages": polled.messages
+    }))
+}
+
+/// A POST: its body read within its bound, its lines handed to the socket actor in order.
+async fn post<B>(session: &Session, shared: &RuntimeShared, request: http::Request<B>) -> Response
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(in_flight) = session.begin_post() else {
+        return status(409);
+    };
+    let config = &shared.config;
+    let window = config.longpoll_window;
+    let ndjson = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson"));
+    let limit = body_limit(config);
+    let read = tokio::time::timeout(window, Limited::new(request.into_body(), limit).collect());
+    let body = match read.await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            tracing::debug!(limit, "LongPoll POST body too large; ending the session");
+            session.close(CloseReason::TooBig);
+            return status(413);
+        }
+        // The client went away mid-body: it loses this POST, nothing more.
+        Ok(Err(_)) => return status(400),
+        Err(_) => return status(408),
+    };
+    let lines = match lines(&body, ndjson, session.vsn(), config.max_frame_bytes) {
+        Ok(lines) => lines,
+        Err(bad) => {
+            tracing::debug!(?bad, "LongPoll POST refused; ending the session");
+            let (reason, code) = match bad {
+                BadBody::TooBig => (CloseReason::TooBig, 413),
+                BadBody::TooManyLines => (
+                    CloseReason::Malformed(format!("more than {MAX_BATCH} lines in a POST")),
+                    400,
+                ),
+                BadBody::Malformed => (
+                    CloseReason::Malformed("malformed LongPoll body".to_owned()),
+                    400,
+                ),
+            };
+            session.close(reason);
+            return status(code);
+        }
+    };
+    match session.post(&in_flight, lines, window, shared).await {
+        Posted::Ok => status(200),
+        Posted::TimedOut => status(408),
+        Posted::Gone => status(410),
+    }
+}
+
+/// Why a POST body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadBody {
+    /// A line (or a whole non-ndjson body) over `max_frame_bytes`.
+    TooBig,
+    /// More than [`MAX_BATCH`] lines.
+    TooManyLines,
+    /// Not UTF-8, or a line that is neither JSON text for the session's `vsn` nor base64.
+    Malformed,
+}
+
+/// The frames of a POST body: ndjson lines (JSON text, `[…]` or, with `vsn` 1.x, `{…}`;
+/// otherwise base64 of a binary frame), or the whole body as one text frame. Each frame is
+/// at most `max_frame_bytes` (a binary one once decoded).
+fn lines(
+    body: &Bytes,
+    ndjson: bool,
+    vsn: Vsn,
+    max_frame_bytes: usize,
+) -> Result<Vec<Message>, BadBody> {
+    let text = std::str::from_utf8(body).map_err(|_| BadBody::Malformed)?;
+    if !ndjson {
+        if text.len() > max_frame_bytes {
+            return Err(BadBody::TooBig);
+        }
+        return Ok(vec![Message::Text(text.into())]);
+    }
+    // Base64 of `max_frame_bytes` bytes, padding included.
+    let max_base64 = max_frame_bytes.div_ceil(3).saturating_mul(4);
     let mut frames = Vec::new();
     for line in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
         if frames.len() == MAX_BATCH {
-            return None;
+            return Err(BadBody::TooManyLines);
         }
-        frames.push(if line.starts_with('[') {
+        let json = line.starts_with('[') || (vsn == Vsn::V1 && line.starts_with('{'));
+        frames.push(if json {
+            if line.len() > max_frame_bytes {
+                return Err(BadBody::TooBig);
+            }
             Message::Text(line.into())
         } else {
+            if line.len() > max_base64 {
+                return Err(BadBody::TooBig);
+            }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(line)
-                .ok()?;
+                .map_err(|_| BadBody::Malformed)?;
+            if bytes.len() > max_frame_bytes {
+                return Err(BadBody::TooBig);
+            }
             Message::Binary(bytes.into())
         });
     }
-    Some(frames)
+    Ok(frames)
 }
 
-/// Opens a session: the upgrade's checks (origin, `vsn`), `connect` (auth token from
-/// `X-Phoenix-AuthToken`), the per-id cap, then the socket actor and the session's task.
+/// Opens a session: the upgrade's checks (origin, `vsn`), a slot of the connection caps,
+/// `connect` (auth token from `X-Phoenix-AuthToken`), the per-id cap, then the socket actor
+/// and the session's task.
 async fn open<B>(
     sessions: Arc<Sessions>,
     socket: Arc<dyn ErasedSocket>,
     shared: Arc<RuntimeShared>,
     request: http::Request<B>,
     peer: SocketAddr,
-) -> http::Response<Full<Bytes>> {
+    admission: Option<Admission>,
+) -> Response {
     let Some(signer) = sessions.signer.as_ref() else {
         return status(500);
     };
     if shared.shutdown.is_cancelled() || shared.drainer.is_draining() {
         shared.meters.refused(Refused::ShuttingDown);
-        return status(500);
+        return unavailable();
     }
     let checked = match request_checks(&request, &shared.config) {
         Ok(checked) => checked,
@@ -245,6 +411,16 @@ async fn open<B>(
                 Refused::BadRequest
             });
             return status(403);
+        }
+    };
+    // Before `connect`: a client over a cap costs no more than a WebSocket refused at the
+    // front door.
+    let slot = match admission.map(|admit| admit()).transpose() {
+        Ok(slot) => slot,
+        Err(why) => {
+            shared.meters.refused(why);
+            tracing::debug!(?why, "LongPoll session refused: connection limit reached");
+            return unavailable();
         }
     };
     let headers = request.headers();
@@ -272,7 +448,15 @@ async fn open<B>(
         Some(Ok(reservation)) => reservation,
         Some(Err(_)) => {
             shared.meters.refused(Refused::SocketIdCap);
-            return status(403);
+            tracing::debug!(
+                id,
+                "LongPoll session refused: too many sockets with this id"
+            );
+            // 403 in the body: phoenix.js backs off (a 429 there would be an unknown status).
+            return answer_as(
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({ "status": 403 }),
+            );
         }
     };
     let config = &shared.config;
@@ -294,8 +478,12 @@ async fn open<B>(
             return status(500);
         }
     };
-    shared.metrics_connected();
-    shared.meters.accepted.increment(1);
+    shared.metrics_connected(Transport::LongPoll);
+    shared
+        .meters
+        .transport(Transport::LongPoll)
+        .accepted
+        .increment(1);
     let ticket = shared.drainer.register(&actor);
     let id = sessions.next.fetch_add(1, Ordering::Relaxed);
     let session = Arc::new(Session::new(
@@ -313,10 +501,79 @@ async fn open<B>(
         actor_done,
         ticket,
         reservation,
+        slot,
     };
     let task_shared = shared.clone();
     shared
         .connections
         .spawn(session::run(session, sessions.clone(), holds, task_shared));
     answer(serde_json::json!({ "status": 410, "token": token, "messages": [] }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(text: &str) -> Bytes {
+        Bytes::from(text.to_owned())
+    }
+
+    #[test]
+    fn lines_are_json_text_or_base64_within_the_frame_limit() {
+        let v2 = r#"["1","1","t","e",{}]"#;
+        let binary = base64::engine::general_purpose::STANDARD.encode([0u8, 1, 2]);
+        let got = lines(&body(&format!("{v2}\n{binary}\n")), true, Vsn::V2, 64).expect("ok");
+        assert_eq!(got.len(), 2);
+        assert!(matches!(&got[0], Message::Text(t) if t.as_str() == v2));
+        assert!(matches!(&got[1], Message::Binary(b) if b.as_ref() == [0, 1, 2]));
+
+        let v1 = r#"{"topic":"t","event":"e","payload":{},"ref":"1"}"#;
+        assert!(matches!(
+            lines(&body(v1), true, Vsn::V1, 64).expect("V1").as_slice(),
+            [Message::Text(_)]
+        ));
+        assert_eq!(
+            lines(&body(v1), true, Vsn::V2, 64).err(),
+            Some(BadBody::Malformed),
+            "an object is not a V2 frame (nor base64)"
+        );
+
+        assert_eq!(
+            lines(&body(&"[".repeat(65)), true, Vsn::V2, 64).err(),
+            Some(BadBody::TooBig)
+        );
+        let big = base64::engine::general_purpose::STANDARD.encode([7u8; 65]);
+        assert_eq!(
+            lines(&body(&big), true, Vsn::V2, 64).err(),
+            Some(BadBody::TooBig)
+        );
+        let fits = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
+        assert!(lines(&body(&fits), true, Vsn::V2, 64).is_ok());
+        assert_eq!(
+            lines(&body(&"x".repeat(65)), false, Vsn::V2, 64).err(),
+            Some(BadBody::TooBig)
+        );
+
+        let hundred = vec![v2; MAX_BATCH].join("\n");
+        assert_eq!(
+            lines(&body(&hundred), true, Vsn::V2, 64).map(|l| l.len()),
+            Ok(100)
+        );
+        let over = vec![v2; MAX_BATCH + 1].join("\n");
+        assert_eq!(
+            lines(&body(&over), true, Vsn::V2, 64).err(),
+            Some(BadBody::TooManyLines)
+        );
+    }
+
+    #[test]
+    fn the_body_bound_is_twice_the_frame_limit_and_at_least_a_mebibyte() {
+        let with = |max_frame_bytes| TransportConfig {
+            max_frame_bytes,
+            ..TransportConfig::default()
+        };
+        assert_eq!(body_limit(&with(1024)), 1024 * 1024);
+        assert_eq!(body_limit(&with(4 * 1024 * 1024)), 8 * 1024 * 1024);
+        assert_eq!(body_limit(&with(usize::MAX)), usize::MAX);
+    }
 }

@@ -3,14 +3,15 @@
 //! or the runtime ends it), and the poll and post a request performs on it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use ractor::ActorRef;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::super::connection::{Limits, inbound};
@@ -19,6 +20,7 @@ use super::super::{CloseReason, Control, OutFrame, Outbound, OutboundReceiver};
 use super::Sessions;
 use crate::RuntimeShared;
 use crate::drain::DrainTicket;
+use crate::metering::Transport;
 use crate::protocol::Vsn;
 use crate::socket_actor::SocketMsg;
 use crate::transport::socket_ids::Reservation;
@@ -35,12 +37,32 @@ pub(super) struct Session {
     control: Arc<Control>,
     /// One poll at a time takes from the queue.
     rx: tokio::sync::Mutex<OutboundReceiver>,
-    /// One POST at a time.
-    post: tokio::sync::Mutex<Inflow>,
+    /// The number of the latest poll: an older poll still waiting answers at once.
+    polls: watch::Sender<u64>,
+    /// A POST is in flight (at most one is).
+    posting: AtomicBool,
+    /// The message rate and inbound window of the session's POSTs.
+    inflow: Inflow,
     /// Told at the start and end of every poll: the session is in use.
     polled: Notify,
     vsn: Vsn,
     limits: Limits,
+}
+
+/// What a poll took: the messages, and whether a newer poll cut it short.
+#[derive(Debug, Default)]
+pub(super) struct Polled {
+    pub(super) messages: Vec<String>,
+    pub(super) superseded: bool,
+}
+
+/// The session's one POST in flight, until dropped.
+pub(super) struct InFlight<'a>(&'a AtomicBool);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// What a POST came to.
@@ -48,7 +70,8 @@ pub(super) struct Session {
 pub(super) enum Posted {
     /// Every line was handed to the socket actor.
     Ok,
-    /// A line found no room in the inbound window within the poll window.
+    /// The lines could not all be handed on within the window (the message rate or the
+    /// inbound window held them back); the rest were dropped.
     TimedOut,
     /// The session is over (a malformed line ends it).
     Gone,
@@ -71,10 +94,9 @@ impl Session {
             out,
             control,
             rx: tokio::sync::Mutex::new(rx),
-            post: tokio::sync::Mutex::new(Inflow::new(
-                config.max_messages_per_second,
-                config.max_messages_burst,
-            )),
+            polls: watch::Sender::new(0),
+            posting: AtomicBool::new(false),
+            inflow: Inflow::new(config.max_messages_per_second, config.max_messages_burst),
             polled: Notify::new(),
             vsn,
             limits: Limits {
@@ -88,45 +110,107 @@ impl Session {
         self.control.reason().is_some()
     }
 
+    /// The serializer version the session was opened with.
+    pub(super) fn vsn(&self) -> Vsn {
+        self.vsn
+    }
+
     /// Waits up to `window` for a message, then takes what else is queued, up to
-    /// [`MAX_BATCH`] messages. Empty: nothing came (or the session ended).
-    pub(super) async fn poll(&self, window: Duration) -> Vec<String> {
+    /// [`MAX_BATCH`] messages. Empty: nothing came (or the session ended, or a newer poll of
+    /// the session came, which cuts this one short).
+    pub(super) async fn poll(&self, window: Duration) -> Polled {
         self.polled.notify_one();
-        let rx = self.rx.lock().await;
-        let mut messages = Vec::new();
+        let mut mine = 0;
+        self.polls.send_modify(|latest| {
+            *latest += 1;
+            mine = *latest;
+        });
+        let mut latest = self.polls.subscribe();
+        let superseded = async move {
+            let _ = latest.wait_for(|latest| *latest != mine).await;
+        };
+        tokio::pin!(superseded);
+        let mut polled = Polled::default();
+        let rx = tokio::select! {
+            rx = self.rx.lock() => rx,
+            () = &mut superseded => {
+                polled.superseded = true;
+                return polled;
+            }
+        };
+        if *self.polls.borrow() != mine {
+            polled.superseded = true;
+            return polled;
+        }
+        let messages = &mut polled.messages;
         if let Some(first) = rx.try_recv() {
-            push_frame(&mut messages, first);
+            push_frame(messages, first);
         } else if !self.closed() {
             tokio::select! {
-                frame = rx.recv() => push_frame(&mut messages, frame),
+                frame = rx.recv() => push_frame(messages, frame),
                 () = self.control.closed() => {}
                 () = tokio::time::sleep(window) => {}
+                () = &mut superseded => polled.superseded = true,
             }
         }
-        while messages.len() < MAX_BATCH {
+        while polled.messages.len() < MAX_BATCH {
             match rx.try_recv() {
-                Some(frame) => push_frame(&mut messages, frame),
+                Some(frame) => push_frame(&mut polled.messages, frame),
                 None => break,
             }
         }
         drop(rx);
         self.polled.notify_one();
-        messages
+        polled
+    }
+
+    /// The session's one POST in flight, unless another one is.
+    pub(super) fn begin_post(&self) -> Option<InFlight<'_>> {
+        self.posting
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| InFlight(&self.posting))
     }
 
     /// Hands the frames of a POST body to the socket actor, in order, as a WebSocket
-    /// connection hands on its frames (same decoding, name limits, heartbeat answers and
-    /// inbound window). A malformed line ends the session.
-    pub(super) async fn post(&self, lines: Vec<Message>, window: Duration) -> Posted {
-        let inflow = self.post.lock().await;
+    /// connection hands on its frames (same decoding, name limits, heartbeat answers, message
+    /// rate and inbound window), all within one `window`. A malformed line ends the session.
+    pub(super) async fn post(
+        &self,
+        _in_flight: &InFlight<'_>,
+        lines: Vec<Message>,
+        window: Duration,
+        shared: &RuntimeShared,
+    ) -> Posted {
+        let deadline = Instant::now() + window;
         for message in lines {
             if self.closed() {
                 return Posted::Gone;
             }
+            // Every message counts against the rate, heartbeats included.
+            while let Err(until) = self.inflow.rate() {
+                shared.metrics_rate_limited();
+                if until > deadline {
+                    return Posted::TimedOut;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    () = self.control.closed() => return Posted::Gone,
+                }
+            }
             let cost = Inflow::cost(&message);
-            let permit = match timeout(window, inflow.window(cost)).await {
-                Ok(permit) => permit,
-                Err(_) => return Posted::TimedOut,
+            let permit = match self.inflow.try_window(cost) {
+                Some(permit) => Some(permit),
+                None => {
+                    shared.metrics_window_full();
+                    tokio::select! {
+                        permit = timeout_at(deadline, self.inflow.window(cost)) => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => return Posted::TimedOut,
+                        },
+                        () = self.control.closed() => return Posted::Gone,
+                    }
+                }
             };
             if let Err(reason) = inbound(
                 message,
@@ -179,6 +263,8 @@ pub(super) struct Holds {
     pub(super) actor_done: JoinHandle<()>,
     pub(super) ticket: DrainTicket,
     pub(super) reservation: Option<Reservation>,
+    /// The session's slot of the endpoint's connection caps, if it is under them.
+    pub(super) slot: Option<Box<dyn Send + Sync>>,
 }
 
 /// Runs until the session ends: no poll for 1.5 windows (idle), the actor's end, a
@@ -194,9 +280,11 @@ pub(super) async fn run(
         mut actor_done,
         ticket,
         reservation,
+        slot,
     } = holds;
     let config = &shared.config;
-    let idle = config.longpoll_window.mul_f64(1.5);
+    // 1.5 windows (saturating: a huge window must not overflow).
+    let idle = config.longpoll_window.saturating_mul(3) / 2;
     let control = session.control.clone();
     let mut actor_ended = false;
     loop {
@@ -220,7 +308,10 @@ pub(super) async fn run(
         }
     }
     if let Some(reason) = control.reason() {
-        shared.meters.close_code(reason.code());
+        shared
+            .meters
+            .transport(Transport::LongPoll)
+            .close_code(reason.code());
         if *reason == CloseReason::Drain {
             // The replies the drain waited for are queued: give the client a window to
             // fetch them.
@@ -241,5 +332,9 @@ pub(super) async fn run(
         session.actor.kill();
     }
     drop(reservation);
-    shared.metrics_disconnected(control.reason() == Some(&CloseReason::SlowConsumer));
+    drop(slot);
+    shared.metrics_disconnected(
+        Transport::LongPoll,
+        control.reason() == Some(&CloseReason::SlowConsumer),
+    );
 }

@@ -1,0 +1,207 @@
+//! LongPoll POSTs: the body's bound, the frame limit per line, the line count, the message
+//! rate, one POST in flight, and a client gone mid-body.
+
+use std::time::Duration;
+
+use fawkes_runtime::TransportConfig;
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use super::longpoll::{Conn, config, heartbeat, join, open, request};
+use super::support::{TestEndpoint, eventually};
+
+/// Frames of at most 1 KiB: the body bound is then its floor, 1 MiB.
+async fn small_frames() -> TestEndpoint {
+    TestEndpoint::start_with(TransportConfig {
+        max_frame_bytes: 1024,
+        ..config()
+    })
+    .await
+}
+
+/// Whether the session is gone: a POST to it answers 410.
+async fn gone(t: &TestEndpoint, token: &str) -> bool {
+    let (_, posted) = request(t, "POST", &format!("token={token}"), Some(heartbeat(0))).await;
+    posted == json!({"status": 410})
+}
+
+#[tokio::test]
+async fn a_body_over_the_bound_is_refused_as_it_streams_in() {
+    let t = small_frames().await;
+    let token = open(&t, "bea").await;
+    // The head announces 100 MiB; one byte over the 1 MiB bound is sent (all of it read, so
+    // the server's close is clean), and the answer comes then.
+    let mut stream = TcpStream::connect(t.addr).await.expect("connect");
+    let head = format!(
+        "POST /socket/longpoll?token={token} HTTP/1.1\r\nhost: {}\r\n\
+         content-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
+        t.addr,
+        100 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..16 {
+            if write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.write_all(b"x").await;
+        write
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = read.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed without an answer: {answer:?}");
+            answer.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&answer).contains(r#"{"status":413}"#) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "413 before the body's end: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(writer.await);
+    assert!(gone(&t, &token).await, "the session ended, as a 1009 would");
+}
+
+#[tokio::test]
+async fn a_line_over_the_frame_limit_is_413_and_more_than_100_lines_400() {
+    let t = small_frames().await;
+    let token = open(&t, "cal").await;
+    let query = format!("token={token}");
+    let long = json!([null, "1", "lab:x", "echo", {"pad": "x".repeat(2000)}]).to_string();
+    let (_, posted) = request(&t, "POST", &query, Some(long)).await;
+    assert_eq!(
+        posted,
+        json!({"status": 413}),
+        "a 2 KB line, frames of 1 KiB"
+    );
+    assert!(gone(&t, &token).await);
+
+    let token = open(&t, "cal").await;
+    let lines: Vec<String> = (0..101).map(heartbeat).collect();
+    let (_, posted) = request(
+        &t,
+        "POST",
+        &format!("token={token}"),
+        Some(lines.join("\n")),
+    )
+    .await;
+    assert_eq!(posted, json!({"status": 400}), "101 lines");
+    assert!(gone(&t, &token).await);
+
+    let token = open(&t, "cal").await;
+    let lines: Vec<String> = (0..100).map(heartbeat).collect();
+    let (_, posted) = request(
+        &t,
+        "POST",
+        &format!("token={token}"),
+        Some(lines.join("\n")),
+    )
+    .await;
+    assert_eq!(posted, json!({"status": 200}), "100 lines");
+}
+
+#[tokio::test]
+async fn the_message_rate_applies_to_posted_lines() {
+    let t = TestEndpoint::start_with(TransportConfig {
+        max_messages_per_second: 1,
+        max_messages_burst: 2,
+        ..config()
+    })
+    .await;
+    let token = open(&t, "rae").await;
+    let query = format!("token={token}");
+    // Two lines in the burst; the third would wait about a second, past the 300 ms window.
+    let lines: Vec<String> = (1..=3).map(heartbeat).collect();
+    let (_, posted) = request(&t, "POST", &query, Some(lines.join("\n"))).await;
+    assert_eq!(posted, json!({"status": 408}));
+    assert!(t.runtime.stats().rate_limited >= 1);
+    let (_, polled) = request(&t, "GET", &query, None).await;
+    let replies = polled["messages"].as_array().expect("messages").len();
+    assert_eq!(
+        replies, 2,
+        "only the lines within the rate were handled: {polled}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_post_in_flight_is_refused_at_once() {
+    let t = TestEndpoint::start_with(TransportConfig {
+        max_messages_per_second: 1,
+        max_messages_burst: 1,
+        longpoll_window: Duration::from_secs(5),
+        ..config()
+    })
+    .await;
+    let token = open(&t, "sid").await;
+    let query = format!("token={token}");
+    // The second line waits about a second for the rate: the POST is in flight meanwhile.
+    let body = [heartbeat(1), heartbeat(2)].join("\n");
+    let first = tokio::spawn({
+        let (addr, query) = (t.addr, query.clone());
+        async move {
+            let mut conn = Conn::connect(addr).await;
+            conn.send("POST", &query, &[], Some(body)).await
+        }
+    });
+    assert!(eventually(|| t.runtime.stats().rate_limited >= 1).await);
+    let (_, second) = request(&t, "POST", &query, Some(heartbeat(3))).await;
+    assert_eq!(second, json!({"status": 409}), "one POST in flight");
+    let (_, first) = first.await.expect("the first POST");
+    assert_eq!(first, json!({"status": 200}), "the first one goes on");
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_post_loses_that_post_only() {
+    let t = start_slow_posts().await;
+    let token = open(&t, "gus").await;
+    let query = format!("token={token}");
+    let mut stream = TcpStream::connect(t.addr).await.expect("connect");
+    let head = format!(
+        "POST /socket/longpoll?{query} HTTP/1.1\r\nhost: {}\r\n\
+         content-type: application/x-ndjson\r\ncontent-length: 1000\r\n\r\n[null,",
+        t.addr
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    // In flight: another POST is refused while the body is awaited.
+    let mut in_flight = false;
+    for _ in 0..500 {
+        let (_, probe) = request(&t, "POST", &query, Some(heartbeat(1))).await;
+        if probe == json!({"status": 409}) {
+            in_flight = true;
+            break;
+        }
+        assert_eq!(probe, json!({"status": 200}));
+    }
+    assert!(in_flight, "the half-sent POST is in flight");
+    drop(stream);
+    let mut after = json!(null);
+    for _ in 0..500 {
+        (_, after) = request(&t, "POST", &query, Some(heartbeat(2))).await;
+        if after != json!({"status": 409}) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(after, json!({"status": 200}), "the session lives on");
+    assert_eq!(join(&t, &token, "lab:gus", json!({})).await, "ok");
+}
+
+/// A long window: a half-sent POST stays in flight for the whole test.
+async fn start_slow_posts() -> TestEndpoint {
+    TestEndpoint::start_with(TransportConfig {
+        longpoll_window: Duration::from_secs(8),
+        ..config()
+    })
+    .await
+}

@@ -2,15 +2,18 @@
 //!
 //! Only `GET` and `HEAD` of paths no API route matches reach it, so it never shadows the API.
 //! Files are served as they are on disk (built with `npm --prefix web run build`, rebuilt
-//! while the server runs); paths are resolved inside the directory only (`..` never leaves
-//! it). Until the directory holds an `index.html`, `/` answers a page giving the build
-//! command and every other path is the API's 404.
+//! while the server runs); request paths are resolved inside the directory only (`..` never
+//! leaves it), though symbolic links placed in it are followed, as by any static file server.
+//! A file is read whole before it is answered, so files over [`MAX_FILE_BYTES`] are refused
+//! (500): the directory is for the client's bundle, not for large downloads. Until the
+//! directory holds an `index.html`, `/` answers a page giving the build command and every
+//! other path is the API's 404.
 
 use std::path::PathBuf;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, Limited};
 use tower::ServiceExt as _;
 use tower_http::services::ServeDir;
 
@@ -19,6 +22,9 @@ use super::response::Response;
 
 /// The one command that builds the client, from the repository's root.
 pub const BUILD_COMMAND: &str = "npm --prefix web ci && npm --prefix web run build";
+
+/// The largest file served (16 MiB; the client's bundle is a few hundred KiB).
+pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The static directory of the browser client.
 #[derive(Debug, Clone)]
@@ -63,11 +69,18 @@ impl Site {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        // Development files are small: read whole, so the response is a handler's like any.
+        // The client's files are small: read whole (bounded), so the response is a handler's
+        // like any.
         let (parts, body) = response.into_parts();
-        let Ok(body) = body.collect().await.map(|collected| collected.to_bytes()) else {
-            return ApiError::Internal("reading a file of the browser client".into())
+        let body = match Limited::new(body, MAX_FILE_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                return ApiError::Internal(format!(
+                    "serving {} from web.static_dir (at most {MAX_FILE_BYTES} bytes): {e}",
+                    parts_path(&parts)
+                ))
                 .into_response();
+            }
         };
         let mut response = http::Response::from_parts(parts, Full::new(body));
         let headers = response.headers_mut();
@@ -79,6 +92,18 @@ impl Site {
         );
         response
     }
+}
+
+/// What a file response was (for the error log): its length when known.
+fn parts_path(parts: &http::response::Parts) -> String {
+    parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(
+            || "a file".to_owned(),
+            |len| format!("a file of {len} bytes"),
+        )
 }
 
 /// `/` while the client is not built: what to run.

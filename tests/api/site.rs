@@ -98,11 +98,32 @@ async fn dev_without_a_build_says_how_to_build_it() {
 }
 
 #[tokio::test]
+async fn a_file_over_the_bound_is_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::write(root.path().join("index.html"), "built").expect("write");
+    let big = vec![b'x'; fawkes::web::site::MAX_FILE_BYTES + 1];
+    std::fs::write(root.path().join("big.bin"), &big).expect("write");
+    let t = serving(Environment::Dev, root.path()).await;
+    let response = t.get("/big.bin", None).await;
+    assert_eq!(
+        response.status,
+        500,
+        "{}",
+        &response.text[..response.text.len().min(200)]
+    );
+    assert!(response.body.is_object(), "a JSON error");
+    assert_eq!(t.get("/", None).await.text, "built");
+}
+
+#[tokio::test]
 async fn test_and_prod_never_serve_it() {
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::write(root.path().join("index.html"), "built").expect("write");
-    let t = serving(Environment::Test, root.path()).await;
-    let response = t.get("/", None).await;
-    assert_eq!(response.status, 404, "{}", response.text);
-    assert!(!response.text.contains("built"));
+    for env in [Environment::Test, Environment::Prod] {
+        let t = serving(env, root.path()).await;
+        let response = t.get("/", None).await;
+        assert_eq!(response.status, 404, "{env:?}: {}", response.text);
+        assert!(!response.text.contains("built"), "{env:?}");
+        t.stop().await;
+    }
 }

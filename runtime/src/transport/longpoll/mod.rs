@@ -37,6 +37,7 @@
 //! connection caps), so channels, presence, the registry, the drain and the limits work the
 //! same. It ends after 1.5 windows without a poll.
 
+mod body;
 mod session;
 mod token;
 
@@ -44,7 +45,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use dashmap::DashMap;
 use http::header::{
@@ -54,16 +54,15 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
-use tokio_tungstenite::tungstenite::Message;
 
 use super::upgrade::ORIGIN_REFUSED;
 use super::{CloseReason, Outbound, TransportConfig, request_checks};
 use crate::RuntimeShared;
 use crate::metering::{Refused, Transport};
 use crate::mount::ErasedSocket;
-use crate::protocol::Vsn;
 use crate::socket::ConnectInfo;
 use crate::socket_actor::StartArgs;
+use body::{BadBody, body_limit, lines};
 use session::{Holds, MAX_BATCH, Posted, Session};
 use token::Signer;
 
@@ -72,17 +71,6 @@ const AUTH_HEADER: &str = "x-phoenix-authtoken";
 
 /// The header a newer phoenix.js sends the session token in (1.8.x uses the query).
 const TOKEN_HEADER: &str = "x-phoenix-longpoll-token";
-
-/// The smallest POST body bound, whatever `max_frame_bytes` is.
-const MIN_BODY_LIMIT: usize = 1024 * 1024;
-
-/// The largest POST body accepted: `max(2 × max_frame_bytes, 1 MiB)`. A batch of small
-/// messages fits easily (phoenix.js sends at most 100 per POST), and so does one frame of
-/// `max_frame_bytes`, even base64-encoded. The body is read as it streams in and refused
-/// (413) as soon as it goes over.
-pub(crate) fn body_limit(config: &TransportConfig) -> usize {
-    config.max_frame_bytes.saturating_mul(2).max(MIN_BODY_LIMIT)
-}
 
 /// What a new session holds for its life to count in the front door's connection caps (an
 /// [`crate::Endpoint`]'s slots), or which cap refuses it.
@@ -327,62 +315,6 @@ where
     }
 }
 
-/// Why a POST body was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BadBody {
-    /// A line (or a whole non-ndjson body) over `max_frame_bytes`.
-    TooBig,
-    /// More than [`MAX_BATCH`] lines.
-    TooManyLines,
-    /// Not UTF-8, or a line that is neither JSON text for the session's `vsn` nor base64.
-    Malformed,
-}
-
-/// The frames of a POST body: ndjson lines (JSON text, `[…]` or, with `vsn` 1.x, `{…}`;
-/// otherwise base64 of a binary frame), or the whole body as one text frame. Each frame is
-/// at most `max_frame_bytes` (a binary one once decoded).
-fn lines(
-    body: &Bytes,
-    ndjson: bool,
-    vsn: Vsn,
-    max_frame_bytes: usize,
-) -> Result<Vec<Message>, BadBody> {
-    let text = std::str::from_utf8(body).map_err(|_| BadBody::Malformed)?;
-    if !ndjson {
-        if text.len() > max_frame_bytes {
-            return Err(BadBody::TooBig);
-        }
-        return Ok(vec![Message::Text(text.into())]);
-    }
-    // Base64 of `max_frame_bytes` bytes, padding included.
-    let max_base64 = max_frame_bytes.div_ceil(3).saturating_mul(4);
-    let mut frames = Vec::new();
-    for line in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
-        if frames.len() == MAX_BATCH {
-            return Err(BadBody::TooManyLines);
-        }
-        let json = line.starts_with('[') || (vsn == Vsn::V1 && line.starts_with('{'));
-        frames.push(if json {
-            if line.len() > max_frame_bytes {
-                return Err(BadBody::TooBig);
-            }
-            Message::Text(line.into())
-        } else {
-            if line.len() > max_base64 {
-                return Err(BadBody::TooBig);
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(line)
-                .map_err(|_| BadBody::Malformed)?;
-            if bytes.len() > max_frame_bytes {
-                return Err(BadBody::TooBig);
-            }
-            Message::Binary(bytes.into())
-        });
-    }
-    Ok(frames)
-}
-
 /// Opens a session: the upgrade's checks (origin, `vsn`), a slot of the connection caps,
 /// `connect` (auth token from `X-Phoenix-AuthToken`), the per-id cap, then the socket actor
 /// and the session's task.
@@ -508,72 +440,4 @@ async fn open<B>(
         .connections
         .spawn(session::run(session, sessions.clone(), holds, task_shared));
     answer(serde_json::json!({ "status": 410, "token": token, "messages": [] }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn body(text: &str) -> Bytes {
-        Bytes::from(text.to_owned())
-    }
-
-    #[test]
-    fn lines_are_json_text_or_base64_within_the_frame_limit() {
-        let v2 = r#"["1","1","t","e",{}]"#;
-        let binary = base64::engine::general_purpose::STANDARD.encode([0u8, 1, 2]);
-        let got = lines(&body(&format!("{v2}\n{binary}\n")), true, Vsn::V2, 64).expect("ok");
-        assert_eq!(got.len(), 2);
-        assert!(matches!(&got[0], Message::Text(t) if t.as_str() == v2));
-        assert!(matches!(&got[1], Message::Binary(b) if b.as_ref() == [0, 1, 2]));
-
-        let v1 = r#"{"topic":"t","event":"e","payload":{},"ref":"1"}"#;
-        assert!(matches!(
-            lines(&body(v1), true, Vsn::V1, 64).expect("V1").as_slice(),
-            [Message::Text(_)]
-        ));
-        assert_eq!(
-            lines(&body(v1), true, Vsn::V2, 64).err(),
-            Some(BadBody::Malformed),
-            "an object is not a V2 frame (nor base64)"
-        );
-
-        assert_eq!(
-            lines(&body(&"[".repeat(65)), true, Vsn::V2, 64).err(),
-            Some(BadBody::TooBig)
-        );
-        let big = base64::engine::general_purpose::STANDARD.encode([7u8; 65]);
-        assert_eq!(
-            lines(&body(&big), true, Vsn::V2, 64).err(),
-            Some(BadBody::TooBig)
-        );
-        let fits = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
-        assert!(lines(&body(&fits), true, Vsn::V2, 64).is_ok());
-        assert_eq!(
-            lines(&body(&"x".repeat(65)), false, Vsn::V2, 64).err(),
-            Some(BadBody::TooBig)
-        );
-
-        let hundred = vec![v2; MAX_BATCH].join("\n");
-        assert_eq!(
-            lines(&body(&hundred), true, Vsn::V2, 64).map(|l| l.len()),
-            Ok(100)
-        );
-        let over = vec![v2; MAX_BATCH + 1].join("\n");
-        assert_eq!(
-            lines(&body(&over), true, Vsn::V2, 64).err(),
-            Some(BadBody::TooManyLines)
-        );
-    }
-
-    #[test]
-    fn the_body_bound_is_twice_the_frame_limit_and_at_least_a_mebibyte() {
-        let with = |max_frame_bytes| TransportConfig {
-            max_frame_bytes,
-            ..TransportConfig::default()
-        };
-        assert_eq!(body_limit(&with(1024)), 1024 * 1024);
-        assert_eq!(body_limit(&with(4 * 1024 * 1024)), 8 * 1024 * 1024);
-        assert_eq!(body_limit(&with(usize::MAX)), usize::MAX);
-    }
 }

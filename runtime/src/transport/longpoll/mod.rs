@@ -5,20 +5,22 @@
 //! status), `cache-control: no-store`, `access-control-allow-origin: *`. The origin is checked
 //! on every request, as Phoenix does (`{"status":403}`).
 //! - `OPTIONS`: the CORS preflight (the auth and session token headers).
-//! - `GET` without a session token of this node (phoenix.js sends `token=null` first; a
-//!   token of another node or of a restarted one counts as none): the socket's `connect`,
-//!   then a new session:
+//! - `GET` without a session token (phoenix.js sends no `token` param until it holds one; a
+//!   `token` that is not of a session token's form, such as the application's own connect
+//!   param, counts as none): the socket's `connect`, then a new session:
 //!   `{"status":410,"token":T,"messages":[]}`; `{"status":403}` when `connect` refuses (and,
 //!   with HTTP 429, over `max_sockets_per_id`). Over the endpoint's connection caps, or while
 //!   the runtime drains or shuts down: HTTP 503 with `{"status":500}` (phoenix.js retries on
 //!   its backoff; it has no case for a 503 in the body).
-//! - `GET` with a token: a poll, `{"status":200,"token":T,"messages":[…]}` or, when nothing
-//!   came within the window, `{"status":204,…}`. A newer poll of the same session answers
-//!   the older one at once with 204 (Phoenix hands the messages to the newest poll and lets
-//!   the older one run out with 204). A poll naming a session of this node that has ended
-//!   (idle, disconnected, cut off as a slow consumer, drained, its socket actor crashed) gets
-//!   `{"status":410}` without a new session: phoenix.js then opens one and rejoins (Phoenix
-//!   answers a crashed session's token with 410 too: its process is gone).
+//! - `GET` with a token: a poll, `{"status":200,"token":T,"messages":[…]}` or, when
+//!   nothing came within the window, `{"status":204,…}`. A newer poll of the same session
+//!   answers the older one at once with 204 (Phoenix hands the messages to the newest poll
+//!   and lets the older one run out with 204).
+//! - `GET` or `POST` with a session token that names no live session here (forged, another
+//!   node's, a restarted node's, or a session that has ended: idle, disconnected, cut off as
+//!   a slow consumer, drained, its socket actor crashed): `{"status":410}` without a new
+//!   session. phoenix.js then drops the token, opens a session with a GET without one and
+//!   rejoins (Phoenix answers a crashed session's token with 410 too: its process is gone).
 //! - `POST` with a token: `application/x-ndjson`, at most [`MAX_BATCH`] lines, each a V2 JSON
 //!   frame (`[…]`), a V1 one (`{…}`, when the session's `vsn` is 1.x) or base64 of a binary
 //!   frame (another content type: the body is one text frame). `{"status":200}` when every
@@ -106,40 +108,49 @@ impl Sessions {
         self.live.remove(&id);
     }
 
-    /// The session a request names: live, ended, or none (no token, or one this table did
-    /// not sign).
+    /// The session a request names: live, gone, or none (the request carries no session
+    /// token).
     fn find(&self, headers: &HeaderMap, query: Option<&str>) -> Found {
-        let Some(signer) = self.signer.as_ref() else {
+        let Some(token) = session_token(headers, query) else {
             return Found::None;
         };
-        let token = headers
-            .get(TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| {
-                form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-                    .filter(|(key, _)| key == "token")
-                    .last()
-                    .map(|(_, value)| value.into_owned())
-            });
-        match token.and_then(|token| signer.verify(&token)) {
-            None => Found::None,
+        match self.signer.as_ref().and_then(|s| s.verify(&token)) {
+            None => Found::Gone,
             Some(id) => self
                 .live
                 .get(&id)
-                .map_or(Found::Ended, |s| Found::Live(s.clone())),
+                .map_or(Found::Gone, |s| Found::Live(s.clone())),
         }
     }
+}
+
+/// The session token a request carries: the `X-Phoenix-LongPoll-Token` header, or else the
+/// last `token` query param, of a session token's form. Another `token` (phoenix.js sends
+/// none before it holds a session; `null`, `undefined`, empty; the application's own
+/// `token` connect param, which travels in the same query) is no session token.
+fn session_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let header = headers
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|token| token::is_session_token(token))
+        .map(str::to_owned);
+    header.or_else(|| {
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .filter(|(key, value)| key == "token" && token::is_session_token(value))
+            .last()
+            .map(|(_, value)| value.into_owned())
+    })
 }
 
 /// What a request's session token names.
 enum Found {
     Live(Arc<Session>),
-    /// A session of this table that has ended: `{"status":410}`, and no new session (the
-    /// client holds a token: phoenix.js reconnects on 410 and would leave a new one unused).
-    Ended,
-    /// No token, or not one of this table's (`token=null` on phoenix.js' first GET, another
-    /// node's, a restarted node's): a GET opens a new session, as Phoenix does.
+    /// A session token that names no live session here: forged, another node's, a restarted
+    /// node's, or of a session that has ended. `{"status":410}` and no new session: the
+    /// client holds a token, and phoenix.js answers 410 by dropping it and reconnecting with
+    /// a GET without one (a session opened for this 410 would sit unused).
+    Gone,
+    /// No session token: a GET opens a new session.
     None,
 }
 
@@ -236,12 +247,12 @@ where
         Method::OPTIONS => preflight(request.headers()),
         Method::GET => match sessions.find(request.headers(), request.uri().query()) {
             Found::Live(session) => poll(&sessions, &session, &shared).await,
-            Found::Ended => status(410),
+            Found::Gone => status(410),
             Found::None => open(sessions, socket, shared, request, peer, admission).await,
         },
         Method::POST => match sessions.find(request.headers(), request.uri().query()) {
             Found::Live(session) => post(&session, &shared, request).await,
-            Found::Ended | Found::None => status(410),
+            Found::Gone | Found::None => status(410),
         },
         _ => status(400),
     }

@@ -24,15 +24,16 @@
 //! - `POST` with a token: `application/x-ndjson`, at most [`MAX_BATCH`] lines, each a V2 JSON
 //!   frame (`[…]`), a V1 one (`{…}`, when the session's `vsn` is 1.x) or base64 of a binary
 //!   frame (another content type: the body is one text frame). `{"status":200}` when every
-//!   line was handed on; `{"status":408}` when the lines could not all be handed on within
-//!   one window (the message rate or the inbound window held them back; the rest are
-//!   dropped); `{"status":410}` when the session is gone; `{"status":409}` while another POST
-//!   of the session is in flight (phoenix.js never sends two; the second is not handled).
-//!   A body over [`body_limit`] (`max(2 × max_frame_bytes, 1 MiB)`, read as it streams in),
-//!   or a line over `max_frame_bytes`, gets `{"status":413}`; over [`MAX_BATCH`] lines or a
-//!   malformed line, `{"status":400}`; both end the session (as a WebSocket is closed with
-//!   1009 and 1003). A client gone mid-body loses that POST only. phoenix.js answers any
-//!   status but 200 by reconnecting (close 1011).
+//!   line was handed on; `{"status":410}` when the session is gone. One window covers the
+//!   whole POST (its body read and its lines handed on): past it, `{"status":408}` (the
+//!   message rate or the inbound window held lines back; the rest are dropped). A second
+//!   POST while one is in flight gets `{"status":409}` and is not handled (phoenix.js never
+//!   sends two). A body over [`body_limit`] (`max(2 × max_frame_bytes, 1 MiB)`, read as it
+//!   streams in), or a line over `max_frame_bytes`, gets `{"status":413}`; over
+//!   [`MAX_BATCH`] lines or a malformed line, `{"status":400}`. phoenix.js answers any
+//!   status but 200 by closing and reconnecting (close 1011), so each of these ends the
+//!   session (a 413 as a WebSocket is closed with 1009, a 400 with 1003, a 408 with 1008, a
+//!   409 with 1003), but for a client gone mid-body, which loses that POST only.
 //!
 //! A session owns what a WebSocket connection owns (a socket actor, its bounded outbound
 //! queue, a drain ticket, an id reservation, and, behind an [`crate::Endpoint`], a slot of its
@@ -277,18 +278,25 @@ where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // One window for the whole POST: reading the body and handing every line on.
+    let deadline = session::deadline(shared.config.longpoll_window);
     let Some(in_flight) = session.begin_post() else {
+        // phoenix.js never sends two POSTs at once; a client that does would close on any
+        // answer but 200 anyway. The POST in flight is answered 410.
+        session.close(CloseReason::Malformed(
+            "two LongPoll POSTs in flight".to_owned(),
+        ));
         return status(409);
     };
     let config = &shared.config;
-    let window = config.longpoll_window;
     let ndjson = request
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-ndjson"));
     let limit = body_limit(config);
-    let read = tokio::time::timeout(window, Limited::new(request.into_body(), limit).collect());
+    let read =
+        tokio::time::timeout_at(deadline, Limited::new(request.into_body(), limit).collect());
     let body = match read.await {
         Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -298,7 +306,7 @@ where
         }
         // The client went away mid-body: it loses this POST, nothing more.
         Ok(Err(_)) => return status(400),
-        Err(_) => return status(408),
+        Err(_) => return timed_out(session),
     };
     let lines = match lines(&body, ndjson, session.vsn(), config.max_frame_bytes) {
         Ok(lines) => lines,
@@ -319,11 +327,20 @@ where
             return status(code);
         }
     };
-    match session.post(&in_flight, lines, window, shared).await {
+    match session.post(&in_flight, lines, deadline, shared).await {
         Posted::Ok => status(200),
-        Posted::TimedOut => status(408),
+        Posted::TimedOut => timed_out(session),
         Posted::Gone => status(410),
     }
+}
+
+/// A POST not handled within its window: `{"status":408}`, and the session ends, since
+/// phoenix.js answers any status but 200 by closing and reconnecting (a session left alive
+/// would keep its joins and presence for 1.5 windows beside the new one).
+fn timed_out(session: &Session) -> Response {
+    tracing::debug!("LongPoll POST not handled within the window; ending the session");
+    session.close(CloseReason::SlowMessage);
+    status(408)
 }
 
 /// Opens a session: the upgrade's checks (origin, `vsn`), a slot of the connection caps,

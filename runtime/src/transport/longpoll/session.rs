@@ -174,15 +174,15 @@ impl Session {
 
     /// Hands the frames of a POST body to the socket actor, in order, as a WebSocket
     /// connection hands on its frames (same decoding, name limits, heartbeat answers, message
-    /// rate and inbound window), all within one `window`. A malformed line ends the session.
+    /// rate and inbound window), all before `deadline` (the POST's, its body's read
+    /// included). A malformed line ends the session.
     pub(super) async fn post(
         &self,
         _in_flight: &InFlight<'_>,
         lines: Vec<Message>,
-        window: Duration,
+        deadline: Instant,
         shared: &RuntimeShared,
     ) -> Posted {
-        let deadline = Instant::now() + window;
         for message in lines {
             if self.closed() {
                 return Posted::Gone;
@@ -231,6 +231,16 @@ impl Session {
     pub(super) fn close(&self, reason: CloseReason) {
         self.control.close(reason);
     }
+}
+
+/// As good as never: 30 years, what tokio uses for a sleep it cannot reach.
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365 * 30);
+
+/// `window` from now, or as good as never if that is past what an `Instant` can hold (an
+/// embedder may set any `Duration`).
+pub(super) fn deadline(window: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(window).unwrap_or(now + FAR_FUTURE)
 }
 
 /// Appends the message(s) of one queued frame as strings: text as is, the fragments of one
@@ -337,4 +347,17 @@ pub(super) async fn run(
         Transport::LongPoll,
         control.reason() == Some(&CloseReason::SlowConsumer),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_never_overflows() {
+        let now = Instant::now();
+        assert!(deadline(Duration::MAX) >= now + FAR_FUTURE);
+        let soon = deadline(Duration::from_secs(1));
+        assert!(soon > now && soon <= Instant::now() + Duration::from_secs(1));
+    }
 }

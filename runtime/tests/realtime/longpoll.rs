@@ -199,6 +199,27 @@ pub(super) fn forge(token: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_poll_answers_with_everything_queued_past_100() {
+    let t = TestEndpoint::start_with(TransportConfig {
+        longpoll_window: Duration::from_secs(2),
+        ..config()
+    })
+    .await;
+    let token = open(&t, "pat").await;
+    let query = format!("token={token}");
+    // A heartbeat's reply is queued as its line is handed on: 150 wait after these POSTs.
+    for lines in [0..100, 100..150] {
+        let lines: Vec<String> = lines.map(heartbeat).collect();
+        let (_, posted) = request(&t, "POST", &query, Some(lines.join("\n"))).await;
+        assert_eq!(posted, json!({"status": 200}));
+    }
+    let (_, polled) = request(&t, "GET", &query, None).await;
+    let refs: Vec<Value> = frames(&polled).iter().map(|f| f[1].clone()).collect();
+    let expected: Vec<Value> = (0..150).map(|n| json!(n.to_string())).collect();
+    assert_eq!(refs, expected, "all of them in one answer, in order");
+}
+
+#[tokio::test]
 async fn a_session_token_that_does_not_verify_is_gone_without_a_new_session() {
     let t = start().await;
     let token = open(&t, "bob").await;

@@ -41,6 +41,7 @@
 //! same. It ends after 1.5 windows without a poll.
 
 mod body;
+mod poll;
 mod session;
 mod token;
 

@@ -112,7 +112,7 @@ const scenarios = {
     ws.disconnect();
   },
 
-  async "250 broadcasts reach the LongPoll client in order, over several polls of at most 100"() {
+  async "250 broadcasts reach the LongPoll client in order, once each"() {
     const lp = socket(url, { params: { user: "reader" } });
     const ws = wsSocket(url, { params: { user: "writer" } });
     const ca = lp.channel("lab:many", {});

@@ -190,21 +190,89 @@ async fn a_session_opens_joins_and_polls_its_reply() {
     assert_eq!(empty["messages"], json!([]));
 }
 
+/// `token` with one character of its tag changed: a forged session token.
+pub(super) fn forge(token: &str) -> String {
+    let mut bytes = token.as_bytes().to_vec();
+    let i = bytes.len() - 5;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).expect("base64url")
+}
+
 #[tokio::test]
-async fn a_bad_token_is_gone_and_a_refused_connect_is_forbidden() {
+async fn a_poll_answers_with_everything_queued_past_100() {
+    let t = TestEndpoint::start_with(TransportConfig {
+        longpoll_window: Duration::from_secs(2),
+        ..config()
+    })
+    .await;
+    let token = open(&t, "pat").await;
+    let query = format!("token={token}");
+    // A heartbeat's reply is queued as its line is handed on: 150 wait after these POSTs.
+    for lines in [0..100, 100..150] {
+        let lines: Vec<String> = lines.map(heartbeat).collect();
+        let (_, posted) = request(&t, "POST", &query, Some(lines.join("\n"))).await;
+        assert_eq!(posted, json!({"status": 200}));
+    }
+    let (_, polled) = request(&t, "GET", &query, None).await;
+    let refs: Vec<Value> = frames(&polled).iter().map(|f| f[1].clone()).collect();
+    let expected: Vec<Value> = (0..150).map(|n| json!(n.to_string())).collect();
+    assert_eq!(refs, expected, "all of them in one answer, in order");
+}
+
+#[tokio::test]
+async fn a_session_token_that_does_not_verify_is_gone_without_a_new_session() {
     let t = start().await;
-    let (_, posted) = request(&t, "POST", "token=forged", Some("[]".into())).await;
-    assert_eq!(
-        posted,
-        json!({"status": 410}),
-        "a POST cannot open a session"
-    );
-    let (_, polled) = request(&t, "GET", "user=bob&vsn=2.0.0&token=forged", None).await;
-    assert_eq!(
-        polled["status"], 410,
-        "a GET with a bad token gets a new session"
-    );
-    assert!(polled["token"].is_string());
+    let token = open(&t, "bob").await;
+    // Another runtime with the same node name: a restarted node's token.
+    let restarted = open(&start().await, "bob").await;
+    for bad in [forge(&token), restarted] {
+        let (_, posted) = request(&t, "POST", &format!("token={bad}"), Some("[]".into())).await;
+        assert_eq!(
+            posted,
+            json!({"status": 410}),
+            "a POST cannot open a session"
+        );
+        let query = format!("user=bob&vsn=2.0.0&token={bad}");
+        let (_, polled) = request(&t, "GET", &query, None).await;
+        assert_eq!(polled, json!({"status": 410}), "no new session for a GET");
+        let header = [("x-phoenix-longpoll-token", bad.as_str())];
+        let (_, polled) = request_with(&t, "GET", "user=bob&vsn=2.0.0", &header, None).await;
+        assert_eq!(polled, json!({"status": 410}), "nor with the header");
+    }
+    assert_eq!(t.runtime.stats().connections, 1, "only the first session");
+}
+
+#[tokio::test]
+async fn a_token_param_that_is_no_session_token_opens_a_session() {
+    let t = start().await;
+    // None, empty, `null`, `undefined`, or the application's own `token` connect param.
+    for (n, token) in [
+        "",
+        "token=&",
+        "token=null&",
+        "token=undefined&",
+        "token=s3cret&",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (_, opened) = request(&t, "GET", &format!("{token}user=u{n}&vsn=2.0.0"), None).await;
+        assert_eq!(opened["status"], 410, "{token}: {opened}");
+        assert!(opened["token"].is_string(), "{token}: {opened}");
+    }
+    assert_eq!(t.runtime.stats().connections, 5);
+    // The application's param and the session token together: the session's is used.
+    let token = open(&t, "kim").await;
+    let query = format!("token=s3cret&vsn=2.0.0&token={token}");
+    let (_, posted) = request(&t, "POST", &query, Some(heartbeat(1))).await;
+    assert_eq!(posted, json!({"status": 200}));
+    let (_, polled) = request(&t, "GET", &query, None).await;
+    assert_eq!(polled["status"], 200, "the heartbeat's reply: {polled}");
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_forbidden() {
+    let t = start().await;
     let (_, refused) = request(&t, "GET", "vsn=2.0.0", None).await;
     assert_eq!(
         refused,

@@ -77,3 +77,60 @@ async fn the_per_id_cap_counts_sessions_as_it_counts_websockets() {
         "the session holds the id's one place"
     );
 }
+
+/// Sessions of at most one per user, under a node cap of `cap` connections.
+async fn capped(cap: usize) -> TestEndpoint {
+    let limits = HttpLimits {
+        max_connections: Some(cap),
+        ..HttpLimits::default()
+    };
+    let config = TransportConfig {
+        max_sockets_per_id: 1,
+        ..config()
+    };
+    TestEndpoint::start_limited(config, limits).await
+}
+
+#[tokio::test]
+async fn a_refused_session_gives_its_slot_back() {
+    // Three slots: the test's connection, and two for sessions.
+    let t = capped(3).await;
+    let mut conn = Conn::open(&t).await;
+    let mut get = async |query: &str| conn.send("GET", query, &[], None).await;
+    assert_eq!(
+        get("vsn=2.0.0").await,
+        (200, json!({"status": 403})),
+        "refused connect"
+    );
+    assert_eq!(get("user=ida&vsn=2.0.0").await.1["status"], 410);
+    assert_eq!(
+        get("user=ida&vsn=2.0.0").await,
+        (429, json!({"status": 403})),
+        "per id"
+    );
+    assert_eq!(
+        get("user=bo&vsn=2.0.0").await.1["status"],
+        410,
+        "the slots came back"
+    );
+    assert_eq!(
+        get("user=cy&vsn=2.0.0").await,
+        (503, json!({"status": 500}))
+    );
+}
+
+#[tokio::test]
+async fn an_idle_session_gives_back_its_slot_and_its_place_for_the_id() {
+    // Two slots: the test's connection and one session.
+    let t = capped(2).await;
+    let mut conn = Conn::open(&t).await;
+    let (_, opened) = conn.send("GET", "user=ida&vsn=2.0.0", &[], None).await;
+    assert_eq!(opened["status"], 410);
+    // No poll: the session ends after 1.5 windows.
+    assert!(eventually(|| t.runtime.stats().connections == 0).await);
+    let (_, opened) = conn.send("GET", "user=ida&vsn=2.0.0", &[], None).await;
+    assert_eq!(
+        opened["status"], 410,
+        "a new session for the same id: {opened}"
+    );
+}

@@ -112,30 +112,82 @@ async fn a_line_over_the_frame_limit_is_413_and_more_than_100_lines_400() {
 }
 
 #[tokio::test]
-async fn the_message_rate_applies_to_posted_lines() {
+async fn the_message_rate_applies_to_posted_lines_and_a_408_ends_the_session() {
     let t = TestEndpoint::start_with(TransportConfig {
         max_messages_per_second: 1,
-        max_messages_burst: 2,
+        max_messages_burst: 3,
         ..config()
     })
     .await;
     let token = open(&t, "rae").await;
+    assert_eq!(join(&t, &token, "lab:rae", json!({})).await, "ok");
+    // The join took one of the three; at most three lines fit, the fourth would wait about a
+    // second, past the 300 ms window.
+    let lines: Vec<String> = (1..=4).map(heartbeat).collect();
     let query = format!("token={token}");
-    // Two lines in the burst; the third would wait about a second, past the 300 ms window.
-    let lines: Vec<String> = (1..=3).map(heartbeat).collect();
     let (_, posted) = request(&t, "POST", &query, Some(lines.join("\n"))).await;
     assert_eq!(posted, json!({"status": 408}));
     assert!(t.runtime.stats().rate_limited >= 1);
+    // phoenix.js answers the 408 by reconnecting: the session ends at once.
     let (_, polled) = request(&t, "GET", &query, None).await;
-    let replies = polled["messages"].as_array().expect("messages").len();
-    assert_eq!(
-        replies, 2,
-        "only the lines within the rate were handled: {polled}"
-    );
+    assert_eq!(polled, json!({"status": 410}));
+    assert!(eventually(|| t.runtime.stats().connections == 0).await);
+    assert!(eventually(|| terminated(&t, "lab:rae")).await);
 }
 
 #[tokio::test]
-async fn a_second_post_in_flight_is_refused_at_once() {
+async fn one_window_covers_the_body_and_the_lines() {
+    let window = Duration::from_millis(1500);
+    let t = TestEndpoint::start_with(TransportConfig {
+        max_messages_per_second: 1,
+        max_messages_burst: 1,
+        longpoll_window: window,
+        ..config()
+    })
+    .await;
+    let token = open(&t, "una").await;
+    // The body comes in over 800 ms (within the window); its second line then waits about a
+    // second for the rate (within a window too, but not within what is left of it).
+    let mut stream = TcpStream::connect(t.addr).await.expect("connect");
+    let body = [heartbeat(1), heartbeat(2)].join("\n");
+    let head = format!(
+        "POST /socket/longpoll?token={token} HTTP/1.1\r\nhost: {}\r\n\
+         content-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
+        t.addr,
+        body.len()
+    );
+    let (first, rest) = body.split_at(10);
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(first.as_bytes()).await.expect("a part");
+    // A slow client, not a wait for an event.
+    tokio::time::sleep(window * 8 / 15).await;
+    stream.write_all(rest.as_bytes()).await.expect("the rest");
+    assert_eq!(answer(&mut stream).await, json!({"status": 408}));
+    assert!(gone(&t, &token).await, "a 408 ends the session");
+}
+
+/// The JSON body of the HTTP/1.1 response read from `stream`.
+async fn answer(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> serde_json::Value {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            if let Some((_, body)) = text.split_once("\r\n\r\n")
+                && let Ok(json) = serde_json::from_str(body)
+            {
+                return json;
+            }
+            assert!(n > 0, "closed without an answer: {text}");
+        }
+    });
+    read.await.expect("an answer in time")
+}
+
+#[tokio::test]
+async fn a_second_post_in_flight_is_refused_and_ends_the_session() {
     let t = TestEndpoint::start_with(TransportConfig {
         max_messages_per_second: 1,
         max_messages_burst: 1,
@@ -157,8 +209,10 @@ async fn a_second_post_in_flight_is_refused_at_once() {
     assert!(eventually(|| t.runtime.stats().rate_limited >= 1).await);
     let (_, second) = request(&t, "POST", &query, Some(heartbeat(3))).await;
     assert_eq!(second, json!({"status": 409}), "one POST in flight");
+    // Only a client that is not phoenix.js sends two; it is not served further.
     let (_, first) = first.await.expect("the first POST");
-    assert_eq!(first, json!({"status": 200}), "the first one goes on");
+    assert_eq!(first, json!({"status": 410}), "the session ended");
+    assert!(eventually(|| t.runtime.stats().connections == 0).await);
 }
 
 #[tokio::test]
@@ -169,30 +223,29 @@ async fn a_client_gone_mid_post_loses_that_post_only() {
     let mut stream = TcpStream::connect(t.addr).await.expect("connect");
     let head = format!(
         "POST /socket/longpoll?{query} HTTP/1.1\r\nhost: {}\r\n\
-         content-type: application/x-ndjson\r\ncontent-length: 1000\r\n\r\n[null,",
+         content-type: application/x-ndjson\r\ncontent-length: 1000\r\n\
+         expect: 100-continue\r\n\r\n",
         t.addr
     );
     stream.write_all(head.as_bytes()).await.expect("head");
-    // In flight: another POST is refused while the body is awaited.
-    let mut in_flight = false;
-    for _ in 0..500 {
-        let (_, probe) = request(&t, "POST", &query, Some(heartbeat(1))).await;
-        if probe == json!({"status": 409}) {
-            in_flight = true;
-            break;
+    // `100 Continue` comes when the server starts reading the body: the POST is in flight.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    let continued = tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&seen).contains("100 Continue") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
         }
-        assert_eq!(probe, json!({"status": 200}));
-    }
-    assert!(in_flight, "the half-sent POST is in flight");
-    drop(stream);
-    let mut after = json!(null);
-    for _ in 0..500 {
-        (_, after) = request(&t, "POST", &query, Some(heartbeat(2))).await;
-        if after != json!({"status": 409}) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    });
+    continued.await.expect("100 Continue in time");
+    stream.write_all(b"[null,").await.expect("a part");
+    // The client goes (its FIN mid-body). The server's answer, which nobody would read,
+    // tells that it is done with the POST.
+    let (mut read, write) = stream.into_split();
+    drop(write);
+    assert_eq!(answer(&mut read).await, json!({"status": 400}));
+    let (_, after) = request(&t, "POST", &query, Some(heartbeat(2))).await;
     assert_eq!(after, json!({"status": 200}), "the session lives on");
     assert_eq!(join(&t, &token, "lab:gus", json!({})).await, "ok");
 }
@@ -204,4 +257,8 @@ async fn start_slow_posts() -> TestEndpoint {
         ..config()
     })
     .await
+}
+
+fn terminated(t: &TestEndpoint, topic: &str) -> bool {
+    t.terminations().iter().any(|(seen, _)| seen == topic)
 }

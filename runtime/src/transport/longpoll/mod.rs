@@ -5,38 +5,43 @@
 //! status), `cache-control: no-store`, `access-control-allow-origin: *`. The origin is checked
 //! on every request, as Phoenix does (`{"status":403}`).
 //! - `OPTIONS`: the CORS preflight (the auth and session token headers).
-//! - `GET` without a session token of this node (phoenix.js sends `token=null` first; a
-//!   token of another node or of a restarted one counts as none): the socket's `connect`,
-//!   then a new session:
+//! - `GET` without a session token (phoenix.js sends no `token` param until it holds one; a
+//!   `token` that is not of a session token's form, such as the application's own connect
+//!   param, counts as none): the socket's `connect`, then a new session:
 //!   `{"status":410,"token":T,"messages":[]}`; `{"status":403}` when `connect` refuses (and,
 //!   with HTTP 429, over `max_sockets_per_id`). Over the endpoint's connection caps, or while
 //!   the runtime drains or shuts down: HTTP 503 with `{"status":500}` (phoenix.js retries on
 //!   its backoff; it has no case for a 503 in the body).
-//! - `GET` with a token: a poll, `{"status":200,"token":T,"messages":[…]}` or, when nothing
-//!   came within the window, `{"status":204,…}`. A newer poll of the same session answers
-//!   the older one at once with 204 (Phoenix hands the messages to the newest poll and lets
-//!   the older one run out with 204). A poll naming a session of this node that has ended
-//!   (idle, disconnected, cut off as a slow consumer, drained, its socket actor crashed) gets
-//!   `{"status":410}` without a new session: phoenix.js then opens one and rejoins (Phoenix
-//!   answers a crashed session's token with 410 too: its process is gone).
+//! - `GET` with a token: a poll, `{"status":200,"token":T,"messages":[…]}` or, when
+//!   nothing came within the window, `{"status":204,…}`. A newer poll of the same session
+//!   answers the older one at once with 204 (Phoenix hands the messages to the newest poll
+//!   and lets the older one run out with 204).
+//! - `GET` or `POST` with a session token that names no live session here (forged, another
+//!   node's, a restarted node's, or a session that has ended: idle, disconnected, cut off as
+//!   a slow consumer, drained, its socket actor crashed): `{"status":410}` without a new
+//!   session. phoenix.js then drops the token, opens a session with a GET without one and
+//!   rejoins (Phoenix answers a crashed session's token with 410 too: its process is gone).
 //! - `POST` with a token: `application/x-ndjson`, at most [`MAX_BATCH`] lines, each a V2 JSON
 //!   frame (`[…]`), a V1 one (`{…}`, when the session's `vsn` is 1.x) or base64 of a binary
 //!   frame (another content type: the body is one text frame). `{"status":200}` when every
-//!   line was handed on; `{"status":408}` when the lines could not all be handed on within
-//!   one window (the message rate or the inbound window held them back; the rest are
-//!   dropped); `{"status":410}` when the session is gone; `{"status":409}` while another POST
-//!   of the session is in flight (phoenix.js never sends two; the second is not handled).
-//!   A body over [`body_limit`] (`max(2 × max_frame_bytes, 1 MiB)`, read as it streams in),
-//!   or a line over `max_frame_bytes`, gets `{"status":413}`; over [`MAX_BATCH`] lines or a
-//!   malformed line, `{"status":400}`; both end the session (as a WebSocket is closed with
-//!   1009 and 1003). A client gone mid-body loses that POST only. phoenix.js answers any
-//!   status but 200 by reconnecting (close 1011).
+//!   line was handed on; `{"status":410}` when the session is gone. One window covers the
+//!   whole POST (its body read and its lines handed on): past it, `{"status":408}` (the
+//!   message rate or the inbound window held lines back; the rest are dropped). A second
+//!   POST while one is in flight gets `{"status":409}` and is not handled (phoenix.js never
+//!   sends two). A body over [`body_limit`] (`max(2 × max_frame_bytes, 1 MiB)`, read as it
+//!   streams in), or a line over `max_frame_bytes`, gets `{"status":413}`; over
+//!   [`MAX_BATCH`] lines or a malformed line, `{"status":400}`. phoenix.js answers any
+//!   status but 200 by closing and reconnecting (close 1011), so each of these ends the
+//!   session (a 413 as a WebSocket is closed with 1009, a 400 with 1003, a 408 with 1008, a
+//!   409 with 1003), but for a client gone mid-body, which loses that POST only.
 //!
 //! A session owns what a WebSocket connection owns (a socket actor, its bounded outbound
 //! queue, a drain ticket, an id reservation, and, behind an [`crate::Endpoint`], a slot of its
 //! connection caps), so channels, presence, the registry, the drain and the limits work the
 //! same. It ends after 1.5 windows without a poll.
 
+mod body;
+mod poll;
 mod session;
 mod token;
 
@@ -44,7 +49,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use dashmap::DashMap;
 use http::header::{
@@ -54,16 +58,15 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
-use tokio_tungstenite::tungstenite::Message;
 
 use super::upgrade::ORIGIN_REFUSED;
 use super::{CloseReason, Outbound, TransportConfig, request_checks};
 use crate::RuntimeShared;
 use crate::metering::{Refused, Transport};
 use crate::mount::ErasedSocket;
-use crate::protocol::Vsn;
 use crate::socket::ConnectInfo;
 use crate::socket_actor::StartArgs;
+use body::{BadBody, body_limit, lines};
 use session::{Holds, MAX_BATCH, Posted, Session};
 use token::Signer;
 
@@ -72,17 +75,6 @@ const AUTH_HEADER: &str = "x-phoenix-authtoken";
 
 /// The header a newer phoenix.js sends the session token in (1.8.x uses the query).
 const TOKEN_HEADER: &str = "x-phoenix-longpoll-token";
-
-/// The smallest POST body bound, whatever `max_frame_bytes` is.
-const MIN_BODY_LIMIT: usize = 1024 * 1024;
-
-/// The largest POST body accepted: `max(2 × max_frame_bytes, 1 MiB)`. A batch of small
-/// messages fits easily (phoenix.js sends at most 100 per POST), and so does one frame of
-/// `max_frame_bytes`, even base64-encoded. The body is read as it streams in and refused
-/// (413) as soon as it goes over.
-pub(crate) fn body_limit(config: &TransportConfig) -> usize {
-    config.max_frame_bytes.saturating_mul(2).max(MIN_BODY_LIMIT)
-}
 
 /// What a new session holds for its life to count in the front door's connection caps (an
 /// [`crate::Endpoint`]'s slots), or which cap refuses it.
@@ -118,40 +110,49 @@ impl Sessions {
         self.live.remove(&id);
     }
 
-    /// The session a request names: live, ended, or none (no token, or one this table did
-    /// not sign).
+    /// The session a request names: live, gone, or none (the request carries no session
+    /// token).
     fn find(&self, headers: &HeaderMap, query: Option<&str>) -> Found {
-        let Some(signer) = self.signer.as_ref() else {
+        let Some(token) = session_token(headers, query) else {
             return Found::None;
         };
-        let token = headers
-            .get(TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| {
-                form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-                    .filter(|(key, _)| key == "token")
-                    .last()
-                    .map(|(_, value)| value.into_owned())
-            });
-        match token.and_then(|token| signer.verify(&token)) {
-            None => Found::None,
+        match self.signer.as_ref().and_then(|s| s.verify(&token)) {
+            None => Found::Gone,
             Some(id) => self
                 .live
                 .get(&id)
-                .map_or(Found::Ended, |s| Found::Live(s.clone())),
+                .map_or(Found::Gone, |s| Found::Live(s.clone())),
         }
     }
+}
+
+/// The session token a request carries: the `X-Phoenix-LongPoll-Token` header, or else the
+/// last `token` query param, of a session token's form. Another `token` (phoenix.js sends
+/// none before it holds a session; `null`, `undefined`, empty; the application's own
+/// `token` connect param, which travels in the same query) is no session token.
+fn session_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let header = headers
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|token| token::is_session_token(token))
+        .map(str::to_owned);
+    header.or_else(|| {
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .filter(|(key, value)| key == "token" && token::is_session_token(value))
+            .last()
+            .map(|(_, value)| value.into_owned())
+    })
 }
 
 /// What a request's session token names.
 enum Found {
     Live(Arc<Session>),
-    /// A session of this table that has ended: `{"status":410}`, and no new session (the
-    /// client holds a token: phoenix.js reconnects on 410 and would leave a new one unused).
-    Ended,
-    /// No token, or not one of this table's (`token=null` on phoenix.js' first GET, another
-    /// node's, a restarted node's): a GET opens a new session, as Phoenix does.
+    /// A session token that names no live session here: forged, another node's, a restarted
+    /// node's, or of a session that has ended. `{"status":410}` and no new session: the
+    /// client holds a token, and phoenix.js answers 410 by dropping it and reconnecting with
+    /// a GET without one (a session opened for this 410 would sit unused).
+    Gone,
+    /// No session token: a GET opens a new session.
     None,
 }
 
@@ -248,12 +249,12 @@ where
         Method::OPTIONS => preflight(request.headers()),
         Method::GET => match sessions.find(request.headers(), request.uri().query()) {
             Found::Live(session) => poll(&sessions, &session, &shared).await,
-            Found::Ended => status(410),
+            Found::Gone => status(410),
             Found::None => open(sessions, socket, shared, request, peer, admission).await,
         },
         Method::POST => match sessions.find(request.headers(), request.uri().query()) {
             Found::Live(session) => post(&session, &shared, request).await,
-            Found::Ended | Found::None => status(410),
+            Found::Gone | Found::None => status(410),
         },
         _ => status(400),
     }
@@ -278,18 +279,25 @@ where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // One window for the whole POST: reading the body and handing every line on.
+    let deadline = session::deadline(shared.config.longpoll_window);
     let Some(in_flight) = session.begin_post() else {
+        // phoenix.js never sends two POSTs at once; a client that does would close on any
+        // answer but 200 anyway. The POST in flight is answered 410.
+        session.close(CloseReason::Malformed(
+            "two LongPoll POSTs in flight".to_owned(),
+        ));
         return status(409);
     };
     let config = &shared.config;
-    let window = config.longpoll_window;
     let ndjson = request
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-ndjson"));
     let limit = body_limit(config);
-    let read = tokio::time::timeout(window, Limited::new(request.into_body(), limit).collect());
+    let read =
+        tokio::time::timeout_at(deadline, Limited::new(request.into_body(), limit).collect());
     let body = match read.await {
         Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -299,7 +307,7 @@ where
         }
         // The client went away mid-body: it loses this POST, nothing more.
         Ok(Err(_)) => return status(400),
-        Err(_) => return status(408),
+        Err(_) => return timed_out(session),
     };
     let lines = match lines(&body, ndjson, session.vsn(), config.max_frame_bytes) {
         Ok(lines) => lines,
@@ -320,67 +328,20 @@ where
             return status(code);
         }
     };
-    match session.post(&in_flight, lines, window, shared).await {
+    match session.post(&in_flight, lines, deadline, shared).await {
         Posted::Ok => status(200),
-        Posted::TimedOut => status(408),
+        Posted::TimedOut => timed_out(session),
         Posted::Gone => status(410),
     }
 }
 
-/// Why a POST body was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BadBody {
-    /// A line (or a whole non-ndjson body) over `max_frame_bytes`.
-    TooBig,
-    /// More than [`MAX_BATCH`] lines.
-    TooManyLines,
-    /// Not UTF-8, or a line that is neither JSON text for the session's `vsn` nor base64.
-    Malformed,
-}
-
-/// The frames of a POST body: ndjson lines (JSON text, `[…]` or, with `vsn` 1.x, `{…}`;
-/// otherwise base64 of a binary frame), or the whole body as one text frame. Each frame is
-/// at most `max_frame_bytes` (a binary one once decoded).
-fn lines(
-    body: &Bytes,
-    ndjson: bool,
-    vsn: Vsn,
-    max_frame_bytes: usize,
-) -> Result<Vec<Message>, BadBody> {
-    let text = std::str::from_utf8(body).map_err(|_| BadBody::Malformed)?;
-    if !ndjson {
-        if text.len() > max_frame_bytes {
-            return Err(BadBody::TooBig);
-        }
-        return Ok(vec![Message::Text(text.into())]);
-    }
-    // Base64 of `max_frame_bytes` bytes, padding included.
-    let max_base64 = max_frame_bytes.div_ceil(3).saturating_mul(4);
-    let mut frames = Vec::new();
-    for line in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
-        if frames.len() == MAX_BATCH {
-            return Err(BadBody::TooManyLines);
-        }
-        let json = line.starts_with('[') || (vsn == Vsn::V1 && line.starts_with('{'));
-        frames.push(if json {
-            if line.len() > max_frame_bytes {
-                return Err(BadBody::TooBig);
-            }
-            Message::Text(line.into())
-        } else {
-            if line.len() > max_base64 {
-                return Err(BadBody::TooBig);
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(line)
-                .map_err(|_| BadBody::Malformed)?;
-            if bytes.len() > max_frame_bytes {
-                return Err(BadBody::TooBig);
-            }
-            Message::Binary(bytes.into())
-        });
-    }
-    Ok(frames)
+/// A POST not handled within its window: `{"status":408}`, and the session ends, since
+/// phoenix.js answers any status but 200 by closing and reconnecting (a session left alive
+/// would keep its joins and presence for 1.5 windows beside the new one).
+fn timed_out(session: &Session) -> Response {
+    tracing::debug!("LongPoll POST not handled within the window; ending the session");
+    session.close(CloseReason::SlowMessage);
+    status(408)
 }
 
 /// Opens a session: the upgrade's checks (origin, `vsn`), a slot of the connection caps,
@@ -508,72 +469,4 @@ async fn open<B>(
         .connections
         .spawn(session::run(session, sessions.clone(), holds, task_shared));
     answer(serde_json::json!({ "status": 410, "token": token, "messages": [] }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn body(text: &str) -> Bytes {
-        Bytes::from(text.to_owned())
-    }
-
-    #[test]
-    fn lines_are_json_text_or_base64_within_the_frame_limit() {
-        let v2 = r#"["1","1","t","e",{}]"#;
-        let binary = base64::engine::general_purpose::STANDARD.encode([0u8, 1, 2]);
-        let got = lines(&body(&format!("{v2}\n{binary}\n")), true, Vsn::V2, 64).expect("ok");
-        assert_eq!(got.len(), 2);
-        assert!(matches!(&got[0], Message::Text(t) if t.as_str() == v2));
-        assert!(matches!(&got[1], Message::Binary(b) if b.as_ref() == [0, 1, 2]));
-
-        let v1 = r#"{"topic":"t","event":"e","payload":{},"ref":"1"}"#;
-        assert!(matches!(
-            lines(&body(v1), true, Vsn::V1, 64).expect("V1").as_slice(),
-            [Message::Text(_)]
-        ));
-        assert_eq!(
-            lines(&body(v1), true, Vsn::V2, 64).err(),
-            Some(BadBody::Malformed),
-            "an object is not a V2 frame (nor base64)"
-        );
-
-        assert_eq!(
-            lines(&body(&"[".repeat(65)), true, Vsn::V2, 64).err(),
-            Some(BadBody::TooBig)
-        );
-        let big = base64::engine::general_purpose::STANDARD.encode([7u8; 65]);
-        assert_eq!(
-            lines(&body(&big), true, Vsn::V2, 64).err(),
-            Some(BadBody::TooBig)
-        );
-        let fits = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
-        assert!(lines(&body(&fits), true, Vsn::V2, 64).is_ok());
-        assert_eq!(
-            lines(&body(&"x".repeat(65)), false, Vsn::V2, 64).err(),
-            Some(BadBody::TooBig)
-        );
-
-        let hundred = vec![v2; MAX_BATCH].join("\n");
-        assert_eq!(
-            lines(&body(&hundred), true, Vsn::V2, 64).map(|l| l.len()),
-            Ok(100)
-        );
-        let over = vec![v2; MAX_BATCH + 1].join("\n");
-        assert_eq!(
-            lines(&body(&over), true, Vsn::V2, 64).err(),
-            Some(BadBody::TooManyLines)
-        );
-    }
-
-    #[test]
-    fn the_body_bound_is_twice_the_frame_limit_and_at_least_a_mebibyte() {
-        let with = |max_frame_bytes| TransportConfig {
-            max_frame_bytes,
-            ..TransportConfig::default()
-        };
-        assert_eq!(body_limit(&with(1024)), 1024 * 1024);
-        assert_eq!(body_limit(&with(4 * 1024 * 1024)), 8 * 1024 * 1024);
-        assert_eq!(body_limit(&with(usize::MAX)), usize::MAX);
-    }
 }

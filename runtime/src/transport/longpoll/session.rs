@@ -6,18 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
 use ractor::ActorRef;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::super::connection::{Limits, inbound};
 use super::super::inflow::Inflow;
-use super::super::{CloseReason, Control, OutFrame, Outbound, OutboundReceiver};
+use super::super::{CloseReason, Control, Outbound, OutboundReceiver};
 use super::Sessions;
+use super::poll::{Polled, Polls};
 use crate::RuntimeShared;
 use crate::drain::DrainTicket;
 use crate::metering::Transport;
@@ -25,8 +24,7 @@ use crate::protocol::Vsn;
 use crate::socket_actor::SocketMsg;
 use crate::transport::socket_ids::Reservation;
 
-/// Most messages in one poll's answer, and most lines in one POST (phoenix.js 1.8.9+ sends
-/// at most this many).
+/// Most lines in one POST (phoenix.js 1.8.9+ sends at most this many).
 pub(super) const MAX_BATCH: usize = 100;
 
 /// A live session, shared by its task and the requests that reach it.
@@ -35,10 +33,8 @@ pub(super) struct Session {
     actor: ActorRef<SocketMsg>,
     out: Outbound,
     control: Arc<Control>,
-    /// One poll at a time takes from the queue.
-    rx: tokio::sync::Mutex<OutboundReceiver>,
-    /// The number of the latest poll: an older poll still waiting answers at once.
-    polls: watch::Sender<u64>,
+    /// The outbound queue's receiver, which the polls take from.
+    polls: Polls,
     /// A POST is in flight (at most one is).
     posting: AtomicBool,
     /// The message rate and inbound window of the session's POSTs.
@@ -47,13 +43,6 @@ pub(super) struct Session {
     polled: Notify,
     vsn: Vsn,
     limits: Limits,
-}
-
-/// What a poll took: the messages, and whether a newer poll cut it short.
-#[derive(Debug, Default)]
-pub(super) struct Polled {
-    pub(super) messages: Vec<String>,
-    pub(super) superseded: bool,
 }
 
 /// The session's one POST in flight, until dropped.
@@ -93,8 +82,7 @@ impl Session {
             actor,
             out,
             control,
-            rx: tokio::sync::Mutex::new(rx),
-            polls: watch::Sender::new(0),
+            polls: Polls::new(rx),
             posting: AtomicBool::new(false),
             inflow: Inflow::new(config.max_messages_per_second, config.max_messages_burst),
             polled: Notify::new(),
@@ -115,51 +103,11 @@ impl Session {
         self.vsn
     }
 
-    /// Waits up to `window` for a message, then takes what else is queued, up to
-    /// [`MAX_BATCH`] messages. Empty: nothing came (or the session ended, or a newer poll of
-    /// the session came, which cuts this one short).
+    /// A poll: waits up to `window` for a message, then takes everything queued (see
+    /// [`Polls::take`]). The session is in use meanwhile.
     pub(super) async fn poll(&self, window: Duration) -> Polled {
         self.polled.notify_one();
-        let mut mine = 0;
-        self.polls.send_modify(|latest| {
-            *latest += 1;
-            mine = *latest;
-        });
-        let mut latest = self.polls.subscribe();
-        let superseded = async move {
-            let _ = latest.wait_for(|latest| *latest != mine).await;
-        };
-        tokio::pin!(superseded);
-        let mut polled = Polled::default();
-        let rx = tokio::select! {
-            rx = self.rx.lock() => rx,
-            () = &mut superseded => {
-                polled.superseded = true;
-                return polled;
-            }
-        };
-        if *self.polls.borrow() != mine {
-            polled.superseded = true;
-            return polled;
-        }
-        let messages = &mut polled.messages;
-        if let Some(first) = rx.try_recv() {
-            push_frame(messages, first);
-        } else if !self.closed() {
-            tokio::select! {
-                frame = rx.recv() => push_frame(messages, frame),
-                () = self.control.closed() => {}
-                () = tokio::time::sleep(window) => {}
-                () = &mut superseded => polled.superseded = true,
-            }
-        }
-        while polled.messages.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Some(frame) => push_frame(&mut polled.messages, frame),
-                None => break,
-            }
-        }
-        drop(rx);
+        let polled = self.polls.take(&self.control, window).await;
         self.polled.notify_one();
         polled
     }
@@ -174,15 +122,15 @@ impl Session {
 
     /// Hands the frames of a POST body to the socket actor, in order, as a WebSocket
     /// connection hands on its frames (same decoding, name limits, heartbeat answers, message
-    /// rate and inbound window), all within one `window`. A malformed line ends the session.
+    /// rate and inbound window), all before `deadline` (the POST's, its body's read
+    /// included). A malformed line ends the session.
     pub(super) async fn post(
         &self,
         _in_flight: &InFlight<'_>,
         lines: Vec<Message>,
-        window: Duration,
+        deadline: Instant,
         shared: &RuntimeShared,
     ) -> Posted {
-        let deadline = Instant::now() + window;
         for message in lines {
             if self.closed() {
                 return Posted::Gone;
@@ -233,29 +181,14 @@ impl Session {
     }
 }
 
-/// Appends the message(s) of one queued frame as strings: text as is, the fragments of one
-/// message joined, binary as base64.
-fn push_frame(messages: &mut Vec<String>, frame: OutFrame) {
-    let joined = matches!(frame, OutFrame::Fragments(_));
-    let mut buffer = BytesMut::new();
-    for message in frame.into_messages() {
-        let (bytes, binary): (Bytes, bool) = match message {
-            Message::Text(text) => (Bytes::from(text), false),
-            Message::Binary(bytes) => (bytes, true),
-            Message::Frame(frame) => (frame.into_payload(), false),
-            _ => continue,
-        };
-        if joined {
-            buffer.extend_from_slice(&bytes);
-        } else if binary {
-            messages.push(base64::engine::general_purpose::STANDARD.encode(&bytes));
-        } else {
-            messages.push(String::from_utf8_lossy(&bytes).into_owned());
-        }
-    }
-    if joined {
-        messages.push(String::from_utf8_lossy(&buffer).into_owned());
-    }
+/// As good as never: 30 years, what tokio uses for a sleep it cannot reach.
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365 * 30);
+
+/// `window` from now, or as good as never if that is past what an `Instant` can hold (an
+/// embedder may set any `Duration`).
+pub(super) fn deadline(window: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(window).unwrap_or(now + FAR_FUTURE)
 }
 
 /// What the session task holds until the session ends.
@@ -337,4 +270,17 @@ pub(super) async fn run(
         Transport::LongPoll,
         control.reason() == Some(&CloseReason::SlowConsumer),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_never_overflows() {
+        let now = Instant::now();
+        assert!(deadline(Duration::MAX) >= now + FAR_FUTURE);
+        let soon = deadline(Duration::from_secs(1));
+        assert!(soon > now && soon <= Instant::now() + Duration::from_secs(1));
+    }
 }

@@ -1,7 +1,9 @@
-//! LongPoll session tokens: `base64url(node ‖ 0 ‖ session id ‖ tag)`, the tag the first 16
-//! bytes of an HMAC-SHA256 over the rest under a key drawn at random when the sessions'
-//! table is made and kept nowhere else. A token is only good on the node (and the runtime
-//! start) that minted it, for the session it names.
+//! LongPoll session tokens: `base64url("fwlp" ‖ node ‖ 0 ‖ session id ‖ tag)`, the tag the
+//! first 16 bytes of an HMAC-SHA256 over the rest under a key drawn at random when the
+//! sessions' table is made and kept nowhere else. A token is only good on the node (and the
+//! runtime start) that minted it, for the session it names. Its form (the `fwlp` mark, the
+//! lengths) tells a session token, of any node, from the application's own `token` connect
+//! param, which travels in the same query.
 
 use base64::Engine as _;
 use hmac::{KeyInit as _, Mac as _};
@@ -10,6 +12,12 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Bytes of the tag kept in a token.
 const TAG_BYTES: usize = 16;
+
+/// The first bytes of every session token.
+const MARK: &[u8] = b"fwlp";
+
+/// Bytes after the node name: the 0 that ends it, the session id, the tag.
+const TAIL_BYTES: usize = 1 + 8 + TAG_BYTES;
 
 /// The token alphabet (URL-safe, no padding: it travels in a query string).
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -55,7 +63,8 @@ impl Signer {
     }
 
     fn body(&self, id: u64) -> Vec<u8> {
-        let mut body = Vec::with_capacity(self.node.len() + 1 + 8 + TAG_BYTES);
+        let mut body = Vec::with_capacity(MARK.len() + self.node.len() + TAIL_BYTES);
+        body.extend_from_slice(MARK);
         body.extend_from_slice(self.node.as_bytes());
         body.push(0);
         body.extend_from_slice(&id.to_be_bytes());
@@ -76,6 +85,7 @@ impl Signer {
         let split = bytes.len().checked_sub(TAG_BYTES)?;
         let (body, tag) = bytes.split_at(split);
         let node = body
+            .strip_prefix(MARK)?
             .strip_prefix(self.node.as_bytes())?
             .strip_prefix(&[0])?;
         let id = u64::from_be_bytes(node.try_into().ok()?);
@@ -85,6 +95,18 @@ impl Signer {
         mac.verify_truncated_left(tag).ok()?;
         Some(id)
     }
+}
+
+/// Whether `token` has the form of a session token (of any node or key): what a client
+/// holding a session sends. Anything else (none, `null`, the application's own `token`
+/// param) names no session.
+pub(super) fn is_session_token(token: &str) -> bool {
+    let Ok(bytes) = B64.decode(token.trim_end_matches('=')) else {
+        return false;
+    };
+    bytes.len() >= MARK.len() + TAIL_BYTES
+        && bytes.starts_with(MARK)
+        && bytes[bytes.len() - TAIL_BYTES] == 0
 }
 
 #[cfg(test)]
@@ -112,5 +134,25 @@ mod tests {
         assert_eq!(signer.verify(&B64.encode(&bytes)), None, "a forged tag");
         assert_eq!(signer.verify("null"), None);
         assert_eq!(signer.verify(""), None);
+    }
+
+    #[test]
+    fn a_session_token_is_told_from_other_tokens_by_its_form() {
+        let token = Signer::new("node-a").expect("random").sign(7);
+        assert!(is_session_token(&token));
+        assert!(is_session_token(
+            &Signer::new("").expect("random").sign(u64::MAX)
+        ));
+        for other in [
+            "",
+            "null",
+            "undefined",
+            "forged",
+            "v4.local.c29tZXRoaW5nIGVsc2U",
+            &B64.encode([7u8; 48]),
+            &token[1..],
+        ] {
+            assert!(!is_session_token(other), "{other}");
+        }
     }
 }

@@ -481,6 +481,16 @@ async fn real_traffic_moves_the_runtime_metrics() {
         .await;
     m.wait_for("fawkes_connections", LP, 1.0).await;
     assert_eq!(m.value("fawkes_connections", WS), 0.0);
+    // Replies queued for a session and not yet polled count in the fullest queue, as a
+    // connection's do.
+    let beats = (1..=3)
+        .map(|i| format!(r#"[null,"{i}","phoenix","heartbeat",{{}}]"#))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let posted = longpoll(&url, "POST", &format!("token={token}"), Some(&beats)).await;
+    assert_eq!(posted, json!({"status": 200}));
+    m.wait_for("fawkes_outbound_queue_max_frames", &[], 3.0)
+        .await;
     // A malformed line ends the session, as 1003 closes a WebSocket.
     let posted = longpoll(&url, "POST", &format!("token={token}"), Some("not json")).await;
     assert_eq!(posted, json!({"status": 400}));

@@ -216,6 +216,8 @@ pub(super) async fn run(
         slot,
     } = holds;
     let config = &shared.config;
+    // The session's queue counts in `fawkes_outbound_queue_max_frames` like a connection's.
+    let _watched = shared.meters.watch_queue(session.out.probe());
     // 1.5 windows (saturating: a huge window must not overflow).
     let idle = config.longpoll_window.saturating_mul(3) / 2;
     let control = session.control.clone();

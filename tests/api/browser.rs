@@ -275,3 +275,40 @@ fn slugs_are_those_of_chat_mjs() {
     );
     assert_eq!(slug("  a -- B!  "), "a-b");
 }
+
+#[test]
+fn a_command_past_its_deadline_is_ended_with_its_children() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pid_file = dir.path().join("child.pid");
+    let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+    let failure = std::panic::catch_unwind(|| {
+        run(
+            dir.path(),
+            "bash",
+            &["-c", &script],
+            "a hung command",
+            Duration::from_secs(1),
+        )
+    })
+    .expect_err("the command outlives its deadline");
+    let message = failure.downcast_ref::<String>().expect("a panic message");
+    assert!(
+        message.contains("a hung command did not finish within 1s and was ended"),
+        "{message}"
+    );
+    // The `sleep` bash started has ended too (it was in the same process group): gone, or a
+    // zombie where nothing reaps orphans.
+    let pid = std::fs::read_to_string(&pid_file).expect("the sleep's pid");
+    let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
+    let running = || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!running(), "the sleep {} still runs", pid.trim());
+}

@@ -1,7 +1,8 @@
 //! The browser client (`web/`) end to end in headless Chromium: the real binary serves the
 //! built client at `/` with LongPoll on, and `web/e2e/chat.mjs` (playwright-core driving
 //! Debian's `/usr/bin/chromium`) goes through two people's registration, presence, room and
-//! private chat, a reload with history, a cut connection, a network that blocks WebSockets and a logout.
+//! private chat, a reload with history, a cut connection, a network that blocks WebSockets (and
+//! lets them through again) and a logout.
 //!
 //! Needs Node 20 and npm (the pinned packages are installed with `npm ci` in `web` when
 //! missing) and Chromium (`web/e2e/ensure-chromium.sh` installs Debian's package when run as
@@ -9,9 +10,11 @@
 //! `target/browser-artifacts/<test>/`.
 
 use std::fs::File;
+use std::io::{Read, Seek};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::TestDb;
 use crate::support::process::serve_binary;
@@ -27,11 +30,20 @@ const STEPS: &[&str] = &[
     "Bob reloads, stays logged in and pages through the history",
     "Ann's connection is cut; she recovers what she missed",
     "Bob's network blocks WebSockets: he falls back to LongPoll and still chats",
+    "WebSockets get through again: Bob goes back to WebSocket",
     "Ann logs out: the log-in form again, and she leaves the room",
 ];
 
-/// How long the whole scenario may take (it takes about 25 s).
-const SCENARIO_TIMEOUT: Duration = Duration::from_secs(150);
+/// How long the whole scenario may take (it takes about 40 s).
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long installing Chromium (`apt-get`) may take.
+const APT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long `npm ci` or `npm run build` may take.
+const NPM_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The pages `chat.mjs` screenshots after every step.
+const PAGES: &[&str] = &["ann", "bob"];
 
 fn web_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web")
@@ -50,21 +62,97 @@ fn artifact_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs `program args…` in `dir` to its end; panics with its output unless it succeeds.
-fn run(dir: &Path, program: &str, args: &[&str], what: &str) {
-    let output = Command::new(program)
+/// Runs `program args…` in `dir`; panics with its output (stdout and stderr) unless it
+/// succeeds within `limit`. On expiry its whole process group is ended (TERM, then KILL).
+fn run(dir: &Path, program: &str, args: &[&str], what: &str, limit: Duration) {
+    let mut output = tempfile::tempfile().expect("a file for the output");
+    let sink = || Stdio::from(output.try_clone().expect("the output file"));
+    let mut child = Command::new(program)
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
-        .output()
+        .stdout(sink())
+        .stderr(sink())
+        .process_group(0)
+        .spawn()
         .unwrap_or_else(|e| panic!("{what}: cannot run {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let status = wait_until(&mut child, Instant::now() + limit);
+    if status.is_none() {
+        end_group(&mut child);
+    }
+    let mut text = String::new();
+    output.rewind().expect("rewind the output");
+    let _ = output.read_to_string(&mut text);
+    match status {
+        None => panic!("{what} did not finish within {limit:?} and was ended:\n{text}"),
+        Some(status) => assert!(status.success(), "{what} failed ({status}):\n{text}"),
+    }
+}
+
+/// The child's exit status, or `None` if it is still running at `deadline`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ends the process group that `child` leads: TERM (apt-get and npm clean up), KILL after 10 s.
+fn end_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    for (signal, grace) in [("-TERM", 10), ("-KILL", 30)] {
+        let _ = Command::new("kill")
+            .args([signal, "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        if wait_until(child, Instant::now() + Duration::from_secs(grace)).is_some() {
+            return;
+        }
+    }
+}
+
+/// Whether `web/node_modules` holds what `web/package-lock.json` pins. npm records what it
+/// installed in `node_modules/.package-lock.json`: each package there must be as the lock file
+/// has it, installed, and no package the lock file requires (not optional) may be missing.
+fn installed(web: &Path) -> bool {
+    let read = |path: &Path| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    };
+    let lock = read(&web.join("package-lock.json")).expect("web/package-lock.json is JSON");
+    let Some(record) = read(&web.join("node_modules/.package-lock.json")) else {
+        return false;
+    };
+    let (Some(wanted), Some(have)) = (lock["packages"].as_object(), record["packages"].as_object())
+    else {
+        return false;
+    };
+    let as_locked = have.iter().all(|(path, package)| {
+        wanted.get(path) == Some(package) && web.join(path).join("package.json").exists()
+    });
+    let complete = wanted
+        .iter()
+        .filter(|(path, package)| !path.is_empty() && package["optional"] != true)
+        .all(|(path, _)| have.contains_key(path));
+    as_locked && complete
+}
+
+/// The file name part `chat.mjs` makes of a step's name (its `slug`).
+fn slug(step: &str) -> String {
+    let mut out = String::new();
+    for c in step.chars().map(|c| c.to_ascii_lowercase()) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-');
+    out.chars().take(60).collect()
 }
 
 /// Chromium, the npm packages and a fresh `web/dist`. Returns a shared lock on
@@ -77,27 +165,27 @@ fn prepare() -> File {
         "bash",
         &["e2e/ensure-chromium.sh"],
         "installing Chromium",
+        APT_TIMEOUT,
     );
     let lock_path = web.join("package-lock.json");
     let lock = File::open(&lock_path).expect("web/package-lock.json");
     lock.lock().expect("lock web/package-lock.json");
-    let installed = ["phoenix", "esbuild", "playwright-core"]
-        .iter()
-        .all(|package| {
-            web.join("node_modules")
-                .join(package)
-                .join("package.json")
-                .exists()
-        });
-    if !installed {
+    if !installed(&web) {
         run(
             &web,
             "npm",
             &["ci", "--no-audit", "--no-fund"],
             "npm ci in web (Node 20 and npm are needed)",
+            NPM_TIMEOUT,
         );
     }
-    run(&web, "npm", &["run", "build"], "npm run build in web");
+    run(
+        &web,
+        "npm",
+        &["run", "build"],
+        "npm run build in web",
+        NPM_TIMEOUT,
+    );
     lock.unlock().expect("unlock web/package-lock.json");
     // Between the two locks another run may build again: the same sources, the same files.
     let shared = File::open(&lock_path).expect("web/package-lock.json");
@@ -167,16 +255,60 @@ async fn two_people_chat_in_headless_chromium_over_websocket_and_longpoll() {
     assert_eq!(oks, STEPS, "the steps passed:\n{text}");
     assert!(stdout.contains("all steps passed"), "{text}");
     for (n, step) in STEPS.iter().enumerate() {
-        let prefix = format!("{:02}-", n + 1);
-        let shots = std::fs::read_dir(&artifacts)
-            .expect("artifacts")
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
-            .count();
-        assert!(
-            shots >= 2,
-            "screenshots of step {step:?} in {}",
-            artifacts.display()
-        );
+        for page in PAGES {
+            let shot = artifacts.join(format!("{:02}-{}-{page}.png", n + 1, slug(step)));
+            let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+            assert!(
+                size > 0,
+                "a screenshot of {page}'s page after step {step:?}: {}",
+                shot.display()
+            );
+        }
     }
+}
+
+#[test]
+fn slugs_are_those_of_chat_mjs() {
+    assert_eq!(
+        slug("Bob's network blocks WebSockets: he falls back to LongPoll and still chats"),
+        "bob-s-network-blocks-websockets-he-falls-back-to-longpoll-an"
+    );
+    assert_eq!(slug("  a -- B!  "), "a-b");
+}
+
+#[test]
+fn a_command_past_its_deadline_is_ended_with_its_children() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pid_file = dir.path().join("child.pid");
+    let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+    let failure = std::panic::catch_unwind(|| {
+        run(
+            dir.path(),
+            "bash",
+            &["-c", &script],
+            "a hung command",
+            Duration::from_secs(1),
+        )
+    })
+    .expect_err("the command outlives its deadline");
+    let message = failure.downcast_ref::<String>().expect("a panic message");
+    assert!(
+        message.contains("a hung command did not finish within 1s and was ended"),
+        "{message}"
+    );
+    // The `sleep` bash started has ended too (it was in the same process group): gone, or a
+    // zombie where nothing reaps orphans.
+    let pid = std::fs::read_to_string(&pid_file).expect("the sleep's pid");
+    let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
+    let running = || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!running(), "the sleep {} still runs", pid.trim());
 }

@@ -1,6 +1,7 @@
 // The browser client end to end, in headless Chromium (Debian's, at /usr/bin/chromium):
 // two people register, meet in a room, chat there and privately, survive a reload, a cut
-// connection and a network that blocks WebSockets.
+// connection and a network that blocks WebSockets (Bob's browser goes through an HTTP proxy
+// that starts refusing them), and go back to WebSocket when it lets them through again.
 //
 //   node e2e/chat.mjs http://127.0.0.1:PORT ARTIFACT_DIR
 //
@@ -20,6 +21,7 @@ import {
   tid,
   until,
 } from "./harness.mjs";
+import { startProxy } from "./proxy.mjs";
 
 const [baseUrl, artifactDir] = process.argv.slice(2);
 if (!baseUrl || !artifactDir) {
@@ -27,7 +29,10 @@ if (!baseUrl || !artifactDir) {
   process.exit(2);
 }
 
-/** LongPoll needs phoenix.js' fallback (longPollFallbackMs) after refused WebSockets. */
+/**
+ * For changes of transport: phoenix.js falls back to LongPoll within longPollFallbackMs, and
+ * the page tries the WebSocket again 10 s after LongPoll took over (src/realtime.js).
+ */
 const FALLBACK_DEADLINE_MS = 30_000;
 const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 const room = `e2e-${run}`;
@@ -54,7 +59,13 @@ await annContext.routeWebSocket(/\/socket\/websocket/, (ws) => {
   ws.onClose(() => annSockets.delete(both));
 });
 await annContext.route(/\/socket\/longpoll/, (route) => (annCut ? route.abort("internetdisconnected") : route.continue()));
-const bobContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+// Bob reaches the server only through a proxy, which can start refusing WebSockets. Chromium
+// does not proxy loopback addresses unless told to: "<-loopback>" takes them off its bypass list.
+const bobProxy = await startProxy(baseUrl);
+const bobContext = await browser.newContext({
+  viewport: { width: 1280, height: 900 },
+  proxy: { server: bobProxy.server, bypass: "<-loopback>" },
+});
 // Every click, fill and navigation has the same deadline as the waits.
 for (const context of [annContext, bobContext]) {
   context.setDefaultTimeout(DEADLINE_MS);
@@ -106,6 +117,8 @@ try {
   await scenario.step("both register and are connected over WebSocket", async () => {
     await register(ann, people.ann);
     await register(bob, people.bob);
+    const { requests, tunnels } = bobProxy.counts;
+    if (!requests || !tunnels) throw new Error(`Bob's traffic does not go through his proxy (${requests} requests, ${tunnels} tunnels)`);
   });
 
   await scenario.step("a bad login and a taken e-mail show the API's errors", async () => {
@@ -222,7 +235,9 @@ try {
     await seeText(bob, "Bob's messages are stored", tid("conv-message"), "while you were away 2");
     const before = await ann.locator(tid("conv-message")).count();
     annCut = false;
-    await until(ann, "Ann is connected again", () => document.querySelector('[data-testid="connection"]').dataset.state === "connected", undefined, FALLBACK_DEADLINE_MS);
+    // Over WebSocket in the end: LongPoll may take over while the network is cut, and then
+    // the page goes back to the WebSocket, which had worked.
+    await connectedOver(ann, "Ann, connected again", "WebSocket", FALLBACK_DEADLINE_MS);
     await seeText(ann, "Ann recovered the first missed message", tid("conv-message"), "while you were away 1");
     await seeText(ann, "Ann recovered the second", tid("conv-message"), "while you were away 2");
     await until(ann, "the rejoin reply brought both (recovered: 2)", () => document.querySelector('[data-testid="conv-status"]').dataset.recovered === "2");
@@ -231,11 +246,15 @@ try {
   });
 
   await scenario.step("Bob's network blocks WebSockets: he falls back to LongPoll and still chats", async () => {
-    await bobContext.routeWebSocket(/\/socket\/websocket/, (ws) => ws.close({ code: 4001, reason: "WebSockets blocked by the test" }));
-    await bob.reload();
+    const refusedBefore = bobProxy.counts.refused;
+    // Bob's proxy cuts his WebSocket and refuses new ones: phoenix.js reconnects, the
+    // WebSocket fails before it opens, and LongPoll takes over.
+    bobProxy.block();
     await connectedOver(bob, "Bob behind the blocking network", "LongPoll", FALLBACK_DEADLINE_MS);
     await seeText(bob, "the page says LongPoll", tid("conn-transport"), "LongPoll");
+    if (bobProxy.counts.refused === refusedBefore) throw new Error("Bob's proxy refused no WebSocket");
     await until(bob, "Bob is back in the room", () => document.querySelector('[data-testid="room-title"]').dataset.state === "joined");
+    await until(bob, "Bob's conversation is back", () => document.querySelector('[data-testid="conv-title"]').dataset.state === "joined");
     await seesPresence(ann, "Ann", "Bob", 1);
     await seesPresence(bob, "Bob", "Ann", 1);
     await sendRoom(ann, "room message to a LongPoll Bob");
@@ -246,6 +265,20 @@ try {
     await seeText(ann, "Ann gets Bob's private message from LongPoll", tid("conv-message"), "private from LongPoll");
     await sendPrivate(ann, "private to LongPoll");
     await seeText(bob, "Bob gets Ann's private message over LongPoll", tid("conv-message"), "private to LongPoll");
+    await seeText(bob, "the page still says LongPoll", tid("conn-transport"), "LongPoll");
+  });
+
+  await scenario.step("WebSockets get through again: Bob goes back to WebSocket", async () => {
+    const tunnelsBefore = bobProxy.counts.tunnels;
+    bobProxy.allow();
+    await connectedOver(bob, "Bob once WebSockets get through", "WebSocket", FALLBACK_DEADLINE_MS);
+    if (bobProxy.counts.tunnels === tunnelsBefore) throw new Error("Bob's WebSocket did not go through his proxy");
+    await until(bob, "Bob is back in the room", () => document.querySelector('[data-testid="room-title"]').dataset.state === "joined");
+    await until(bob, "Bob's conversation is back", () => document.querySelector('[data-testid="conv-title"]').dataset.state === "joined");
+    await sendRoom(ann, "room message to a WebSocket Bob again");
+    await seeText(bob, "Bob gets a room message over WebSocket again", tid("room-message"), "room message to a WebSocket Bob again");
+    await sendPrivate(bob, "private over WebSocket again");
+    await seeText(ann, "Ann gets Bob's private message", tid("conv-message"), "private over WebSocket again");
   });
 
   await scenario.step("Ann logs out: the log-in form again, and she leaves the room", async () => {
@@ -259,4 +292,5 @@ try {
   console.log("all steps passed");
 } finally {
   await browser.close();
+  bobProxy.close();
 }

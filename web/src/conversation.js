@@ -4,12 +4,12 @@
 // was missed; messages are kept by id, so one arriving twice shows once.
 
 import { describe } from "./room.js";
-import { byTestId, clock, h, nearBottom, replaceChildren, showError, stickToBottom } from "./dom.js";
+import { byTestId, clock, enableForm, h, nearBottom, replaceChildren, showError, stickToBottom } from "./dom.js";
 
 /** Messages per history page. */
 export const PAGE_SIZE = 20;
 
-/** The longest message the server stores, in characters. */
+/** The longest message the server stores, in characters (Unicode code points). */
 const MAX_CONTENT = 4000;
 
 /** The people list and the conversation pane inside `root`; `ctx` as for the room view. */
@@ -19,6 +19,8 @@ export class ConversationView {
     this.ctx = ctx;
     this.unread = new Map();
     this.open = null;
+    // Counts openWith calls: one that a later call overtook while it waited gives up.
+    this.opening = 0;
     this.el = {
       users: byTestId("user-list", root),
       refresh: byTestId("users-refresh", root),
@@ -90,16 +92,22 @@ export class ConversationView {
 
   /** Opens the conversation with `peerId`: its newest page, then live on its channel. */
   async openWith(peerId) {
+    const ticket = ++this.opening;
     showError(this.el.error, "");
     this.close();
     let conversation;
     let page;
     try {
       conversation = await this.ctx.api.openConversation(peerId);
+      if (ticket !== this.opening) return;
       page = await this.ctx.api.messages(conversation.id, { limit: PAGE_SIZE });
     } catch (error) {
+      if (ticket !== this.opening) return;
       return showError(this.el.error, `Could not open the conversation: ${error.message}`);
     }
+    if (ticket !== this.opening) return;
+    // Whatever opened while we waited (nothing should have) is left for this one.
+    this.close();
     sessionStorage.setItem("fawkes.peer", String(peerId));
     const open = {
       id: conversation.id,
@@ -123,6 +131,7 @@ export class ConversationView {
     this.el.messages.scrollTop = this.el.messages.scrollHeight;
     this.el.older.hidden = !open.hasOlder;
     this.el.sendForm.hidden = false;
+    enableForm(this.el.sendForm, true);
     this.el.input.focus();
 
     // The params are read at every (re)join: the newest message we have.
@@ -135,7 +144,18 @@ export class ConversationView {
     channel
       .join()
       .receive("ok", (reply) => this.joined(open, reply))
-      .receive("error", (reply) => showError(this.el.error, `Could not follow the conversation: ${describe(reply)}`));
+      .receive("error", (reply) => this.refused(open, reply));
+  }
+
+  /** The server refused to join (or rejoin) the conversation: stop trying, say why. */
+  refused(open, reply) {
+    // A conversation closed meanwhile has left its channel already.
+    if (this.open !== open || !open.channel) return;
+    open.channel.leave();
+    open.channel = null;
+    this.el.title.dataset.state = "error";
+    enableForm(this.el.sendForm, false);
+    showError(this.el.error, `Could not follow the conversation: ${describe(reply)}`);
   }
 
   /** A (re)join's reply carries what came after `last_seen_id`; page on if there is more. */
@@ -211,7 +231,7 @@ export class ConversationView {
     const content = this.el.input.value.trim();
     showError(this.el.error, "");
     if (!open || !content) return;
-    if (content.length > MAX_CONTENT) return showError(this.el.error, `A message is at most ${MAX_CONTENT} characters`);
+    if ([...content].length > MAX_CONTENT) return showError(this.el.error, `A message is at most ${MAX_CONTENT} characters`);
     this.chat
       .push("send_msg", { user: open.peerId, conv: open.id, message: content })
       .receive("ok", ({ message }) => {

@@ -46,6 +46,11 @@ export function showError(el, text) {
   el.hidden = !text;
 }
 
+/** Enables or disables every input and button of `form`. */
+export function enableForm(form, on) {
+  for (const el of form.querySelectorAll("input, button, textarea")) el.disabled = !on;
+}
+
 /** Scrolls a message list to its end if the reader was already near it. */
 export function stickToBottom(list, wasNearBottom) {
   if (wasNearBottom) list.scrollTop = list.scrollHeight;

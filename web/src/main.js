@@ -115,8 +115,14 @@ if (sessionStorage.getItem(TOKEN_KEY)) {
   try {
     me = await api.me();
   } catch (e) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    showError(byTestId("login-error"), `Please log in again: ${e.message}`);
+    // Only a refused token (401: expired, revoked) ends the session; a server that is down
+    // or failing keeps it for the next reload.
+    if (e.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showError(byTestId("login-error"), `Please log in again: ${e.message}`);
+    } else {
+      showError(byTestId("login-error"), `Could not check your session (${e.message}); reload the page to try again`);
+    }
   }
   if (me) await start(me);
 }

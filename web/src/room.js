@@ -2,12 +2,15 @@
 // number of devices they are on) and the room's messages.
 
 import { Presence } from "phoenix";
-import { byTestId, clock, h, nearBottom, replaceChildren, showError, stickToBottom } from "./dom.js";
+import { byTestId, clock, enableForm, h, nearBottom, replaceChildren, showError, stickToBottom } from "./dom.js";
 
 /** Room names whose topic another channel serves (`room:chat` is private messages). */
 const RESERVED = new Set(["chat"]);
 
-/** Longest message body the server accepts, in characters. */
+/** Longest topic the server takes by default, in bytes (`room:` and the name). */
+const MAX_TOPIC_BYTES = 255;
+
+/** Longest message body the server accepts, in characters (Unicode code points). */
 const MAX_BODY = 4000;
 
 /** The room view inside `root`; `ctx` has `realtime`, `api`, `me` and `names`. */
@@ -44,6 +47,10 @@ export class RoomView {
     showError(this.el.error, "");
     if (!name) return showError(this.el.error, "Give the room a name");
     if (RESERVED.has(name)) return showError(this.el.error, `"${name}" is reserved; pick another name`);
+    // The server closes the whole socket for a longer topic (`socket.max_topic_bytes`).
+    if (new TextEncoder().encode(`room:${name}`).length > MAX_TOPIC_BYTES) {
+      return showError(this.el.error, "That room name is too long");
+    }
     this.leave();
     this.name = name;
     sessionStorage.setItem("fawkes.room", name);
@@ -58,12 +65,20 @@ export class RoomView {
     channel
       .join()
       .receive("ok", () => {
+        if (this.channel !== channel) return;
         this.el.title.dataset.state = "joined";
         this.el.sendForm.hidden = false;
+        enableForm(this.el.sendForm, true);
       })
-      .receive("error", ({ reason } = {}) => {
+      .receive("error", (reply) => {
+        // Refused (a join or a rejoin after a reconnect): stop trying, say why.
+        if (this.channel !== channel) return;
+        channel.leave();
+        this.channel = null;
+        this.presence = null;
         this.el.title.dataset.state = "error";
-        showError(this.el.error, `Could not join #${name}: ${reason || "refused"}`);
+        enableForm(this.el.sendForm, false);
+        showError(this.el.error, `Could not join #${name}: ${describe(reply)}`);
       })
       .receive("timeout", () => showError(this.el.error, `Joining #${name} is taking long; still trying`));
     channel.onError(() => {
@@ -129,7 +144,7 @@ export class RoomView {
     showError(this.el.error, "");
     if (!this.channel) return showError(this.el.error, "Join a room first");
     if (!body) return;
-    if (body.length > MAX_BODY) return showError(this.el.error, `A message is at most ${MAX_BODY} characters`);
+    if ([...body].length > MAX_BODY) return showError(this.el.error, `A message is at most ${MAX_BODY} characters`);
     this.channel
       .push("message:new", { body })
       .receive("ok", () => {

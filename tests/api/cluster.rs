@@ -245,3 +245,126 @@ async fn a_logout_during_a_redis_outage_still_closes_the_sockets_on_the_other_no
     assert!(refused.is_err(), "node-2 refuses the revoked token");
     cluster.start_redis();
 }
+
+/// One LongPoll request to `base` (a node's HTTP URL): the JSON body it answers.
+async fn longpoll(base: &str, method: &str, query: &str, body: &str) -> Value {
+    let request = ::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}/socket/longpoll?{query}"))
+        .header("content-type", "application/x-ndjson")
+        .body(body.to_owned().into())
+        .expect("request");
+    let response = crate::support::http::Client::new().send(request).await;
+    assert_eq!(response.status, 200, "{}", response.text);
+    response.body
+}
+
+/// Polls `base` with `token` until a message with `event` comes (at most 15 s).
+async fn poll_until(base: &str, token: &str, event: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = longpoll(base, "GET", &format!("token={token}&vsn=2.0.0"), "").await;
+        assert!(
+            matches!(answer["status"].as_i64(), Some(200 | 204)),
+            "a live session's poll: {answer}"
+        );
+        let found = answer["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| serde_json::from_str::<Value>(m.as_str()?).ok())
+            .find(|m| m[3] == event);
+        if let Some(message) = found {
+            return message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no `{event}` within 15 s"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_longpoll_session_gets_the_cluster_s_broadcasts_and_is_gone_on_another_node() {
+    let cluster = Cluster::start(
+        2,
+        &[
+            ("FAWKES_SOCKET__LONGPOLL", "true"),
+            ("FAWKES_SOCKET__LONGPOLL_WINDOW_SECS", "2"),
+        ],
+    )
+    .await;
+    let ann = cluster.user(1, "Ann").await;
+    let access = &ann.token;
+
+    // A session on node 1, opened with the access token as a connect param (beside the
+    // session token phoenix.js adds to the same query later), joined to a room.
+    let opened = longpoll(
+        cluster.url(1),
+        "GET",
+        &format!("token={access}&vsn=2.0.0"),
+        "",
+    )
+    .await;
+    assert_eq!(opened["status"], 410, "{opened}");
+    let session = opened["token"]
+        .as_str()
+        .expect("a session token")
+        .to_owned();
+    let join = r#"["1","1","room:lp","phx_join",{}]"#;
+    let posted = longpoll(cluster.url(1), "POST", &format!("token={session}"), join).await;
+    assert_eq!(posted["status"], 200, "{posted}");
+    let reply = poll_until(cluster.url(1), &session, "phx_reply").await;
+    assert_eq!(reply[4]["status"], "ok", "{reply}");
+
+    // A message posted on node 2 crosses Redis to the session on node 1.
+    let request = ::http::Request::builder()
+        .method("POST")
+        .uri(format!("{}/api/v1/rooms/lp/messages", cluster.url(2)))
+        .header("authorization", format!("Bearer {access}"))
+        .header("content-type", "application/json")
+        .body(json!({"body": "from node 2"}).to_string().into())
+        .expect("request");
+    let posted = crate::support::http::Client::new().send(request).await;
+    assert_eq!(posted.status, 202, "{}", posted.text);
+    let message = poll_until(cluster.url(1), &session, "message:new").await;
+    assert_eq!(message[4]["body"], "from node 2", "{message}");
+
+    // The session is node 1's: node 2 answers 410 to its token and opens nothing for it, so
+    // phoenix.js drops it and opens a session there with its next (tokenless) GET.
+    for method in ["GET", "POST"] {
+        let body = if method == "POST" { join } else { "" };
+        let gone = longpoll(
+            cluster.url(2),
+            method,
+            &format!("token={session}&vsn=2.0.0"),
+            body,
+        )
+        .await;
+        assert_eq!(gone, json!({"status": 410}), "{method} on node 2");
+    }
+    let reopened = longpoll(
+        cluster.url(2),
+        "GET",
+        &format!("token={access}&vsn=2.0.0"),
+        "",
+    )
+    .await;
+    assert_eq!(reopened["status"], 410, "{reopened}");
+    assert!(
+        reopened["token"].is_string(),
+        "a new session on node 2: {reopened}"
+    );
+    // Node 1's session is untouched.
+    let still = longpoll(
+        cluster.url(1),
+        "GET",
+        &format!("token={session}&vsn=2.0.0"),
+        "",
+    )
+    .await;
+    assert!(
+        matches!(still["status"].as_i64(), Some(200 | 204)),
+        "{still}"
+    );
+}

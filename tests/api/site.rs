@@ -122,8 +122,9 @@ async fn test_and_prod_never_serve_it() {
     for env in [Environment::Test, Environment::Prod] {
         let t = serving(env, root.path()).await;
         let response = t.get("/", None).await;
-        assert_eq!(response.status, 404, "{env:?}: {}", response.text);
         assert!(!response.text.contains("built"), "{env:?}");
+        response.assert_json_error(404);
+        assert_eq!(response.body, crate::support::detail("Not Found"), "{env:?}");
         t.stop().await;
     }
 }

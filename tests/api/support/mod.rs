@@ -48,6 +48,8 @@ pub fn test_config(db: &TestDb) -> Config {
     config.rate_limit.register_per_minute = 10_000;
     config.rate_limit.requests_per_ip_per_second = 0;
     config.shutdown.timeout_secs = 5;
+    // Whether `web/dist` was built must not change what a test sees at `/` (`dev` serves it).
+    config.web.static_dir = std::env::temp_dir().join("fawkes-tests-no-web-client");
     config
 }
 

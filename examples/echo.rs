@@ -7,11 +7,16 @@
 //! cargo run -p fawkes-runtime --example echo -- 127.0.0.1:5000
 //! cargo run -p fawkes-runtime --example echo -- 127.0.0.1:5000 --max-messages-per-second 0
 //! cargo run -p fawkes-runtime --example echo -- --prometheus   # metrics recorded (benchmarks)
+//! cargo run -p fawkes-runtime --example echo -- --longpoll     # LongPoll too, at /socket/longpoll
 //! ```
 //!
 //! `--prometheus` installs a Prometheus recorder before the runtime starts and renders a scrape
 //! every 5 seconds (discarded): what a server exporting the runtime's metrics pays, for the
 //! benchmarks to compare with and without.
+//!
+//! `--longpoll` also serves phoenix.js' LongPoll transport (`TransportConfig::longpoll`, off by
+//! default) at `/socket/longpoll`, beside the WebSocket: connect with `transport: LongPoll`
+//! (`bench/longpoll-cost.mjs` measures what it costs against the WebSocket).
 //!
 //! Then, with the official client (`npm install phoenix ws`, Node 20):
 //!
@@ -84,6 +89,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(arg) = args.next() {
         if arg == "--prometheus" {
             prometheus = true;
+        } else if arg == "--longpoll" {
+            config.longpoll = true;
         } else if arg == "--max-messages-per-second" {
             config.max_messages_per_second = args
                 .next()

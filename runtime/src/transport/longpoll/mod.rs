@@ -33,7 +33,7 @@
 //!   [`MAX_BATCH`] lines or a malformed line, `{"status":400}`. phoenix.js answers any
 //!   status but 200 by closing and reconnecting (close 1011), so each of these ends the
 //!   session (a 413 as a WebSocket is closed with 1009, a 400 with 1003, a 408 with 1008, a
-//!   409 with 1003), but for a client gone mid-body, which loses that POST only.
+//!   409 with 1003, a client gone mid-body with 1001).
 //!
 //! A session owns what a WebSocket connection owns (a socket actor, its bounded outbound
 //! queue, a drain ticket, an id reservation, and, behind an [`crate::Endpoint`], a slot of its
@@ -283,7 +283,8 @@ where
     let deadline = session::deadline(shared.config.longpoll_window);
     let Some(in_flight) = session.begin_post() else {
         // phoenix.js never sends two POSTs at once; a client that does would close on any
-        // answer but 200 anyway. The POST in flight is answered 410.
+        // answer but 200 anyway. The POST in flight is answered 410 (or 200, when it had
+        // already handed its last line on; the next request then gets 410).
         session.close(CloseReason::Malformed(
             "two LongPoll POSTs in flight".to_owned(),
         ));
@@ -305,8 +306,14 @@ where
             session.close(CloseReason::TooBig);
             return status(413);
         }
-        // The client went away mid-body: it loses this POST, nothing more.
-        Ok(Err(_)) => return status(400),
+        // The client went away mid-body: phoenix.js reconnects on a POST that got no answer
+        // (and cuts one off only when it leaves), so it will not use this session again; a
+        // session left alive would keep its joins and presence beside the new one.
+        Ok(Err(_)) => {
+            tracing::debug!("LongPoll POST cut off mid-body; ending the session");
+            session.close(CloseReason::Disconnected);
+            return status(400);
+        }
         Err(_) => return timed_out(session),
     };
     let lines = match lines(&body, ndjson, session.vsn(), config.max_frame_bytes) {

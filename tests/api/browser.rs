@@ -65,6 +65,22 @@ fn artifact_dir(name: &str) -> PathBuf {
 /// Runs `program args…` in `dir`; panics with its output (stdout and stderr) unless it
 /// succeeds within `limit`. On expiry its whole process group is ended (TERM, then KILL).
 fn run(dir: &Path, program: &str, args: &[&str], what: &str, limit: Duration) {
+    let (status, text) = run_captured(dir, program, args, what, limit);
+    match status {
+        None => panic!("{what} did not finish within {limit:?} and was ended:\n{text}"),
+        Some(status) => assert!(status.success(), "{what} failed ({status}):\n{text}"),
+    }
+}
+
+/// Runs `program args…` in `dir` for at most `limit`: its exit status (`None` if it had to be
+/// ended: TERM to its process group, then KILL) and its output, stdout and stderr together.
+fn run_captured(
+    dir: &Path,
+    program: &str,
+    args: &[&str],
+    what: &str,
+    limit: Duration,
+) -> (Option<ExitStatus>, String) {
     let mut output = tempfile::tempfile().expect("a file for the output");
     let sink = || Stdio::from(output.try_clone().expect("the output file"));
     let mut child = Command::new(program)
@@ -83,10 +99,7 @@ fn run(dir: &Path, program: &str, args: &[&str], what: &str, limit: Duration) {
     let mut text = String::new();
     output.rewind().expect("rewind the output");
     let _ = output.read_to_string(&mut text);
-    match status {
-        None => panic!("{what} did not finish within {limit:?} and was ended:\n{text}"),
-        Some(status) => assert!(status.success(), "{what} failed ({status}):\n{text}"),
-    }
+    (status, text)
 }
 
 /// The child's exit status, or `None` if it is still running at `deadline`.
@@ -226,28 +239,32 @@ async fn two_people_chat_in_headless_chromium_over_websocket_and_longpoll() {
         index.text
     );
 
-    let child = tokio::process::Command::new("node")
-        .arg("e2e/chat.mjs")
-        .arg(&t.url)
-        .arg(&artifacts)
-        .current_dir(web_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node is needed for the browser tests (Node 20)");
-    let output = tokio::time::timeout(SCENARIO_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("the scenario ends within {SCENARIO_TIMEOUT:?}"))
-        .expect("chat.mjs output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let text = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    // On expiry node gets TERM first, so that playwright closes the browser it started (in a
+    // process group of its own); the output so far says which step hung.
+    let (url, shots) = (t.url.clone(), artifacts.display().to_string());
+    let (status, text) = tokio::task::spawn_blocking(move || {
+        run_captured(
+            &web_dir(),
+            "node",
+            &["e2e/chat.mjs", &url, &shots],
+            "the browser scenario (node e2e/chat.mjs)",
+            SCENARIO_TIMEOUT,
+        )
+    })
+    .await
+    .expect("the scenario's task");
+    let Some(status) = status else {
+        panic!(
+            "the scenario did not end within {SCENARIO_TIMEOUT:?} (screenshots in {}):\n{text}",
+            artifacts.display()
+        );
+    };
     assert!(
-        output.status.success(),
+        status.success(),
         "chat.mjs failed (screenshots in {}):\n{text}",
         artifacts.display()
     );
+    let stdout = text.as_str();
     let oks: Vec<&str> = stdout
         .lines()
         .filter_map(|line| line.strip_prefix("ok "))

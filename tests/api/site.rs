@@ -124,7 +124,11 @@ async fn test_and_prod_never_serve_it() {
         let response = t.get("/", None).await;
         assert!(!response.text.contains("built"), "{env:?}");
         response.assert_json_error(404);
-        assert_eq!(response.body, crate::support::detail("Not Found"), "{env:?}");
+        assert_eq!(
+            response.body,
+            crate::support::detail("Not Found"),
+            "{env:?}"
+        );
         t.stop().await;
     }
 }

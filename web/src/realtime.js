@@ -43,7 +43,11 @@ class FreshTokenSocket extends Socket {
       if (realtime.closed || clock !== this.connectClock) return;
       if (realtime.tokenAge() < TOKEN_STALE_MS) super.connect();
       // No token (the server is unreachable): again after phoenix.js' reconnect backoff.
-      else this.reconnectTimer.scheduleTimeout();
+      // (`reconnectTimer` and `connectClock` are phoenix.js internals, of the pinned 1.8.16:
+      // without the timer, retry on a fixed delay rather than never.)
+      else if (typeof this.reconnectTimer?.scheduleTimeout === "function") {
+        this.reconnectTimer.scheduleTimeout();
+      } else setTimeout(() => this.connect(), 5000);
     });
   }
 }
@@ -151,6 +155,9 @@ export class Realtime {
     this.retryTimer = null;
     if (this.closed || this.socket.transport !== LongPoll) return;
     this.retryMs = Math.min(this.retryMs * 2, WEBSOCKET_RETRY_MAX_MS);
+    // phoenix.js remembers a fallback for the tab; forget it, or it would take LongPoll
+    // again at once ("memorized") and this retry would never reach the WebSocket.
+    sessionStorage.removeItem("phx:fallback:LongPoll");
     this.socket.replaceTransport(WebSocket);
     this.report("reconnecting");
     this.socket.connect();

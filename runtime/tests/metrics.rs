@@ -151,9 +151,14 @@ impl Scrape {
 }
 
 async fn serve(runtime: &Runtime, limits: HttpLimits, stop: &CancellationToken) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    // Small kernel send buffers (accepted sockets inherit them): a client that does not read
+    // fills them after a few frames.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_send_buffer_size(8192).expect("SO_SNDBUF");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
         .expect("bind");
+    let listener = socket.listen(64).expect("listen");
     let addr = listener.local_addr().expect("addr");
     let mount = SocketMount::new(Users).channel("room:*", Room);
     tokio::spawn(
@@ -391,14 +396,16 @@ async fn real_traffic_moves_the_runtime_metrics() {
     assert!(!m.handle.render().contains("fawkes_cluster_"));
 
     // A subscriber that does not read while a burst comes: cut off with 1013, frames dropped.
-    let mut carol = WsClient::connect(&format!("{url}&user=carol"))
+    // (Frames go straight to its socket until the buffers are full; then they queue.)
+    let mut carol = WsClient::connect_with_receive_buffer(&format!("{url}&user=carol"), 4096)
         .await
         .expect("carol connects");
     carol.join("room:burst", json!({})).await;
+    let blob = "b".repeat(4000);
     for i in 0..50 {
         runtime
             .pubsub()
-            .broadcast("room:burst", "burst", json!({ "i": i }));
+            .broadcast("room:burst", "burst", json!({ "i": i, "blob": blob }));
     }
     assert_eq!(carol.closed().await.0, 1013);
     m.wait_for("fawkes_slow_consumer_disconnects_total", WS, 1.0)

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::activity::{Activity, Check, Tracked};
 use super::limits::Slot;
 use super::{Endpoint, PeerAddr};
+use crate::transport::SharedTcp;
 
 /// The most an HTTP/1 connection buffers while reading a request head (hyper's default is
 /// about 400 KiB); a larger head is answered 431 Request Header Fields Too Large, without a
@@ -79,11 +80,15 @@ pub(super) async fn serve_connection(
     slot: Arc<Slot>,
 ) {
     let activity = Activity::new();
+    // Shared, so that the WebSocket this connection may become takes direct writes.
+    let stream = SharedTcp::new(stream);
     let service = {
         let (serving, activity, slot) = (serving.clone(), activity.clone(), slot.clone());
+        let direct = stream.extension();
         hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
             let in_flight = activity.begin();
             request.extensions_mut().insert(PeerAddr(peer));
+            request.extensions_mut().insert(direct.clone());
             let (serving, slot) = (serving.clone(), slot.clone());
             async move {
                 let response = serving.endpoint.dispatch(request, peer, slot).await;

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Broadcast, Delivery, PubSub, SubscriberId};
 use crate::protocol::{self, Vsn};
 use crate::socket_actor::SocketMsg;
-use crate::transport::{Sent, encoded_to_message};
+use crate::transport::{Framed, Sent, encoded_to_message};
 
 pub(crate) enum TopicMsg {
     /// Add a subscriber, first queueing `Option<Message>` for it; answers `false` if this actor
@@ -183,9 +183,10 @@ struct FannedOut {
     dropped: u64,
 }
 
-/// Delivers one broadcast to every subscriber, encoding at most once per serializer.
+/// Delivers one broadcast to every subscriber, encoding and framing at most once per
+/// serializer (a subscriber that can take it at once gets it written directly).
 fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> FannedOut {
-    let mut encoded: [Option<Option<Message>>; 2] = [None, None];
+    let mut encoded: [Option<Option<Framed>>; 2] = [None, None];
     let mut gone = Vec::new();
     let (mut queued, mut dropped) = (0u64, 0u64);
     for (id, delivery) in &state.subscribers {
@@ -211,9 +212,9 @@ fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> FannedOut {
                     continue;
                 }
                 let slot = &mut encoded[usize::from(*vsn == Vsn::V2)];
-                let frame = slot.get_or_insert_with(|| encode(*vsn, broadcast));
+                let frame = slot.get_or_insert_with(|| encode(*vsn, broadcast).map(Framed::new));
                 if let Some(frame) = frame {
-                    match out.send(frame.clone()) {
+                    match out.send_framed(frame) {
                         Sent::Queued => queued += 1,
                         Sent::Overflow => dropped += 1,
                         Sent::Gone => gone.push(*id),

@@ -38,6 +38,24 @@ impl WsClient {
 
     /// Connects with extra request headers (e.g. `Origin`, `Sec-WebSocket-Protocol`).
     pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Self, ConnectFailure> {
+        Self::open(url, headers, None).await
+    }
+
+    /// Connects with the socket's receive buffer set to `bytes` (the kernel rounds it up to
+    /// its minimum): a client whose buffers fill after a few frames while it does not read,
+    /// to test how the server treats a slow consumer.
+    pub async fn connect_with_receive_buffer(
+        url: &str,
+        bytes: u32,
+    ) -> Result<Self, ConnectFailure> {
+        Self::open(url, &[], Some(bytes)).await
+    }
+
+    async fn open(
+        url: &str,
+        headers: &[(&str, &str)],
+        receive_buffer: Option<u32>,
+    ) -> Result<Self, ConnectFailure> {
         let mut request = url
             .into_client_request()
             .map_err(|e| ConnectFailure::Other(e.to_string()))?;
@@ -53,9 +71,25 @@ impl WsClient {
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let stream = TcpStream::connect(authority)
-            .await
-            .map_err(|e| ConnectFailure::Other(e.to_string()))?;
+        let failed = |e: std::io::Error| ConnectFailure::Other(e.to_string());
+        let stream = match receive_buffer {
+            None => TcpStream::connect(authority).await.map_err(failed)?,
+            Some(bytes) => {
+                let addr = tokio::net::lookup_host(authority)
+                    .await
+                    .map_err(failed)?
+                    .next()
+                    .ok_or_else(|| ConnectFailure::Other("no address".into()))?;
+                let socket = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(failed)?;
+                socket.set_recv_buffer_size(bytes).map_err(failed)?;
+                socket.connect(addr).await.map_err(failed)?
+            }
+        };
         match tokio_tungstenite::client_async(request, stream).await {
             Ok((ws, _)) => Ok(Self {
                 ws,

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityE
 
 use super::deadline::{SlowMessage, Watched};
 use super::inflow::Inflow;
+use super::outbound::ConnectionIo;
 use super::{
     CloseReason, Control, MAX_EVENT_BYTES, MAX_REF_BYTES, OutFrame, Outbound, OutboundReceiver,
     encoded_to_message,
@@ -38,7 +39,7 @@ const BATCH: usize = 64;
 /// ever held: one 1.5 MiB presence list per connection would otherwise pin 1.5 MiB each.
 const MAX_FRAME_OUT: usize = 8 * 1024;
 
-pub(super) type Ws = WebSocketStream<Watched<TokioIo<Upgraded>>>;
+pub(super) type Ws = WebSocketStream<Watched<ConnectionIo<TokioIo<Upgraded>>>>;
 
 /// A client message read and not handed on yet.
 struct Held {
@@ -81,12 +82,12 @@ fn admit(inflow: &Inflow, held: &mut Held) -> Wait {
 /// the client may still be sending: the caller then [`linger`]s on it.
 pub(super) async fn run(
     mut ws: Ws,
+    (out, mut rx, control): (Outbound, OutboundReceiver, Arc<Control>),
     accepted: Box<dyn Startable>,
     vsn: Vsn,
     shared: Arc<RuntimeShared>,
 ) -> Option<Ws> {
     let config = &shared.config;
-    let (out, mut rx, control) = Outbound::new(config.outbound_queue, config.outbound_queue_bytes);
     let args = StartArgs {
         vsn,
         out: out.clone(),
@@ -211,7 +212,7 @@ pub(super) async fn run(
                     &control,
                 );
                 match written.await {
-                    Written::Done => {}
+                    Written::Done => rx.written(),
                     // E.g. the queue overflowed while a write to this client was stuck.
                     Written::Closed => break,
                     Written::TimedOut => {
@@ -238,6 +239,8 @@ pub(super) async fn run(
             }
         }
     }
+    // Nothing is written directly any more: what is still sent is queued behind the end.
+    rx.stop_direct();
     // Tell the client why, unless it is gone or not reading; then stop writing, so that a
     // client that reads sees the end at once.
     let mut careful = false;
@@ -261,11 +264,11 @@ pub(super) async fn run(
             };
             let frame = close_frame(reason);
             let flush = async {
+                let mut framed = Gathered::default();
                 while let Some(queued) = rx.try_recv() {
-                    for message in queued.into_messages() {
-                        feed_split(&mut ws, message).await?;
-                    }
+                    write_out(&mut ws, queued, &mut framed).await?;
                 }
+                framed.write(&mut ws).await?;
                 ws.send(Message::Close(Some(frame))).await
             };
             let sent = timeout(limit, flush).await;
@@ -364,19 +367,15 @@ async fn write_batch(
     control: &Control,
 ) -> Written {
     let write = async {
-        for message in first.into_messages() {
-            feed_split(sink, message).await?;
-        }
+        let mut framed = Gathered::default();
+        write_out(sink, first, &mut framed).await?;
         for _ in 1..BATCH {
             match rx.try_recv() {
-                Some(frame) => {
-                    for message in frame.into_messages() {
-                        feed_split(sink, message).await?;
-                    }
-                }
+                Some(frame) => write_out(sink, frame, &mut framed).await?,
                 None => break,
             }
         }
+        framed.write(sink).await?;
         sink.flush().await
     };
     let outcome = |written: Result<Result<(), WsError>, _>| match written {
@@ -395,6 +394,58 @@ async fn write_batch(
     match outcome(write.await) {
         Written::Done => Written::Closed,
         other => other,
+    }
+}
+
+/// Prebuilt frames ([`OutFrame::Wire`]) gathered to be written together, in one `writev`
+/// (under direct writes, which take a write whole).
+#[derive(Default)]
+struct Gathered {
+    frames: Vec<bytes::Bytes>,
+}
+
+impl Gathered {
+    /// Writes the frames gathered, after whatever tungstenite holds (flushed first).
+    async fn write(&mut self, sink: &mut Ws) -> Result<(), WsError> {
+        if self.frames.is_empty() {
+            return Ok(());
+        }
+        sink.flush().await?;
+        let io = sink.get_mut();
+        let mut slices: Vec<std::io::IoSlice<'_>> = self
+            .frames
+            .iter()
+            .map(|f| std::io::IoSlice::new(f))
+            .collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            let n = io.write_vectored(slices).await?;
+            if n == 0 {
+                return Err(WsError::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            std::io::IoSlice::advance_slices(&mut slices, n);
+        }
+        self.frames.clear();
+        Ok(())
+    }
+}
+
+/// Writes one queued frame: a prebuilt one is gathered into `framed`, anything else is fed to
+/// tungstenite after the frames gathered before it.
+async fn write_out(sink: &mut Ws, frame: OutFrame, framed: &mut Gathered) -> Result<(), WsError> {
+    match frame {
+        OutFrame::Wire(bytes) => {
+            framed.frames.push(bytes);
+            Ok(())
+        }
+        OutFrame::Flush => Ok(()),
+        other => {
+            framed.write(sink).await?;
+            for message in other.into_messages() {
+                feed_split(sink, message).await?;
+            }
+            Ok(())
+        }
     }
 }
 

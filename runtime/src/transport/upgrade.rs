@@ -20,7 +20,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::deadline::Watched;
-use super::{OverLimit, TransportConfig, connection};
+use super::outbound::ConnectionIo;
+use super::{DirectTcp, Outbound, OverLimit, TransportConfig, connection};
 use crate::RuntimeShared;
 use crate::metering::{Refused, Transport};
 use crate::mount::ErasedSocket;
@@ -254,6 +255,11 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
         }
     };
 
+    // The runtime's endpoint shares an HTTP/1.1 connection's stream for direct writes.
+    let tcp = match request.version() {
+        http::Version::HTTP_11 => request.extensions().get::<DirectTcp>().map(|d| d.0.clone()),
+        _ => None,
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let config = &shared.config;
     let ws_config = WebSocketConfig::default()
@@ -273,9 +279,12 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
                 return;
             }
         };
-        let io = Watched::new(TokioIo::new(upgraded), message_timeout);
+        let config = &task_shared.config;
+        let queue = Outbound::with_tcp(config.outbound_queue, config.outbound_queue_bytes, tcp);
+        let io = ConnectionIo::new(TokioIo::new(upgraded), queue.1.direct_writes());
+        let io = Watched::new(io, message_timeout);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-        let closed = connection::run(ws, accepted, vsn, task_shared).await;
+        let closed = connection::run(ws, queue, accepted, vsn, task_shared).await;
         // The socket is gone: its id may be used again while the connection drains.
         drop(reservation);
         if let Some(ws) = closed {

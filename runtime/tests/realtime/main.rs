@@ -8,6 +8,7 @@ mod budgets;
 mod channel_case;
 mod churn;
 mod cluster;
+mod direct;
 mod drain;
 mod endings;
 mod front_door;

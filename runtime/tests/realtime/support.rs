@@ -369,6 +369,17 @@ impl TestEndpoint {
         config: impl Into<fawkes_runtime::RuntimeConfig>,
         limits: fawkes_runtime::HttpLimits,
     ) -> Self {
+        Self::start_buffered(config, limits, None).await
+    }
+
+    /// Like [`TestEndpoint::start_limited`]; `send_buffer` sets the kernel send buffer of every
+    /// accepted socket (default: autotuned, up to megabytes), so that a client that does not
+    /// read fills it after a few frames.
+    pub async fn start_buffered(
+        config: impl Into<fawkes_runtime::RuntimeConfig>,
+        limits: fawkes_runtime::HttpLimits,
+        send_buffer: Option<u32>,
+    ) -> Self {
         let runtime = Runtime::start(config).await.expect("runtime");
         let terminated = Terminations::default();
         let handles = Handles::default();
@@ -382,9 +393,15 @@ impl TestEndpoint {
             .channel("other:exact", lab())
             .channel("sync:*", SyncPanic)
             .channel("presence:*", PresenceLab);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(bytes) = send_buffer {
+            // Accepted sockets inherit it.
+            socket.set_send_buffer_size(bytes).expect("SO_SNDBUF");
+        }
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
             .expect("bind");
+        let listener = socket.listen(1024).expect("listen");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         tokio::spawn(

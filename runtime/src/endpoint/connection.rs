@@ -88,7 +88,12 @@ pub(super) async fn serve_connection(
         hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
             let in_flight = activity.begin();
             request.extensions_mut().insert(PeerAddr(peer));
-            request.extensions_mut().insert(direct.clone());
+            // Only a request that may become a WebSocket keeps the stream.
+            if request.version() == http::Version::HTTP_11
+                && request.headers().contains_key(http::header::UPGRADE)
+            {
+                request.extensions_mut().insert(direct.clone());
+            }
             let (serving, slot) = (serving.clone(), slot.clone());
             async move {
                 let response = serving.endpoint.dispatch(request, peer, slot).await;

@@ -19,6 +19,7 @@
 //! for a subscriber.
 
 mod adapter;
+mod fanout;
 #[cfg(test)]
 mod tests;
 mod topic;

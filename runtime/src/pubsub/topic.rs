@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::fanout::{self, Delivered, Encodings, SPREAD_FROM};
 use super::{Broadcast, Delivery, PubSub, SubscriberId};
-use crate::protocol::{self, Vsn};
 use crate::socket_actor::SocketMsg;
-use crate::transport::{Framed, Sent, encoded_to_message};
 
 pub(crate) enum TopicMsg {
     /// Add a subscriber, first queueing `Option<Message>` for it; answers `false` if this actor
@@ -50,6 +48,10 @@ pub(crate) struct TopicState {
     myself: ActorId,
     members: Arc<AtomicUsize>,
     subscribers: HashMap<SubscriberId, Delivery>,
+    /// `subscribers` as a list for a spread fan-out, made on the first broadcast after a change.
+    list: Option<fanout::Shared>,
+    /// The runtime's worker threads: the shards of a spread fan-out.
+    workers: usize,
     closing: bool,
 }
 
@@ -70,6 +72,8 @@ impl Actor for TopicActor {
             myself: myself.get_id(),
             members: args.members,
             subscribers: HashMap::from([(id, delivery)]),
+            list: None,
+            workers: tokio::runtime::Handle::current().metrics().num_workers(),
             closing: false,
         })
     }
@@ -90,29 +94,42 @@ impl Actor for TopicActor {
                     out.send(frame);
                 }
                 state.subscribers.insert(id, delivery);
+                state.list = None;
                 let _ = reply.send(true);
             }
             TopicMsg::Unsubscribe(id) => {
                 // An id this actor never had (its subscription was on an actor that has
                 // stopped since) changes nothing.
                 if state.subscribers.remove(&id).is_some() {
+                    state.list = None;
                     state.removed(1, &myself);
                 }
             }
             TopicMsg::Broadcast(broadcast) => {
-                let FannedOut {
+                let encodings = Encodings::new(broadcast);
+                let Delivered {
                     gone,
                     queued,
                     dropped,
-                } = fan_out(state, &broadcast);
+                } = if state.subscribers.len() >= SPREAD_FROM && state.workers > 1 {
+                    let list = state.list();
+                    fanout::spread(list, Arc::new(encodings), state.workers).await?
+                } else {
+                    fanout::deliver(state.subscribers.iter(), &encodings)
+                };
                 // Once per broadcast, never per frame.
                 let meters = state.pubsub.meters();
                 meters.deliveries.increment(queued);
                 if dropped > 0 {
                     meters.deliveries_dropped.increment(dropped);
                 }
-                if gone > 0 {
-                    state.removed(gone, &myself);
+                let mut removed = 0;
+                for id in gone {
+                    removed += usize::from(state.subscribers.remove(&id).is_some());
+                }
+                if removed > 0 {
+                    state.list = None;
+                    state.removed(removed, &myself);
                 }
             }
             TopicMsg::Lost => {
@@ -131,6 +148,20 @@ impl Actor for TopicActor {
 }
 
 impl TopicState {
+    /// The subscribers as a list shared with the shards of a spread fan-out.
+    fn list(&mut self) -> fanout::Shared {
+        self.list
+            .get_or_insert_with(|| {
+                Arc::new(
+                    self.subscribers
+                        .iter()
+                        .map(|(id, delivery)| (*id, delivery.clone()))
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+
     /// `count` subscribers were removed. Once that empties it and no subscription is on its
     /// way (the map's count, under the map's lock): leave the map and stop.
     fn removed(&mut self, count: usize, myself: &ActorRef<TopicMsg>) {
@@ -149,6 +180,7 @@ impl TopicState {
     /// gives `None`).
     fn abandon(&mut self) -> usize {
         let count = self.subscribers.len();
+        self.list = None;
         let topic: Arc<str> = Arc::from(self.topic.as_str());
         for (subscriber, delivery) in self.subscribers.drain() {
             if let Delivery::Fastlane { socket, .. } = delivery {
@@ -169,87 +201,6 @@ impl Drop for TopicState {
         if !self.subscribers.is_empty() {
             self.pubsub.forget(&self.topic, self.myself);
             self.abandon();
-        }
-    }
-}
-
-/// What one broadcast's fan-out did.
-struct FannedOut {
-    /// Subscribers removed because they are gone (or fell behind).
-    gone: usize,
-    /// Frames (or broadcasts, for a `Subscription`) queued to subscribers.
-    queued: u64,
-    /// Frames not queued because a subscriber's queue was full.
-    dropped: u64,
-}
-
-/// Delivers one broadcast to every subscriber, encoding and framing at most once per
-/// serializer (a subscriber that can take it at once gets it written directly).
-fn fan_out(state: &mut TopicState, broadcast: &Arc<Broadcast>) -> FannedOut {
-    let mut encoded: [Option<Option<Framed>>; 2] = [None, None];
-    let mut gone = Vec::new();
-    let (mut queued, mut dropped) = (0u64, 0u64);
-    for (id, delivery) in &state.subscribers {
-        if broadcast.from == Some(*id) {
-            continue;
-        }
-        match delivery {
-            Delivery::Fastlane {
-                out,
-                vsn,
-                intercepts,
-                socket,
-            } => {
-                if intercepts.iter().any(|e| *e == broadcast.event) {
-                    let sent = socket.cast(SocketMsg::Intercepted {
-                        topic: Arc::from(broadcast.topic.as_str()),
-                        subscriber: *id,
-                        broadcast: broadcast.clone(),
-                    });
-                    if sent.is_err() {
-                        gone.push(*id);
-                    }
-                    continue;
-                }
-                let slot = &mut encoded[usize::from(*vsn == Vsn::V2)];
-                let frame = slot.get_or_insert_with(|| encode(*vsn, broadcast).map(Framed::new));
-                if let Some(frame) = frame {
-                    match out.send_framed(frame) {
-                        Sent::Queued => queued += 1,
-                        Sent::Overflow => dropped += 1,
-                        Sent::Gone => gone.push(*id),
-                    }
-                }
-            }
-            Delivery::Forward { tx, overflowed } => match tx.try_send(broadcast.clone()) {
-                Ok(()) => queued += 1,
-                Err(TrySendError::Full(_)) => {
-                    dropped += 1;
-                    tracing::warn!(topic = %broadcast.topic, "a subscription fell behind; ending it");
-                    overflowed.store(true, Ordering::Release);
-                    gone.push(*id);
-                }
-                Err(TrySendError::Closed(_)) => gone.push(*id),
-            },
-        }
-    }
-    let removed = gone.len();
-    for id in gone {
-        state.subscribers.remove(&id);
-    }
-    FannedOut {
-        gone: removed,
-        queued,
-        dropped,
-    }
-}
-
-fn encode(vsn: Vsn, broadcast: &Broadcast) -> Option<Message> {
-    match protocol::encode_broadcast(vsn, &broadcast.topic, &broadcast.event, &broadcast.payload) {
-        Ok(encoded) => Some(encoded_to_message(encoded)),
-        Err(e) => {
-            tracing::warn!(topic = %broadcast.topic, event = %broadcast.event, error = %e, "broadcast not encodable for {vsn:?} subscribers");
-            None
         }
     }
 }

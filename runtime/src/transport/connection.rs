@@ -128,6 +128,9 @@ pub(super) async fn run(
     let closed = control.closed();
     let shutdown = shared.shutdown.cancelled();
     tokio::pin!(timer, closed, shutdown);
+    // Prebuilt frames taken off the queue and not written yet: a write abandoned at a close
+    // leaves them here, and the close path writes them first.
+    let mut gathered = Gathered::default();
     loop {
         if wait == Wait::Nothing
             && let Some(mut message) = held.take()
@@ -210,6 +213,7 @@ pub(super) async fn run(
                     config.write_timeout,
                     closed.as_mut(),
                     &control,
+                    &mut gathered,
                 );
                 match written.await {
                     Written::Done => rx.written(),
@@ -225,6 +229,11 @@ pub(super) async fn run(
             read = ws.next(), if held.is_none() => {
                 match read {
                     Some(Ok(message)) => {
+                        if matches!(message, Message::Close(_)) {
+                            // tungstenite writes its close reply on the next read: nothing
+                            // may be written directly after it.
+                            rx.stop_direct();
+                        }
                         last_inbound = Instant::now();
                         held = Some(Held { message, rated: false, permit: None });
                     }
@@ -264,9 +273,9 @@ pub(super) async fn run(
             };
             let frame = close_frame(reason);
             let flush = async {
-                let mut framed = Gathered::default();
+                let framed = &mut gathered;
                 while let Some(queued) = rx.try_recv() {
-                    write_out(&mut ws, queued, &mut framed).await?;
+                    write_out(&mut ws, queued, framed).await?;
                 }
                 framed.write(&mut ws).await?;
                 ws.send(Message::Close(Some(frame))).await
@@ -365,13 +374,13 @@ async fn write_batch(
     limit: Duration,
     closed: std::pin::Pin<&mut impl Future<Output = ()>>,
     control: &Control,
+    framed: &mut Gathered,
 ) -> Written {
     let write = async {
-        let mut framed = Gathered::default();
-        write_out(sink, first, &mut framed).await?;
+        write_out(sink, first, framed).await?;
         for _ in 1..BATCH {
             match rx.try_recv() {
-                Some(frame) => write_out(sink, frame, &mut framed).await?,
+                Some(frame) => write_out(sink, frame, framed).await?,
                 None => break,
             }
         }

@@ -352,16 +352,15 @@ impl Outbound {
         (outbound, OutboundReceiver { queue }, control)
     }
 
-    /// Sends one message: written at once when nothing is ahead of it and the stream takes
-    /// direct writes, queued otherwise.
+    /// Queues one message for the connection's writer (replies and pushes: the socket actor
+    /// that sends them does not write to the stream itself, which measured slower for a
+    /// request and its reply than waking the writer).
     pub(crate) fn send(&self, frame: Message) -> Sent {
-        if !self.queue.direct {
-            return self.enqueue(OutFrame::One(frame));
-        }
-        self.send_framed(&Framed::new(frame))
+        self.enqueue(OutFrame::One(frame))
     }
 
-    /// [`Self::send`] for a message framed once for many connections (a broadcast).
+    /// Sends a message framed once for many connections (a broadcast): written at once when
+    /// nothing is ahead of it and the stream takes direct writes, queued otherwise.
     pub(crate) fn send_framed(&self, framed: &Framed) -> Sent {
         let (true, Some(bytes)) = (self.queue.direct, framed.wire()) else {
             return self.enqueue(OutFrame::One(framed.message().clone()));
@@ -370,7 +369,8 @@ impl Outbound {
         if state.receiver_gone {
             return Sent::Gone;
         }
-        if state.frames.is_empty() && !state.writing {
+        // A connection being closed gets nothing directly (its writer has the last word).
+        if state.frames.is_empty() && !state.writing && self.control.reason().is_none() {
             let QueueState { tcp, partial, .. } = &mut *state;
             let tcp = tcp.as_deref().expect("a live direct queue has its stream");
             match wire::write_now(tcp, partial, bytes) {
@@ -416,6 +416,11 @@ impl Outbound {
         let len = frame.len();
         if state.receiver_gone {
             return Sent::Gone;
+        }
+        // Cut off: nothing more is queued, even if the writer made room since (the client
+        // gets a prefix of what was sent, never one with a hole).
+        if self.control.reason() == Some(&CloseReason::SlowConsumer) {
+            return Sent::Overflow;
         }
         if !self.queue.fits(state.frames.len(), state.bytes, len) {
             drop(state);
@@ -503,6 +508,61 @@ mod tests {
             cursor.set_position(end as u64);
         }
         found
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_frame_cut_short_goes_out_before_anything_else() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (tcp, mut client) = small_pair().await;
+        let (out, rx, _control) = Outbound::with_tcp(1024, 1 << 20, Some(tcp));
+        // What a direct write leaves when the kernel takes only the first 10 bytes of a frame.
+        let first = numbered(1);
+        let wire = first.wire().expect("framed").clone();
+        {
+            let mut state = rx.queue.lock();
+            let written = wire.slice(..10);
+            let tcp = state.tcp.clone().expect("stream");
+            assert_eq!(tcp.try_write(&written).expect("write"), 10);
+            state.partial = Some(wire.slice(10..));
+        }
+        // The next direct write finishes it first, then writes its own frame.
+        assert_eq!(out.send_framed(&numbered(2)), Sent::Queued);
+        assert!(rx.queue.lock().partial.is_none() && rx.queue.lock().frames.is_empty());
+        let mut io = ConnectionIo::new(tokio::io::empty(), rx.direct_writes());
+        // A rest left with nothing queued behind it: `recv` gives `Flush`.
+        {
+            let mut state = rx.queue.lock();
+            let third = numbered(3).wire().expect("framed").clone();
+            let tcp = state.tcp.clone().expect("stream");
+            assert_eq!(tcp.try_write(&third[..5]).expect("write"), 5);
+            state.partial = Some(third.slice(5..));
+        }
+        assert!(matches!(rx.recv().await, OutFrame::Flush));
+        assert!(
+            rx.queue.lock().writing,
+            "the writer holds the stream until it is done"
+        );
+        assert_eq!(out.send_framed(&numbered(4)), Sent::Queued);
+        assert_eq!(
+            rx.queue.lock().frames.len(),
+            1,
+            "queued while the writer finishes"
+        );
+        io.flush().await.expect("flush");
+        let Some(OutFrame::Wire(fourth)) = rx.try_recv() else {
+            panic!("the fourth frame")
+        };
+        io.write_all(&fourth).await.expect("write");
+        io.flush().await.expect("flush");
+        rx.written();
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while numbers(&received).len() < 4 {
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed early");
+            received.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(numbers(&received), vec![1, 2, 3, 4]);
     }
 
     #[tokio::test]

@@ -89,7 +89,7 @@ async fn broadcasts_racing_the_writer_on_two_threads_arrive_whole_and_in_order()
 async fn a_stalled_subscriber_is_cut_off_alone_while_the_others_get_everything() {
     let t = TestEndpoint::start_buffered(
         TransportConfig {
-            outbound_queue: 64,
+            outbound_queue: 512,
             ..TransportConfig::default()
         },
         HttpLimits::default(),
@@ -103,9 +103,10 @@ async fn a_stalled_subscriber_is_cut_off_alone_while_the_others_get_everything()
         .await
         .expect("connect");
     stalled.join("lab:stall", json!({})).await;
-    // 4 KB a millisecond: the reader keeps up; the stalled one's buffers and 64 queued frames
-    // are full within a few hundred.
-    let sent = 500u64;
+    // 4 KB a millisecond: the reader keeps up (512 frames of slack are half a second); the
+    // stalled one's buffers take a few and its queue 512 more, so it is cut well before the
+    // 1,000th.
+    let sent = 1000u64;
     let pubsub = t.runtime.pubsub().clone();
     let publisher = tokio::spawn(async move {
         let blob = "s".repeat(4000);
@@ -114,7 +115,7 @@ async fn a_stalled_subscriber_is_cut_off_alone_while_the_others_get_everything()
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     });
-    let seen = ticks(&mut reader, "lab:stall", 500).await;
+    let seen = ticks(&mut reader, "lab:stall", 1000).await;
     publisher.await.expect("publisher");
     assert_eq!(seen, (0..sent).collect::<Vec<_>>(), "all of them, in order");
 
@@ -178,4 +179,52 @@ async fn a_join_reply_comes_before_the_broadcasts_of_a_busy_topic() {
     ticking.await.expect("ticking");
     // The listener kept receiving throughout.
     listener.expect("a tick", |f| f.event == "tick").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_topic_spread_over_both_threads_delivers_everything_in_order_to_everyone() {
+    // Over 1,024 subscribers: each broadcast is written by two shards at once.
+    let t = TestEndpoint::start_buffered(
+        TransportConfig::default(),
+        HttpLimits::default(),
+        Some(8192),
+    )
+    .await;
+    let pubsub = t.runtime.pubsub().clone();
+    let mut subscriptions = Vec::new();
+    for _ in 0..1100 {
+        subscriptions.push(pubsub.subscribe("lab:big").await);
+    }
+    // Two sockets among them, one with small buffers (direct writes, then queued ones).
+    let mut fast = t.client("fast").await;
+    fast.join("lab:big", json!({})).await;
+    let mut small = WsClient::connect_with_receive_buffer(&t.url("user=small&vsn=2.0.0"), 4096)
+        .await
+        .expect("connect");
+    small.join("lab:big", json!({})).await;
+    let blob = "g".repeat(1500);
+    let sent = 60u64;
+    for n in 0..sent {
+        pubsub.broadcast("lab:big", "tick", json!({"n": n, "blob": blob}));
+        if n == 20 {
+            // Membership changes between broadcasts: the shards see the new list.
+            subscriptions.truncate(1050);
+        }
+    }
+    let expected: Vec<u64> = (0..sent).collect();
+    for (i, subscription) in subscriptions.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            let broadcast = tokio::time::timeout(Duration::from_secs(10), subscription.recv())
+                .await
+                .expect("in time")
+                .expect("still subscribed");
+            let payload = broadcast.payload.as_json().expect("json");
+            got.push(payload["n"].as_u64().expect("n"));
+        }
+        assert_eq!(got, expected, "subscription {i}");
+    }
+    assert_eq!(ticks(&mut fast, "lab:big", 60).await, expected);
+    assert_eq!(ticks(&mut small, "lab:big", 60).await, expected);
+    assert_eq!(t.runtime.stats().slow_consumer_disconnects, 0);
 }

@@ -1,0 +1,156 @@
+//! One broadcast's fan-out: encoded and framed at most once per serializer, then handed to
+//! every subscriber (written straight to a connection that can take it, queued otherwise).
+//! A big topic's fan-out is spread over the runtime's worker threads in shards, because the
+//! kernel's work per write (on loopback, the receiver's too) dominates it: one thread walking
+//! 10,000 sockets takes twice as long as two walking 5,000 each. Each subscriber is in one
+//! shard, and the topic actor waits for every shard of a broadcast before it handles its next
+//! message, so the order per subscriber is the order of the broadcasts.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::{Broadcast, Delivery, SubscriberId};
+use crate::protocol::{self, Vsn};
+use crate::socket_actor::SocketMsg;
+use crate::transport::{Framed, Sent, encoded_to_message};
+
+/// Topics with at least this many subscribers have their fan-out spread over the worker
+/// threads (below it, one thread writes them all sooner than tasks could be handed out).
+pub(super) const SPREAD_FROM: usize = 1024;
+
+/// A broadcast and its frames, made on first use for each serializer.
+pub(super) struct Encodings {
+    broadcast: Arc<Broadcast>,
+    /// V1 and V2; `None` inside when it is not encodable for that serializer.
+    frames: [OnceLock<Option<Framed>>; 2],
+}
+
+impl Encodings {
+    pub(super) fn new(broadcast: Arc<Broadcast>) -> Self {
+        Self {
+            broadcast,
+            frames: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    fn framed(&self, vsn: Vsn) -> Option<&Framed> {
+        self.frames[usize::from(vsn == Vsn::V2)]
+            .get_or_init(|| encode(vsn, &self.broadcast).map(Framed::new))
+            .as_ref()
+    }
+}
+
+/// What one broadcast's fan-out did (or one shard of it).
+#[derive(Debug, Default)]
+pub(super) struct Delivered {
+    /// Subscribers to remove because they are gone (or fell behind).
+    pub(super) gone: Vec<SubscriberId>,
+    /// Frames (or broadcasts, for a `Subscription`) handed to subscribers.
+    pub(super) queued: u64,
+    /// Frames not handed on because a subscriber's queue was full.
+    pub(super) dropped: u64,
+}
+
+impl Delivered {
+    fn add(&mut self, other: Delivered) {
+        self.gone.extend(other.gone);
+        self.queued += other.queued;
+        self.dropped += other.dropped;
+    }
+}
+
+/// Hands the broadcast to each of `subscribers` (but its sender).
+pub(super) fn deliver<'a>(
+    subscribers: impl Iterator<Item = (&'a SubscriberId, &'a Delivery)>,
+    encodings: &Encodings,
+) -> Delivered {
+    let broadcast = &encodings.broadcast;
+    let mut done = Delivered::default();
+    for (id, delivery) in subscribers {
+        if broadcast.from == Some(*id) {
+            continue;
+        }
+        match delivery {
+            Delivery::Fastlane {
+                out,
+                vsn,
+                intercepts,
+                socket,
+            } => {
+                if intercepts.iter().any(|e| *e == broadcast.event) {
+                    let sent = socket.cast(SocketMsg::Intercepted {
+                        topic: Arc::from(broadcast.topic.as_str()),
+                        subscriber: *id,
+                        broadcast: broadcast.clone(),
+                    });
+                    if sent.is_err() {
+                        done.gone.push(*id);
+                    }
+                    continue;
+                }
+                if let Some(frame) = encodings.framed(*vsn) {
+                    match out.send_framed(frame) {
+                        Sent::Queued => done.queued += 1,
+                        Sent::Overflow => done.dropped += 1,
+                        Sent::Gone => done.gone.push(*id),
+                    }
+                }
+            }
+            Delivery::Forward { tx, overflowed } => match tx.try_send(broadcast.clone()) {
+                Ok(()) => done.queued += 1,
+                Err(TrySendError::Full(_)) => {
+                    done.dropped += 1;
+                    tracing::warn!(topic = %broadcast.topic, "a subscription fell behind; ending it");
+                    overflowed.store(true, Ordering::Release);
+                    done.gone.push(*id);
+                }
+                Err(TrySendError::Closed(_)) => done.gone.push(*id),
+            },
+        }
+    }
+    done
+}
+
+/// The subscribers of a big topic, as a list its shards share.
+pub(super) type Shared = Arc<Vec<(SubscriberId, Delivery)>>;
+
+/// Delivers to `subscribers` in `shards` tasks, one range each, and waits for them all.
+/// `Err` if a shard panicked (the topic actor then fails, and its subscribers are told).
+pub(super) async fn spread(
+    subscribers: Shared,
+    encodings: Arc<Encodings>,
+    shards: usize,
+) -> Result<Delivered, tokio::task::JoinError> {
+    let len = subscribers.len();
+    let per_shard = len.div_ceil(shards.max(1)).max(1);
+    // Every shard is a task (none runs inline): the first ones spawned leave the spawning
+    // worker's next-task slot for its run queue, where idle workers take them.
+    let tasks: Vec<_> = (0..len)
+        .step_by(per_shard)
+        .map(|start| {
+            let (subscribers, encodings) = (subscribers.clone(), encodings.clone());
+            tokio::spawn(async move {
+                let end = (start + per_shard).min(subscribers.len());
+                let shard = subscribers[start..end].iter().map(|(id, d)| (id, d));
+                deliver(shard, &encodings)
+            })
+        })
+        .collect();
+    let mut done = Delivered::default();
+    for task in tasks {
+        done.add(task.await?);
+    }
+    Ok(done)
+}
+
+fn encode(vsn: Vsn, broadcast: &Broadcast) -> Option<tokio_tungstenite::tungstenite::Message> {
+    match protocol::encode_broadcast(vsn, &broadcast.topic, &broadcast.event, &broadcast.payload) {
+        Ok(encoded) => Some(encoded_to_message(encoded)),
+        Err(e) => {
+            tracing::warn!(topic = %broadcast.topic, event = %broadcast.event, error = %e, "broadcast not encodable for {vsn:?} subscribers");
+            None
+        }
+    }
+}

@@ -17,8 +17,11 @@ use crate::socket_actor::SocketMsg;
 use crate::transport::{Framed, Sent, encoded_to_message};
 
 /// Topics with at least this many subscribers have their fan-out spread over the worker
-/// threads (below it, one thread writes them all sooner than tasks could be handed out).
-pub(super) const SPREAD_FROM: usize = 1024;
+/// threads, in two shards per worker (so that a worker busy elsewhere leaves its second shard
+/// to the other). Measured on the 2-core machine (BENCHMARKS.md, issue 14): 1,000 subscribers
+/// in four shards reach their last subscriber about a fifth sooner than in one or two;
+/// shards of 128 were no better than four at 10,000.
+pub(super) const SPREAD_FROM: usize = 256;
 
 /// A broadcast and its frames, made on first use for each serializer.
 pub(super) struct Encodings {

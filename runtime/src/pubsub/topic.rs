@@ -113,7 +113,7 @@ impl Actor for TopicActor {
                     dropped,
                 } = if state.subscribers.len() >= SPREAD_FROM && state.workers > 1 {
                     let list = state.list();
-                    fanout::spread(list, Arc::new(encodings), state.workers).await?
+                    fanout::spread(list, Arc::new(encodings), state.workers * 2).await?
                 } else {
                     fanout::deliver(state.subscribers.iter(), &encodings)
                 };

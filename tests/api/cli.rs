@@ -95,7 +95,7 @@ fn socket_and_presence_settings_keep_their_names_and_environment_variables() {
         json!({
             "check_origin": "conn", "allowed_origins": [], "max_frame_bytes": 1_048_576,
             "idle_timeout_secs": 60, "outbound_queue": 1024, "outbound_queue_bytes": 4_194_304,
-            "write_timeout_secs": 10, "max_channels": 100, "read_buffer_bytes": 2048,
+            "write_timeout_secs": 10, "max_channels": 100, "read_buffer_bytes": 1024,
             "close_grace_secs": 5, "max_topic_bytes": 255, "max_sockets_per_id": 32,
             "token_ttl_secs": 60, "max_messages_per_second": 200, "max_messages_burst": 500,
             "message_timeout_secs": 30, "longpoll": false, "longpoll_window_secs": 10,

@@ -142,7 +142,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
     /// The connection is gone: end every join (`terminate` with `Closed`), then leave the
     /// socket registry.
     pub(super) async fn shutdown(&mut self) {
-        let topics: Vec<Arc<str>> = self.channels.keys().cloned().collect();
+        let topics = self.channels.topics();
         for topic in topics {
             let how = How::Stopped {
                 reason: StopReason::Closed,
@@ -176,7 +176,8 @@ impl<A> Drop for SocketState<A> {
     fn drop(&mut self) {
         let joins: Vec<(Arc<str>, SubscriberId)> = self
             .channels
-            .drain()
+            .take_all()
+            .into_iter()
             .map(|(topic, joined)| (topic, joined.subscriber))
             .chain(self.joining.take())
             .collect();

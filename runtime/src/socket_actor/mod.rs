@@ -9,7 +9,6 @@
 //! function (`ending.rs`), so none can forget to untrack, unsubscribe or unregister it.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -30,10 +29,12 @@ use super::transport::{CloseReason, Control, Outbound, encoded_to_message};
 #[cfg(any(test, feature = "testing"))]
 mod detached;
 mod ending;
+mod joins;
 mod output;
 #[cfg(any(test, feature = "testing"))]
 pub use detached::detached_context;
 use ending::{Ending, How};
+use joins::Joins;
 
 /// Messages a socket actor handles.
 pub(crate) enum SocketMsg {
@@ -143,7 +144,8 @@ pub(crate) struct SocketState<A> {
     socket_id: Option<Arc<str>>,
     routes: Arc<Routes<A>>,
     max_channels: usize,
-    channels: HashMap<Arc<str>, Joined<A>>,
+    /// The joins, by topic (few for most sockets; see [`Joins`]).
+    channels: Joins<Joined<A>>,
     /// Messages joins send themselves while their `join` runs.
     inbox: Arc<JoinInbox>,
     /// The join in progress (from its `join` callback until it is recorded in `channels` or
@@ -230,7 +232,7 @@ impl<A: Send + Sync + 'static> Actor for SocketActor<A> {
             socket_id: accepted.id.map(Arc::from),
             routes: accepted.routes,
             max_channels: args.max_channels,
-            channels: HashMap::new(),
+            channels: Joins::default(),
             inbox: Arc::default(),
             joining: None,
             registered,
@@ -322,7 +324,7 @@ impl<A: Send + Sync + 'static> SocketState<A> {
 
     /// Routes one client message (protocol §3.2).
     async fn route(&mut self, myself: &ActorRef<SocketMsg>, msg: Inbound) {
-        let joined = self.channels.contains_key(msg.topic.as_str());
+        let joined = self.channels.contains(msg.topic.as_str());
         match (msg.event.as_str(), joined) {
             (events::JOIN, false) => self.join(myself, msg, None).await,
             (events::JOIN, true) => {

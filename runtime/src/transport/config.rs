@@ -58,7 +58,13 @@ pub struct TransportConfig {
     pub write_timeout: Duration,
     /// Channels one socket may join at once.
     pub max_channels: usize,
-    /// Read buffer per connection, in bytes (tungstenite's default is 128 KiB).
+    /// Read buffer per connection, in bytes (tungstenite's default is 128 KiB). Allocated when
+    /// the WebSocket is created and kept for the connection's life (idle or not), so it counts
+    /// per idle connection. Each read takes at most this many bytes: a client frame of a few
+    /// hundred bytes (phoenix.js' pushes, heartbeats) takes one read, as with a larger buffer,
+    /// except when it straddles the end of the buffer's free room (1 to 5 extra reads per 100
+    /// frames of 100–300 bytes at 1024; 0.5 to 2 at 2048); a larger frame takes one read per
+    /// this many bytes, and the buffer grows to hold it (and does not shrink back).
     pub read_buffer_bytes: usize,
     /// After a connection ends (and its close handshake, at most 2 s more), how long its
     /// channels get to finish before the socket actor is killed (a callback that never
@@ -127,7 +133,7 @@ impl Default for TransportConfig {
             outbound_queue_bytes: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             max_channels: 100,
-            read_buffer_bytes: 2048,
+            read_buffer_bytes: 1024,
             close_grace: Duration::from_secs(5),
             max_topic_bytes: 255,
             max_sockets_per_id: 32,

@@ -1,5 +1,6 @@
 //! Routing of client messages (protocol §3.2).
 
+use fawkes_runtime::testing::WsClient;
 use serde_json::{Value, json};
 
 use crate::support::TestEndpoint;
@@ -273,6 +274,78 @@ async fn at_most_max_channels_per_socket() {
         .await;
     c.event("lab:0", "phx_close").await;
     assert_eq!(c.join("lab:3", json!({})).await.1.status(), Some("ok"));
+}
+
+/// Many joins (past the point where the socket keeps them in a map rather than a vector, and
+/// back): each message reaches its own join (its own state), and the bound holds throughout.
+#[tokio::test]
+async fn many_joins_route_to_their_own_channel_and_keep_the_bound() {
+    const MAX: usize = 40;
+    let config = fawkes_runtime::TransportConfig {
+        max_channels: MAX,
+        ..Default::default()
+    };
+    let t = TestEndpoint::start_with(config).await;
+    let mut c = t.client("ann").await;
+    let mut refs = Vec::new();
+    for i in 0..MAX {
+        let (join_ref, reply) = c.join(&format!("lab:{i}"), json!({})).await;
+        assert_eq!(reply.status(), Some("ok"), "join {i}");
+        refs.push(join_ref);
+    }
+    let (_, reply) = c.join("lab:over", json!({})).await;
+    assert_eq!(
+        reply.payload,
+        json!({"status": "error", "response": {"reason": "too many channels joined"}})
+    );
+    // Join i counts i + 1 messages: each join keeps its own state.
+    for (i, join_ref) in refs.iter().enumerate() {
+        for _ in 0..=i {
+            c.push(join_ref, &format!("lab:{i}"), "count", json!({}))
+                .await;
+        }
+    }
+    let mut live: Vec<usize> = (0..MAX).collect();
+    check_counts(&mut c, &live, &refs, 1).await;
+    // Leave all but three, in an order unrelated to the joins.
+    while live.len() > 3 {
+        let i = live.remove(live.len() * 5 / 7);
+        let topic = format!("lab:{i}");
+        c.send_frame(json!(refs[i]), json!("x"), &topic, "phx_leave", json!({}))
+            .await;
+        c.event(&topic, "phx_close").await;
+    }
+    check_counts(&mut c, &live, &refs, 2).await;
+    // Back up to the bound (a left topic anew among them), and not past it.
+    let mut joined = live.len();
+    for i in (0..2 * MAX).filter(|i| !live.contains(i)) {
+        let (_, reply) = c.join(&format!("lab:{i}"), json!({})).await;
+        if joined < MAX {
+            assert_eq!(reply.status(), Some("ok"), "join {i} at {joined}");
+            joined += 1;
+        } else {
+            assert_eq!(reply.status(), Some("error"), "join {i} over the bound");
+            break;
+        }
+    }
+}
+
+/// Each of `live`'s joins answers on its own topic and join_ref with its own count: join `i`
+/// counted `i + 1` messages, and `checked` more in earlier checks and this one.
+async fn check_counts(c: &mut WsClient, live: &[usize], refs: &[String], checked: usize) {
+    for &i in live {
+        let topic = format!("lab:{i}");
+        let r = c.push(&refs[i], &topic, "count", json!({})).await;
+        let reply = c.reply(&r).await;
+        assert_eq!(reply.topic, topic);
+        assert_eq!(reply.join_ref, json!(refs[i]));
+        assert_eq!(reply.status(), Some("ok"));
+        assert_eq!(
+            reply.payload["response"]["count"],
+            json!(i + 1 + checked),
+            "join {i}"
+        );
+    }
 }
 
 #[tokio::test]

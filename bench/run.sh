@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces every figure in BENCHMARKS.md: builds release binaries, seeds users, starts the app
 # and the echo example on loopback, runs each fawkes-bench scenario, and writes the outputs to
-# target/bench-results/. Takes about six minutes on the 2-core machine; stops everything it
+# target/bench-results/. Takes about seven minutes on the 2-core machine; stops everything it
 # started, even on failure. The cluster section's figures come from `bash bench/cluster.sh`.
 #
 #   bash bench/run.sh
@@ -50,6 +50,12 @@ run() { local name=$1; shift; echo "==> $name"; "$B" "$@" | tee "$OUT/$name.txt"
 
 start_app
 run presence-storm presence-storm $T --connections 15000 --server-pid "$APP"
+stop "$APP"
+
+# The app's rooms at rest: 15,000 idle joined connections over 1,000 `room:` topics, each
+# tracking its presence (memory per connection with the presence state).
+start_app
+run conns-app conns $T --connections 15000 --topics 1000 --server-pid "$APP"
 stop "$APP"
 
 start_app

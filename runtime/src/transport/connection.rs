@@ -78,15 +78,15 @@ fn admit(inflow: &Inflow, held: &mut Held) -> Wait {
     Wait::Nothing
 }
 
-/// Serves one connection until it ends. Returns the WebSocket when the server closed it and
-/// the client may still be sending: the caller then [`linger`]s on it.
+/// Serves one connection until it ends. Returns whether the server closed it carefully and
+/// the client may still be sending: the caller then [`linger`]s on the WebSocket.
 pub(super) async fn run(
-    mut ws: Ws,
+    ws: &mut Ws,
     (out, mut rx, control): (Outbound, OutboundReceiver, Arc<Control>),
     accepted: Box<dyn Startable>,
     vsn: Vsn,
     shared: Arc<RuntimeShared>,
-) -> Option<Ws> {
+) -> bool {
     let config = &shared.config;
     let args = StartArgs {
         vsn,
@@ -102,7 +102,7 @@ pub(super) async fn run(
         Ok(started) => started,
         Err(e) => {
             tracing::error!(error = %e, "could not start a socket actor");
-            return None;
+            return false;
         }
     };
     shared.metrics_connected(Transport::WebSocket);
@@ -206,15 +206,17 @@ pub(super) async fn run(
                 timer.as_mut().reset(next);
             }
             frame = rx.recv() => {
-                let written = write_batch(
-                    &mut ws,
+                // Boxed: its write timeout is only needed while frames wait for the client
+                // (broadcasts mostly go out directly), not in every idle connection's task.
+                let written = Box::pin(write_batch(
+                    ws,
                     frame,
                     &mut rx,
                     config.write_timeout,
                     closed.as_mut(),
                     &control,
                     &mut gathered,
-                );
+                ));
                 match written.await {
                     Written::Done => rx.written(),
                     // E.g. the queue overflowed while a write to this client was stuck.
@@ -252,50 +254,56 @@ pub(super) async fn run(
     rx.stop_direct();
     // Tell the client why, unless it is gone or not reading; then stop writing, so that a
     // client that reads sees the end at once.
-    let mut careful = false;
     if let Some(reason) = control.reason() {
         shared
             .meters
             .transport(Transport::WebSocket)
             .close_code(reason.code());
     }
-    match control.reason() {
-        Some(reason @ (CloseReason::SlowConsumer | CloseReason::Drain)) => {
-            // A slow consumer: best effort and brief, what was queued before the cut, then
-            // the code; a client that does not read has no room for them and is simply
-            // dropped. A drained socket: every reply and push queued, within the write
-            // timeout.
-            let drain = *reason == CloseReason::Drain;
-            let limit = if drain {
-                config.write_timeout
-            } else {
-                SLOW_CONSUMER_CLOSE
-            };
-            let frame = close_frame(reason);
-            let flush = async {
-                let framed = &mut gathered;
-                while let Some(queued) = rx.try_recv() {
-                    write_out(&mut ws, queued, framed).await?;
-                }
-                framed.write(&mut ws).await?;
-                ws.send(Message::Close(Some(frame))).await
-            };
-            let sent = timeout(limit, flush).await;
-            careful = drain && matches!(sent, Ok(Ok(())));
+    // Boxed: it runs once per connection, and inline its timers would be part of every idle
+    // connection's task for its whole life.
+    let careful = Box::pin(async {
+        match control.reason() {
+            Some(reason @ (CloseReason::SlowConsumer | CloseReason::Drain)) => {
+                // A slow consumer: best effort and brief, what was queued before the cut, then
+                // the code; a client that does not read has no room for them and is simply
+                // dropped. A drained socket: every reply and push queued, within the write
+                // timeout.
+                let drain = *reason == CloseReason::Drain;
+                let limit = if drain {
+                    config.write_timeout
+                } else {
+                    SLOW_CONSUMER_CLOSE
+                };
+                let frame = close_frame(reason);
+                let flush = async {
+                    let framed = &mut gathered;
+                    while let Some(queued) = rx.try_recv() {
+                        write_out(ws, queued, framed).await?;
+                    }
+                    framed.write(ws).await?;
+                    ws.send(Message::Close(Some(frame))).await
+                };
+                let sent = timeout(limit, flush).await;
+                drain && matches!(sent, Ok(Ok(())))
+            }
+            Some(reason) => {
+                let frame = close_frame(reason);
+                let sent =
+                    timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+                matches!(sent, Ok(Ok(())))
+            }
+            None => {
+                let _ = timeout(
+                    Duration::from_secs(1),
+                    futures_util::SinkExt::close(&mut *ws),
+                )
+                .await;
+                false
+            }
         }
-        Some(reason) => {
-            let frame = close_frame(reason);
-            let sent = timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
-            careful = matches!(sent, Ok(Ok(())));
-        }
-        None => {
-            let _ = timeout(
-                Duration::from_secs(1),
-                futures_util::SinkExt::close(&mut ws),
-            )
-            .await;
-        }
-    }
+    })
+    .await;
     if careful {
         let _ = timeout(Duration::from_secs(1), ws.get_mut().shutdown()).await;
     }
@@ -312,7 +320,7 @@ pub(super) async fn run(
         Transport::WebSocket,
         control.reason() == Some(&CloseReason::SlowConsumer),
     );
-    careful.then_some(ws)
+    careful
 }
 
 /// How long the close frame of a slow consumer (1013) may take to be written before the

@@ -73,8 +73,10 @@ impl QueueProbe {
     }
 }
 
-/// Frames kept in a drained queue's buffer; beyond this it is released.
-const KEEP_QUEUE_CAPACITY: usize = 8;
+/// Frames kept in a drained queue's buffer; beyond this it is released. None: an idle
+/// connection (most of them) holds no buffer, and with broadcasts written directly the
+/// queue is used by replies and pushes, whose own allocations dwarf a small buffer's.
+const KEEP_QUEUE_CAPACITY: usize = 0;
 
 /// The sending side of a connection's outbound queue. A full queue marks the client as a slow
 /// consumer and closes the connection; nothing waits on a slow client.

@@ -261,15 +261,7 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
         _ => None,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let config = &shared.config;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_bytes)
-        .write_buffer_size(WRITE_BATCH_BYTES)
-        .max_frame_size(Some(config.max_frame_bytes))
-        .max_message_size(Some(config.max_frame_bytes));
-    let linger_bytes = config.max_frame_bytes.saturating_mul(4).max(1024 * 1024);
     let vsn = checked.vsn;
-    let message_timeout = config.message_timeout;
     let task_shared = shared.clone();
     shared.connections.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -279,15 +271,23 @@ pub(crate) async fn upgrade<B, H: Send + 'static>(
                 return;
             }
         };
+        // Settings are read from the shared config here rather than kept in this task's state
+        // for the connection's life (every byte of it is paid per connection).
         let config = &task_shared.config;
         let queue = Outbound::with_tcp(config.outbound_queue, config.outbound_queue_bytes, tcp);
         let io = ConnectionIo::new(TokioIo::new(upgraded), queue.1.direct_writes());
-        let io = Watched::new(io, message_timeout);
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-        let closed = connection::run(ws, queue, accepted, vsn, task_shared).await;
+        let io = Watched::new(io, config.message_timeout);
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_bytes)
+            .write_buffer_size(WRITE_BATCH_BYTES)
+            .max_frame_size(Some(config.max_frame_bytes))
+            .max_message_size(Some(config.max_frame_bytes));
+        let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+        let linger_bytes = config.max_frame_bytes.saturating_mul(4).max(1024 * 1024);
+        let careful = connection::run(&mut ws, queue, accepted, vsn, task_shared).await;
         // The socket is gone: its id may be used again while the connection drains.
         drop(reservation);
-        if let Some(ws) = closed {
+        if careful {
             connection::linger(ws, linger_bytes).await;
         }
         drop(hold);

@@ -206,9 +206,7 @@ pub(super) async fn run(
                 timer.as_mut().reset(next);
             }
             frame = rx.recv() => {
-                // Boxed: its write timeout is only needed while frames wait for the client
-                // (broadcasts mostly go out directly), not in every idle connection's task.
-                let written = Box::pin(write_batch(
+                let written = write_batch(
                     ws,
                     frame,
                     &mut rx,
@@ -216,7 +214,7 @@ pub(super) async fn run(
                     closed.as_mut(),
                     &control,
                     &mut gathered,
-                ));
+                );
                 match written.await {
                     Written::Done => rx.written(),
                     // E.g. the queue overflowed while a write to this client was stuck.

@@ -73,10 +73,10 @@ impl QueueProbe {
     }
 }
 
-/// Frames kept in a drained queue's buffer; beyond this it is released. None: an idle
-/// connection (most of them) holds no buffer, and with broadcasts written directly the
-/// queue is used by replies and pushes, whose own allocations dwarf a small buffer's.
-const KEEP_QUEUE_CAPACITY: usize = 0;
+/// Frames kept in a drained queue's buffer; beyond this it is released. (Releasing it all
+/// saved 224 bytes per idle connection but cost an allocation per reply: about 1 µs more CPU
+/// per echo round trip with the boxed write batch, BENCHMARKS.md issue 14.)
+const KEEP_QUEUE_CAPACITY: usize = 8;
 
 /// The sending side of a connection's outbound queue. A full queue marks the client as a slow
 /// consumer and closes the connection; nothing waits on a slow client.

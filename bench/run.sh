@@ -19,9 +19,10 @@ trap cleanup EXIT
 mkdir -p "$OUT"
 
 cargo build --release --locked -p fawkes -p fawkes-bench -p fawkes-runtime --bins --example echo
-F=$ROOT/target/release/fawkes
-B=$ROOT/target/release/fawkes-bench
-ECHO=$ROOT/target/release/examples/echo
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+F=$BIN/fawkes
+B=$BIN/fawkes-bench
+ECHO=$BIN/examples/echo
 
 wait_for() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 

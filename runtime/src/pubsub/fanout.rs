@@ -2,16 +2,20 @@
 //! every subscriber (written straight to a connection that can take it, queued otherwise).
 //! A big topic's fan-out is spread over the runtime's worker threads in shards, because the
 //! kernel's work per write (on loopback, the receiver's too) dominates it: one thread walking
-//! 10,000 sockets takes twice as long as two walking 5,000 each. Each subscriber is in one
-//! shard, and the topic actor waits for every shard of a broadcast before it handles its next
-//! message, so the order per subscriber is the order of the broadcasts.
+//! 10,000 sockets takes twice as long as two walking 5,000 each. A big topic's fan-outs run
+//! off its actor, in a [`Pipeline`]: one after another (each subscriber is in one shard, and
+//! every shard of a broadcast finishes before the next broadcast starts, so the order per
+//! subscriber is the order of the broadcasts), while the actor goes on taking subscriptions:
+//! a join is not kept waiting behind writes to 15,000 sockets.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::mpsc::error::TrySendError;
+use ractor::ActorRef;
+use tokio::sync::mpsc::{self, error::TrySendError};
 
-use super::{Broadcast, Delivery, SubscriberId};
+use super::topic::TopicMsg;
+use super::{Broadcast, Delivery, PubSub, SubscriberId};
 use crate::protocol::{self, Vsn};
 use crate::socket_actor::SocketMsg;
 use crate::transport::{Framed, Sent, encoded_to_message};
@@ -119,9 +123,72 @@ pub(super) fn deliver<'a>(
 /// The subscribers of a big topic, as a list its shards share.
 pub(super) type Shared = Arc<Vec<(SubscriberId, Delivery)>>;
 
+/// One broadcast for a [`Pipeline`]: the subscribers when it was published, and its frames.
+struct Job {
+    subscribers: Shared,
+    encodings: Arc<Encodings>,
+}
+
+/// A topic's fan-outs, off its actor, one after another. Once a topic has one, every one of
+/// its broadcasts goes through it (never around it: that would reorder them).
+pub(super) struct Pipeline {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Pipeline {
+    /// Starts the pipeline of `topic`'s actor: `shards` per spread fan-out; what is gone is
+    /// told to the actor, and the deliveries to the metrics.
+    pub(super) fn start(shards: usize, pubsub: PubSub, topic: ActorRef<TopicMsg>) -> Self {
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let done = if job.subscribers.len() >= SPREAD_FROM {
+                    spread(job.subscribers, job.encodings, shards).await
+                } else {
+                    let all = job.subscribers.iter().map(|(id, d)| (id, d));
+                    Ok(deliver(all, &job.encodings))
+                };
+                match done {
+                    Ok(done) => {
+                        done.count(&pubsub);
+                        if !done.gone.is_empty() {
+                            let _ = topic.cast(TopicMsg::Gone(done.gone));
+                        }
+                    }
+                    Err(e) => {
+                        // Subscribers may have missed it: they start over (rejoin).
+                        tracing::error!(error = %e, "a fan-out shard failed; the topic's subscribers are told");
+                        let _ = topic.cast(TopicMsg::Lost);
+                    }
+                }
+            }
+        });
+        Self { jobs }
+    }
+
+    /// Queues a broadcast to `subscribers` (those of the topic now).
+    pub(super) fn push(&self, subscribers: Shared, encodings: Encodings) {
+        let _ = self.jobs.send(Job {
+            subscribers,
+            encodings: Arc::new(encodings),
+        });
+    }
+}
+
+impl Delivered {
+    /// Adds the deliveries to the metrics (once per broadcast, never per frame).
+    pub(super) fn count(&self, pubsub: &PubSub) {
+        let meters = pubsub.meters();
+        meters.deliveries.increment(self.queued);
+        if self.dropped > 0 {
+            meters.deliveries_dropped.increment(self.dropped);
+        }
+    }
+}
+
 /// Delivers to `subscribers` in `shards` tasks, one range each, and waits for them all.
-/// `Err` if a shard panicked (the topic actor then fails, and its subscribers are told).
-pub(super) async fn spread(
+/// `Err` if a shard panicked.
+async fn spread(
     subscribers: Shared,
     encodings: Arc<Encodings>,
     shards: usize,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::fanout::{self, Delivered, Encodings, SPREAD_FROM};
+use super::fanout::{self, Encodings, Pipeline, SPREAD_FROM};
 use super::{Broadcast, Delivery, PubSub, SubscriberId};
 use crate::socket_actor::SocketMsg;
 
@@ -19,6 +19,8 @@ pub(crate) enum TopicMsg {
     Subscribe(SubscriberId, Delivery, Option<Message>, RpcReplyPort<bool>),
     Unsubscribe(SubscriberId),
     Broadcast(Arc<Broadcast>),
+    /// These subscribers are gone (or fell behind): found by the topic's [`Pipeline`].
+    Gone(Vec<SubscriberId>),
     /// The topic's state elsewhere (its presences) is lost: end every subscription, so each
     /// subscriber starts over (a channel join gets `phx_error` and rejoins).
     Lost,
@@ -52,6 +54,8 @@ pub(crate) struct TopicState {
     list: Option<fanout::Shared>,
     /// The runtime's worker threads: the shards of a spread fan-out.
     workers: usize,
+    /// Its fan-outs off the actor, once it has had `SPREAD_FROM` subscribers.
+    pipeline: Option<Pipeline>,
     closing: bool,
 }
 
@@ -74,6 +78,7 @@ impl Actor for TopicActor {
             subscribers: HashMap::from([(id, delivery)]),
             list: None,
             workers: tokio::runtime::Handle::current().metrics().num_workers(),
+            pipeline: None,
             closing: false,
         })
     }
@@ -107,31 +112,26 @@ impl Actor for TopicActor {
             }
             TopicMsg::Broadcast(broadcast) => {
                 let encodings = Encodings::new(broadcast);
-                let Delivered {
-                    gone,
-                    queued,
-                    dropped,
-                } = if state.subscribers.len() >= SPREAD_FROM && state.workers > 1 {
+                if state.pipeline.is_none()
+                    && state.subscribers.len() >= SPREAD_FROM
+                    && state.workers > 1
+                {
+                    let shards = state.workers * 2;
+                    let pipeline = Pipeline::start(shards, state.pubsub.clone(), myself.clone());
+                    state.pipeline = Some(pipeline);
+                }
+                if state.pipeline.is_some() {
                     let list = state.list();
-                    fanout::spread(list, Arc::new(encodings), state.workers * 2).await?
+                    if let Some(pipeline) = &state.pipeline {
+                        pipeline.push(list, encodings);
+                    }
                 } else {
-                    fanout::deliver(state.subscribers.iter(), &encodings)
-                };
-                // Once per broadcast, never per frame.
-                let meters = state.pubsub.meters();
-                meters.deliveries.increment(queued);
-                if dropped > 0 {
-                    meters.deliveries_dropped.increment(dropped);
-                }
-                let mut removed = 0;
-                for id in gone {
-                    removed += usize::from(state.subscribers.remove(&id).is_some());
-                }
-                if removed > 0 {
-                    state.list = None;
-                    state.removed(removed, &myself);
+                    let done = fanout::deliver(state.subscribers.iter(), &encodings);
+                    done.count(&state.pubsub);
+                    state.remove_gone(done.gone, &myself);
                 }
             }
+            TopicMsg::Gone(gone) => state.remove_gone(gone, &myself),
             TopicMsg::Lost => {
                 let gone = state.abandon();
                 state.removed(gone, &myself);
@@ -148,6 +148,18 @@ impl Actor for TopicActor {
 }
 
 impl TopicState {
+    /// Removes those of `gone` still subscribed.
+    fn remove_gone(&mut self, gone: Vec<SubscriberId>, myself: &ActorRef<TopicMsg>) {
+        let mut removed = 0;
+        for id in gone {
+            removed += usize::from(self.subscribers.remove(&id).is_some());
+        }
+        if removed > 0 {
+            self.list = None;
+            self.removed(removed, myself);
+        }
+    }
+
     /// The subscribers as a list shared with the shards of a spread fan-out.
     fn list(&mut self) -> fanout::Shared {
         self.list

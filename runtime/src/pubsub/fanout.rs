@@ -27,6 +27,9 @@ use crate::transport::{Framed, Sent, encoded_to_message};
 /// shards of 128 were no better than four at 10,000.
 pub(super) const SPREAD_FROM: usize = 256;
 
+/// Deliveries a shard makes before it lets its worker run other tasks.
+const YIELD_EVERY: usize = 64;
+
 /// A broadcast and its frames, made on first use for each serializer.
 pub(super) struct Encodings {
     broadcast: Arc<Broadcast>,
@@ -203,8 +206,14 @@ async fn spread(
             let (subscribers, encodings) = (subscribers.clone(), encodings.clone());
             tokio::spawn(async move {
                 let end = (start + per_shard).min(subscribers.len());
-                let shard = subscribers[start..end].iter().map(|(id, d)| (id, d));
-                deliver(shard, &encodings)
+                let mut done = Delivered::default();
+                // A few dozen writes at a time: the worker also serves the joins and frames
+                // of other connections meanwhile.
+                for chunk in subscribers[start..end].chunks(YIELD_EVERY) {
+                    done.add(deliver(chunk.iter().map(|(id, d)| (id, d)), &encodings));
+                    tokio::task::yield_now().await;
+                }
+                done
             })
         })
         .collect();
